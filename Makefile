@@ -1,0 +1,31 @@
+# Entry points of the workspace. Each target sets itself up: it installs uv with pip when
+# it is missing, then `uv sync --frozen` installs the locked environment into .venv.
+#   make train-bond ARGS="--epochs 5 --device cuda:1"
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+ARGS ?=
+
+.PHONY: help setup train-bond test dataset clean-venv
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+setup:  ## install uv if missing, then the locked environment (.venv)
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || { \
+		echo "uv not found: installing it with pip"; \
+		$(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv; }
+	$(UV) sync --frozen
+
+train-bond: setup  ## train the bond-length VAE on the embedded AIB9 data (ARGS="..." for options)
+	$(UV) run --frozen bond-vae-train $(ARGS)
+
+test: setup  ## run the test suite (CPU)
+	$(UV) run --frozen pytest $(ARGS)
+
+dataset: setup  ## regenerate the AIB9 MD ensemble with OpenMM (ARGS="--output FILE")
+	$(UV) sync --frozen --group dataset
+	$(UV) run --frozen --group dataset python scripts/make_aib9_dataset.py $(ARGS)
+
+clean-venv:  ## remove the environment (.venv); runs/ and data/ are kept
+	rm -rf .venv
