@@ -1,12 +1,18 @@
 # Entry points of the workspace. Each target sets itself up: it installs uv with pip when
 # it is missing, then `uv sync --frozen` installs the locked environment into .venv.
 #   make train-bond ARGS="--epochs 5 --device cuda:1"
+#   make train-both BOND_GPU=0 PAIRWISE_GPU=1
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 ARGS ?=
+RUNS_DIR ?= runs
+BOND_GPU ?= 0
+PAIRWISE_GPU ?= 1
+BOND_ARGS ?=
+PAIRWISE_ARGS ?=
 
-.PHONY: help setup train-bond test dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both test dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -18,7 +24,14 @@ setup:  ## install uv if missing, then the locked environment (.venv)
 	$(UV) sync --frozen
 
 train-bond: setup  ## train the bond-length VAE on the embedded AIB9 data (ARGS="..." for options)
-	$(UV) run --frozen bond-vae-train $(ARGS)
+	$(UV) run --frozen bond-vae-train --output-dir $(RUNS_DIR)/bond_vae $(ARGS)
+
+train-pairwise: setup  ## train the pairwise-distance VAE on the embedded AIB9 data (ARGS="...")
+	$(UV) run --frozen pairwise-vae-train --output-dir $(RUNS_DIR)/pairwise_vae $(ARGS)
+
+train-both: setup  ## both trainings at once, on BOND_GPU and PAIRWISE_GPU (ARGS, BOND_ARGS, PAIRWISE_ARGS)
+	BOND_GPU="$(BOND_GPU)" PAIRWISE_GPU="$(PAIRWISE_GPU)" RUNS_DIR="$(RUNS_DIR)" ARGS="$(ARGS)" \
+		BOND_ARGS="$(BOND_ARGS)" PAIRWISE_ARGS="$(PAIRWISE_ARGS)" scripts/train_both.sh
 
 test: setup  ## run the test suite (CPU)
 	$(UV) run --frozen pytest $(ARGS)

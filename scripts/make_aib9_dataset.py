@@ -1,10 +1,12 @@
 """Generate the embedded AIB9 heavy-atom MD ensemble (``data/aib9.npz``).
 
-Ac-(Aib)9-NH2 is built with RDKit as right- and left-handed alpha helices, parametrised with
-CHARMM36 (OpenMM's ``charmm36.xml``: residue AIB, patches ACE and CT2) and simulated with
-Langevin dynamics in OBC2 generalised-Born implicit solvent. Aib is achiral, so the ensemble
-holds both helix handednesses; replicas at a raised temperature add transitions and partly
-unfolded frames. Every setting, and every seed, is recorded in the file's ``metadata``.
+Ac-(Aib)9-NH2 is built with RDKit, parametrised with CHARMM36 (OpenMM's ``charmm36.xml``:
+residue AIB, patches ACE and CT2) and simulated with Langevin dynamics in OBC2
+generalised-Born implicit solvent. Aib is achiral, so the ensemble holds both helix
+handednesses: replicas start from right- and left-handed helices at 300 K and 400 K, one
+from a helix that changes handedness halfway (300 K) and one from an extended chain (500 K)
+for transitions and partly unfolded frames. Every setting and seed is recorded in the file's
+``metadata``.
 
 Run with ``make dataset`` (it installs the ``dataset`` dependency group: OpenMM and RDKit).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import sys
 import time
@@ -32,6 +35,7 @@ AIB_SMILES = "NC(C)(C)C(=O)"
 AMIDE_SMILES = "N"
 AIB_ATOM_NAMES = ("N", "CA", "CB1", "CB2", "C", "O")
 HELIX_DIHEDRALS_DEG = {"right": (-57.0, -47.0), "left": (57.0, 47.0)}
+EXTENDED_DIHEDRALS_DEG = (-150.0, 150.0)
 
 # OBC2 generalised-Born parameters (Onufriev, Bashford & Case 2004) with mbondi2-like radii (nm).
 GB_RADIUS_NM = {"H": 0.12, "C": 0.17, "N": 0.155, "O": 0.15}
@@ -41,9 +45,13 @@ GB_SCALE = {"H": 0.85, "C": 0.72, "N": 0.79, "O": 0.85}
 
 @dataclass
 class Replica:
-    """One independent trajectory: starting helix handedness, temperature (K) and seed."""
+    """One independent trajectory: starting structure, temperature (K) and seed.
 
-    helix: str
+    ``start`` is "right" or "left" (an ideal helix), "mixed" (residues 1-4 right-handed,
+    5-9 left-handed) or "extended".
+    """
+
+    start: str
     temperature_k: float
     seed: int
 
@@ -59,9 +67,11 @@ class DatasetConfig:
             Replica("left", 300.0, 12),
             Replica("right", 400.0, 13),
             Replica("left", 400.0, 14),
+            Replica("mixed", 300.0, 15),
+            Replica("extended", 500.0, 16),
         ]
     )
-    frames_per_replica: int = 2000
+    frames_per_replica: int = 1500
     stride_steps: int = 100
     equilibration_steps: int = 5000
     timestep_fs: float = 4.0
@@ -71,8 +81,17 @@ class DatasetConfig:
     solvent_dielectric: float = 78.5
 
 
-def build_molecule(helix: str, seed: int) -> tuple[Chem.Mol, list[dict]]:
-    """Build Ac-(Aib)9-NH2 with hydrogens as an ideal helix.
+def backbone_dihedrals(start: str, residue: int) -> tuple[float, float]:
+    """(phi, psi) in degrees of one residue for a starting structure."""
+    if start == "extended":
+        return EXTENDED_DIHEDRALS_DEG
+    if start == "mixed":
+        return HELIX_DIHEDRALS_DEG["right" if residue < N_RESIDUES // 2 else "left"]
+    return HELIX_DIHEDRALS_DEG[start]
+
+
+def build_molecule(start: str, seed: int) -> tuple[Chem.Mol, list[dict]]:
+    """Build Ac-(Aib)9-NH2 with hydrogens in a starting structure (see :class:`Replica`).
 
     Returns the RDKit molecule (one conformer, Angstrom) and, for each heavy atom in SMILES
     order, its PDB-style name, residue name and residue id (ACE 1, AIB 2-10, NH2 11).
@@ -86,9 +105,9 @@ def build_molecule(helix: str, seed: int) -> tuple[Chem.Mol, list[dict]]:
         heavy += [{"name": name, "residue_name": "AIB", "residue_id": residue + 2} for name in AIB_ATOM_NAMES]
     heavy.append({"name": "N", "residue_name": "NH2", "residue_id": N_RESIDUES + 2})
 
-    phi, psi = HELIX_DIHEDRALS_DEG[helix]
     conformer = mol.GetConformer()
     for residue in range(N_RESIDUES):
+        phi, psi = backbone_dihedrals(start, residue)
         n, ca, c = 3 + 6 * residue, 4 + 6 * residue, 7 + 6 * residue
         previous_c = 1 if residue == 0 else c - 6
         next_n = n + 6
@@ -146,7 +165,7 @@ def add_implicit_solvent(system: openmm.System, mol: Chem.Mol, order: list[int],
 
 def simulate(replica: Replica, config: DatasetConfig, forcefield: app.ForceField) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Run one replica; return heavy-atom frames (frames, 58, 3) in Angstrom, atom table, bonds."""
-    mol, heavy_atoms = build_molecule(replica.helix, replica.seed)
+    mol, heavy_atoms = build_molecule(replica.start, replica.seed)
     topology, order = openmm_topology(mol)
     system = forcefield.createSystem(
         topology,
@@ -185,30 +204,38 @@ def simulate(replica: Replica, config: DatasetConfig, forcefield: app.ForceField
     return frames, heavy_atoms, bonds
 
 
-def parse_args(argv: list[str] | None) -> DatasetConfig:
+def parse_args(argv: list[str] | None) -> tuple[DatasetConfig, int]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = DatasetConfig()
     parser.add_argument("--output", type=Path, default=defaults.output, help="where to write the .npz")
     parser.add_argument("--frames-per-replica", type=int, default=defaults.frames_per_replica, help="frames saved per replica")
     parser.add_argument("--stride-steps", type=int, default=defaults.stride_steps, help="MD steps between saved frames")
+    parser.add_argument("--workers", type=int, default=1, help="replicas simulated in parallel (one CPU thread each)")
     args = parser.parse_args(argv)
-    return DatasetConfig(output=args.output, frames_per_replica=args.frames_per_replica, stride_steps=args.stride_steps)
+    config = DatasetConfig(output=args.output, frames_per_replica=args.frames_per_replica, stride_steps=args.stride_steps)
+    return config, args.workers
+
+
+def simulate_replica(job: tuple[int, Replica, DatasetConfig]) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    index, replica, config = job
+    started = time.perf_counter()
+    result = simulate(replica, config, app.ForceField("charmm36.xml"))
+    print(f"replica {index} ({replica.start}, {replica.temperature_k:g} K): {len(result[0])} frames in {time.perf_counter() - started:.0f} s", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    config, workers = parse_args(argv)
     if config.output.exists():
         sys.exit(f"error: {config.output} exists; remove it or pass --output to write elsewhere")
-    forcefield = app.ForceField("charmm36.xml")
-    all_frames, replica_of_frame, temperature_of_frame = [], [], []
     started = time.perf_counter()
-    for index, replica in enumerate(config.replicas):
-        replica_start = time.perf_counter()
-        frames, heavy_atoms, bonds = simulate(replica, config, forcefield)
-        all_frames.append(frames)
-        replica_of_frame.append(np.full(len(frames), index, dtype=np.int16))
-        temperature_of_frame.append(np.full(len(frames), replica.temperature_k, dtype=np.float32))
-        print(f"replica {index} ({replica.helix}, {replica.temperature_k:g} K): {len(frames)} frames in {time.perf_counter() - replica_start:.0f} s", flush=True)
+    jobs = [(index, replica, config) for index, replica in enumerate(config.replicas)]
+    with multiprocessing.Pool(workers) as pool:
+        results = pool.map(simulate_replica, jobs, chunksize=1)
+    all_frames = [frames for frames, _, _ in results]
+    heavy_atoms, bonds = results[0][1], results[0][2]
+    replica_of_frame = [np.full(len(f), index, dtype=np.int16) for index, f in enumerate(all_frames)]
+    temperature_of_frame = [np.full(len(f), r.temperature_k, dtype=np.float32) for f, r in zip(all_frames, config.replicas)]
 
     ns_per_frame = config.stride_steps * config.timestep_fs * 1e-6
     metadata = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -95,3 +97,20 @@ def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
     assert resumed["step"] == full["step"]
     for name, value in full["model"].items():
         torch.testing.assert_close(resumed["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_npz, tmp_path, monkeypatch, capsys):
+    original_step = train_module.Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted_at_step_three(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch)
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", interrupted_at_step_three)
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
+    checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
+    assert checkpoint["step"] == 3
+    assert "--resume" in capsys.readouterr().err

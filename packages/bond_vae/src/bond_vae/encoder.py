@@ -129,11 +129,24 @@ class VectorLayerNorm(nn.Module):
         return vec / norm.unsqueeze(1) * self.weight
 
 
-def vector_rejection(vec: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """Remove from every channel of ``vec`` (E, S, H) its component along ``direction`` (E, S)."""
-    unit = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-9)
-    projection = (vec * unit.unsqueeze(-1)).sum(dim=1, keepdim=True)
-    return vec - projection * unit.unsqueeze(-1)
+def rejection_dot(target_vec: torch.Tensor, source_vec: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Inner product of two vector features after rejecting their components along an edge.
+
+    With u the unit edge direction, rej(a) . rej(b) = a . b - (a . u)(b . u); rejecting along
+    -u gives the same vectors, so this is ViSNet's dihedral term without materialising them.
+
+    Args:
+        target_vec: (E, S, H) features of the edges' target atoms.
+        source_vec: (E, S, H) features of the edges' source atoms.
+        direction: (E, S) edge spherical harmonics.
+
+    Returns:
+        (E, H) invariant products.
+    """
+    unit = (direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-9)).unsqueeze(-1)
+    along_target = (target_vec * unit).sum(dim=1)
+    along_source = (source_vec * unit).sum(dim=1)
+    return (target_vec * source_vec).sum(dim=1) - along_target * along_source
 
 
 class ViSMPLayer(nn.Module):
@@ -217,9 +230,7 @@ class ViSMPLayer(nn.Module):
         if not self.update_edges:
             return dx, dvec, torch.zeros_like(edge_features)
 
-        w_target = vector_rejection(self.w_trg_proj(vec)[target], edge_sh)
-        w_source = vector_rejection(self.w_src_proj(vec)[source], -edge_sh)
-        w_dot = (w_target * w_source).sum(dim=1)
+        w_dot = rejection_dot(self.w_trg_proj(vec)[target], self.w_src_proj(vec)[source], edge_sh)
         df = self.act(self.f_proj(edge_features)) * w_dot
         return dx, dvec, df
 

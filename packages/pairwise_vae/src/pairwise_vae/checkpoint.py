@@ -1,0 +1,109 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint holds only tensors and plain Python types, so loading one cannot run code.
+It records which package wrote it and in which format, so a checkpoint of another package,
+or of a newer format, is refused with a clear message instead of failing deep in torch.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pairwise_vae import __version__
+from pairwise_vae.config import from_dict
+from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+
+CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` plus format tags to ``path`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tagged = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "package_version": __version__, **payload}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(tagged, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint of this package.
+
+    Raises:
+        CheckpointError: missing, unreadable, foreign or too new.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about unusual pickles before failing on them
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, truncated or not written by pairwise_vae): {reason[:200]}") from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise CheckpointError(f"{path}: not a pairwise_vae checkpoint")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: is a {str(payload['format']).split('.')[0]} checkpoint, not a pairwise_vae one")
+    if payload.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: written in checkpoint format {payload['format_version']} by pairwise_vae {payload.get('package_version')}; "
+            f"this pairwise_vae {__version__} reads format {CHECKPOINT_VERSION} at most: upgrade pairwise_vae"
+        )
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> MolecularVAEMSE:
+    """Rebuild the model recorded in a loaded checkpoint, weights included."""
+    try:
+        model_config = from_dict(ModelConfig, payload["config"]["model"])
+        topology = payload["topology"]
+        n_atoms = topology["atomic_numbers"].shape[0]
+        model = MolecularVAEMSE(model_config, topology["atomic_numbers"], topology["bonds"], torch.zeros(n_atoms, 3))
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({str(error).splitlines()[0][:200]})") from None
+    return model
+
+
+def rng_state() -> dict[str, Any]:
+    """States of the Python, NumPy and torch (CPU and CUDA) random generators, as plain types."""
+    numpy_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`; CUDA states are restored when the device count matches."""
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

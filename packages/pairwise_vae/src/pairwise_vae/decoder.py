@@ -1,0 +1,163 @@
+"""EGNN decoder: a latent vector to 3D coordinates of all atoms.
+
+E(n)-equivariant graph neural network layers (Satorras, Hoogeboom & Welling, ICML 2021) on
+the complete graph of one molecule, written densely: every molecule of a batch has the same
+N atoms, so features are (B, N, H) and pair features (B, N, N, H). Decoding starts from one
+fixed reference conformation (a buffer of the model, chosen from the training data), so it
+is deterministic for a given z; the latent vector and the per-atom embeddings tell the layers
+how to move the atoms away from it. A generic 3D starting geometry matters: EGNN moves atoms
+only along inter-atomic vectors, so a planar or linear start could never leave its plane
+or line, and identical start positions would never separate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class DecoderConfig:
+    """Decoder: EGNN"""
+
+    hidden_channels: int = field(default=64, metadata={"help": "node and edge channels"})
+    num_layers: int = field(default=4, metadata={"help": "EGNN layers"})
+    max_topological_distance: int = field(default=8, metadata={"help": "bond-path lengths above this share one pair embedding"})
+    coordinate_range: float = field(default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)"})
+    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+
+
+def topological_distances(bonds: torch.Tensor, n_atoms: int, max_distance: int) -> torch.Tensor:
+    """Number of covalent bonds on the shortest path between atom pairs, clipped at ``max_distance``.
+
+    Args:
+        bonds: (n_bonds, 2) atom indices.
+        n_atoms: atoms in the molecule.
+        max_distance: value given to pairs further apart (or disconnected).
+
+    Returns:
+        (N, N) long tensor, zero on the diagonal.
+    """
+    adjacency = torch.zeros(n_atoms, n_atoms, dtype=torch.bool)
+    adjacency[bonds[:, 0], bonds[:, 1]] = True
+    adjacency |= adjacency.T.clone()
+    distances = torch.full((n_atoms, n_atoms), max_distance, dtype=torch.long)
+    reached = torch.eye(n_atoms, dtype=torch.bool)
+    distances[reached] = 0
+    frontier = reached
+    for hops in range(1, max_distance):
+        frontier = (frontier.float() @ adjacency.float()).bool() & ~reached
+        distances[frontier] = hops
+        reached |= frontier
+    return distances
+
+
+class EGNNLayer(nn.Module):
+    """One E(n)-equivariant layer on the complete graph of each molecule.
+
+    m_ij = phi_e(h_i, h_j, |x_i - x_j|^2, a_ij)
+    x_i <- x_i + mean_j (x_i - x_j) / (|x_i - x_j| + 1) * phi_x(m_ij)
+    h_i <- h_i + phi_h(h_i, sum_j m_ij)
+
+    ``a_ij`` is a per-pair edge attribute (here the embedded topological distance). The
+    coordinate weight is bounded by ``coordinate_range * tanh``, and the last layer of phi_x
+    starts near zero so that early training does not fling atoms apart.
+    """
+
+    def __init__(self, hidden_channels: int, coordinate_range: float) -> None:
+        super().__init__()
+        self.coordinate_range = coordinate_range
+        self.target_proj = nn.Linear(hidden_channels, hidden_channels)
+        self.source_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
+        self.distance_proj = nn.Linear(1, hidden_channels, bias=False)
+        self.edge_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden_channels, hidden_channels), nn.SiLU())
+        last = nn.Linear(hidden_channels, 1, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=0.001)
+        self.coordinate_mlp = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), last)
+        self.node_mlp = nn.Sequential(
+            nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels)
+        )
+
+    def forward(
+        self, h: torch.Tensor, x: torch.Tensor, pair_attributes: torch.Tensor, pair_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update node features and coordinates.
+
+        Args:
+            h: (B, N, H) node features.
+            x: (B, N, 3) coordinates in Angstrom.
+            pair_attributes: (N, N, H) edge attributes shared by the batch.
+            pair_mask: (N, N) 1.0 for edges (i != j), 0.0 on the diagonal.
+
+        Returns:
+            h and x of the same shapes.
+        """
+        relative = x.unsqueeze(2) - x.unsqueeze(1)
+        squared_distance = relative.pow(2).sum(dim=-1, keepdim=True)
+        pre_activation = (
+            self.target_proj(h).unsqueeze(2)
+            + self.source_proj(h).unsqueeze(1)
+            + self.distance_proj(squared_distance)
+            + pair_attributes
+        )
+        messages = self.edge_mlp(pre_activation) * pair_mask.unsqueeze(-1)
+
+        weights = self.coordinate_range * torch.tanh(self.coordinate_mlp(messages)) * pair_mask.unsqueeze(-1)
+        direction = relative / ((squared_distance + 1e-8).sqrt() + 1.0)
+        n_neighbours = pair_mask.sum(dim=-1).clamp_min(1.0).view(1, -1, 1)
+        x = x + (direction * weights).sum(dim=2) / n_neighbours
+
+        h = h + self.node_mlp(torch.cat([h, messages.sum(dim=2)], dim=-1))
+        return h, x
+
+
+class EGNNDecoderMSE(nn.Module):
+    """Decode latent vectors into coordinates of one molecule with a fixed topology.
+
+    Args:
+        config: hyper-parameters.
+        latent_dim: dimension D of the latent space.
+        atomic_numbers: (N,) atomic numbers.
+        bonds: (n_bonds, 2) covalent bonds, used as the topological pair attribute.
+        reference_positions: (N, 3) starting conformation in Angstrom (centred here).
+    """
+
+    def __init__(
+        self,
+        config: DecoderConfig,
+        latent_dim: int,
+        atomic_numbers: torch.Tensor,
+        bonds: torch.Tensor,
+        reference_positions: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        n_atoms = atomic_numbers.shape[0]
+        hidden = config.hidden_channels
+        self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
+        self.register_buffer("reference_positions", reference_positions - reference_positions.mean(dim=0))
+        self.register_buffer(
+            "topology", topological_distances(bonds.long().cpu(), n_atoms, config.max_topological_distance)
+        )
+        self.register_buffer("pair_mask", 1.0 - torch.eye(n_atoms))
+        self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
+        self.atom_embedding = nn.Embedding(n_atoms, hidden)
+        self.latent_proj = nn.Linear(latent_dim, hidden)
+        self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, hidden)
+        self.layers = nn.ModuleList(EGNNLayer(hidden, config.coordinate_range) for _ in range(config.num_layers))
+
+    @property
+    def n_atoms(self) -> int:
+        return self.atomic_numbers.shape[0]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D) latent vectors -> (B, N, 3) centred coordinates in Angstrom."""
+        atom_features = self.element_embedding(self.atomic_numbers) + self.atom_embedding.weight
+        h = atom_features.unsqueeze(0) + self.latent_proj(z).unsqueeze(1)
+        x = self.reference_positions.expand(z.shape[0], -1, -1)
+        pair_attributes = self.topology_embedding(self.topology)
+        for layer in self.layers:
+            h, x = layer(h, x, pair_attributes, self.pair_mask)
+        return x - x.mean(dim=1, keepdim=True)

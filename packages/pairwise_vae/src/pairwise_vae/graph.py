@@ -1,0 +1,53 @@
+"""Radius-graph edge lists for batches of molecules that share one topology.
+
+Every molecule in a batch has the same ``n_atoms`` atoms, so a batch of ``B`` molecules is a
+graph of ``B * n_atoms`` nodes: node ``b * n_atoms + i`` is atom ``i`` of molecule ``b``.
+Edges are directed pairs ``(source, target)``; messages flow from source to target.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    import torch_cluster
+except ImportError:  # pragma: no cover - torch-cluster is a declared dependency
+    torch_cluster = None
+
+
+def _torch_cluster_supports(device: torch.device) -> bool:
+    if torch_cluster is None:
+        return False
+    if device.type == "cpu":
+        return True
+    return device.type == "cuda" and torch.ops.torch_cluster.cuda_version() != -1
+
+
+def radius_edges(positions: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """All ordered pairs of distinct atoms of the same molecule closer than ``cutoff``.
+
+    Uses torch-cluster's ``radius_graph`` where it was built for the tensor's device, and an
+    exact dense search otherwise (a torch-cluster built without CUDA cannot handle CUDA
+    tensors). The neighbour cap is lifted, so no neighbour is ever dropped silently.
+
+    Args:
+        positions: (B, N, 3) coordinates in Angstrom.
+        cutoff: radius in Angstrom.
+
+    Returns:
+        (2, E) long tensor of flat node indices, sorted by target then source.
+    """
+    n_molecules, n_atoms, _ = positions.shape
+    if _torch_cluster_supports(positions.device):
+        batch = torch.arange(n_molecules, device=positions.device).repeat_interleave(n_atoms)
+        edges = torch_cluster.radius_graph(
+            positions.reshape(-1, 3), r=cutoff, batch=batch, loop=False, max_num_neighbors=n_atoms
+        )
+    else:
+        distances = torch.cdist(positions, positions)
+        close = distances < cutoff
+        close &= ~torch.eye(n_atoms, dtype=torch.bool, device=positions.device)
+        molecule, target, source = close.nonzero(as_tuple=True)
+        edges = torch.stack([molecule * n_atoms + source, molecule * n_atoms + target])
+    order = torch.argsort(edges[1] * (n_molecules * n_atoms) + edges[0])
+    return edges[:, order]

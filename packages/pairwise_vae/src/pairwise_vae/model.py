@@ -1,0 +1,122 @@
+"""The pairwise-distance VAE: ViSNet encoder, EGNN decoder, and its loss.
+
+Loss = mean squared error of all N (N - 1) / 2 interatomic distances of the reconstruction
+against the input (Angstrom^2; 1,653 distances for AIB9's 58 atoms), computed per molecule
+and averaged over molecules, + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
+dimensions and averaged over molecules. Both terms are invariant under rotations,
+translations and reflections of the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pairwise_vae.decoder import DecoderConfig, EGNNDecoderMSE
+from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE
+from pairwise_vae.utils import pairwise_distances
+
+
+@dataclass
+class ModelConfig:
+    """Model: latent space"""
+
+    latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
+    encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
+    decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
+
+
+@dataclass
+class LossTerms:
+    """Scalar loss tensors of one batch: total, pairwise-distance MSE (Angstrom^2), KL per molecule (nats)."""
+
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+
+
+def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per molecule: (B, D) -> (B,) in nats."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
+
+
+def pairwise_distance_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of all interatomic distances, molecule by molecule (Angstrom^2).
+
+    Distances are taken only between atoms of the same molecule, batched without a loop.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+    """
+    return (pairwise_distances(predicted) - pairwise_distances(target)).pow(2).mean()
+
+
+class MolecularVAEMSE(nn.Module):
+    """Variational autoencoder of conformations of one molecule, trained on all pairwise distances.
+
+    Args:
+        config: architecture.
+        atomic_numbers: (N,) atomic numbers.
+        bonds: (n_bonds, 2) covalent bonds (decoder pair attributes and metrics).
+        reference_positions: (N, 3) the decoder's starting conformation, Angstrom.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        atomic_numbers: torch.Tensor,
+        bonds: torch.Tensor,
+        reference_positions: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
+        self.register_buffer("bonds", bonds.long().clone())
+        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim)
+        self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def encode(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, 3) Angstrom -> mu, log_var, each (B, latent_dim)."""
+        return self.encoder(self.atomic_numbers, positions)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw z = mu + sigma * eps with eps ~ N(0, I); (B, D) -> (B, D)."""
+        noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + torch.exp(0.5 * log_var) * noise
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> (B, N, 3) centred coordinates in Angstrom."""
+        return self.decoder(z)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode, sample z, decode. Returns (reconstruction (B, N, 3), mu, log_var)."""
+        mu, log_var = self.encode(positions)
+        return self.decode(self.reparameterize(mu, log_var)), mu, log_var
+
+    def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
+        """Pairwise-distance MSE + beta * KL for a batch of (B, N, 3) conformations in Angstrom."""
+        reconstruction, mu, log_var = self(positions)
+        reconstruction_loss = pairwise_distance_loss(reconstruction.float(), positions.float())
+        kl = kl_divergence(mu.float(), log_var.float()).mean()
+        return LossTerms(total=reconstruction_loss + beta * kl, reconstruction=reconstruction_loss, kl=kl)
+
+    @torch.no_grad()
+    def reconstruct(self, positions: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: (B, N, 3) -> (B, N, 3), deterministic."""
+        mu, _ = self.encode(positions)
+        return self.decode(mu)
+
+    @torch.no_grad()
+    def sample(self, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw z ~ N(0, I) and decode: returns (n_samples, N, 3) coordinates in Angstrom."""
+        device = self.atomic_numbers.device
+        z = torch.randn(n_samples, self.latent_dim, device=device, generator=generator)
+        return self.decode(z)

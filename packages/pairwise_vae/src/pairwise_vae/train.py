@@ -1,0 +1,487 @@
+"""Train the pairwise-distance VAE: ``pairwise-vae-train`` (or ``python -m pairwise_vae``).
+
+Each run writes its own folder ``<output-dir>/<timestamp>/`` holding ``config.json``,
+``metrics.jsonl`` (one JSON record per epoch and split), ``last.pt`` and ``best.pt``
+checkpoints (written atomically) and PNG plots. W&B logs offline by default (project
+``pairwise-vae``, files under the run folder); ``--wandb online`` streams to your account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pairwise_vae import __version__
+from pairwise_vae.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace, explicit_flags, from_dict, to_dict
+from pairwise_vae.data import ConformationDataset, DataError, load_dataset, split_frames
+from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+from pairwise_vae.plots import plot_bond_lengths, plot_loss_curves
+from pairwise_vae.utils import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances, resolve_device, seed_everything
+
+WANDB_PROJECT = "pairwise-vae"
+WANDB_MODES = ("offline", "online", "disabled")
+RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "plot_every")
+EVALUATION_SAMPLES = 512
+
+
+@dataclass
+class TrainConfig:
+    """Training run"""
+
+    data: Path | None = field(default=None, metadata={"help": "dataset .npz, or .npy coordinates with --topology; none: the embedded AIB9 ensemble", "metavar": "FILE"})
+    topology: Path | None = field(default=None, metadata={"help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows", "metavar": "FILE"})
+    output_dir: Path = field(default=Path("runs/pairwise_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"})
+    run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
+    epochs: int = field(default=60, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=64, metadata={"help": "molecules per optimiser step"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
+    beta: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
+    beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
+    validation_fraction: float = field(default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"})
+    max_frames: int | None = field(default=None, metadata={"help": "use only the first N frames (quick runs)"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
+    wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
+    checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
+    plot_every: int = field(default=5, metadata={"help": "write plots every N epochs (and at the end)"})
+    max_bad_steps: int = field(default=20, metadata={"help": "stop after this many consecutive non-finite steps"})
+    resume: Path | None = field(default=None, metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"})
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no run can use."""
+        positive = ("epochs", "batch_size", "checkpoint_every", "plot_every", "max_bad_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
+            raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ConfigError(f"--max-frames must be at least 2, got {self.max_frames}")
+        if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:
+            raise ConfigError("--latent-dim must be positive and --encoder-hidden-channels divisible by --encoder-num-heads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairwise-vae-train",
+        description="Train a ViSNet -> EGNN variational autoencoder of molecular conformations with a\n"
+        "reconstruction loss on all interatomic distances.\n\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pairwise_vae {__version__}")
+    add_dataclass_arguments(parser, TrainConfig)
+    return parser
+
+
+def new_run_folder(parent: Path, name: str | None) -> Path:
+    """Create a fresh run folder; never reuse one (a suffix is added if the name is taken)."""
+    base = name or time.strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        folder = parent / (base if attempt == 0 else f"{base}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{parent}: could not create a new run folder named {base}")
+
+
+def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
+    """The frame whose interatomic distances are closest to the mean distances: (F, N, 3) -> (N, 3)."""
+    sample = coords[:: max(1, len(coords) // 2000)]
+    distances = torch.cdist(sample, sample)
+    deviation = (distances - distances.mean(dim=0)).pow(2).mean(dim=(1, 2))
+    return sample[deviation.argmin()].clone()
+
+
+class StopRequested:
+    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+class Trainer:
+    """Owns the model, optimiser, data and run folder of one training run."""
+
+    def __init__(self, config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None) -> None:
+        self.config = config
+        self.run_dir: Path | None = None
+        self.wandb_run: Any = None
+        self.device = resolve_device(config.device)
+        self.amp = config.amp and self.device.type == "cuda"
+        topology = dataset.topology
+        coords = torch.from_numpy(dataset.coords[: config.max_frames])
+        coords = coords - coords.mean(dim=1, keepdim=True)
+        train_index, validation_index = split_frames(len(coords), config.validation_fraction, config.seed)
+        if len(train_index) < config.batch_size:
+            raise ConfigError(
+                f"{dataset.source}: the training split has {len(train_index)} frames, fewer than --batch-size {config.batch_size}"
+            )
+        self.train_coords = coords[train_index].to(self.device)
+        self.validation_coords = coords[validation_index].to(self.device)
+        self.bonds = torch.from_numpy(topology.bonds).to(self.device)
+        self.steps_per_epoch = len(train_index) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+
+        if checkpoint is None:
+            seed_everything(config.seed)
+            self.model = MolecularVAEMSE(
+                config.model,
+                torch.from_numpy(topology.atomic_numbers),
+                torch.from_numpy(topology.bonds),
+                reference_conformation(coords[train_index]),
+            )
+        else:
+            self.model = model_from_checkpoint(checkpoint, config.resume)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
+        self.topology_record = {
+            "atomic_numbers": torch.from_numpy(topology.atomic_numbers),
+            "bonds": torch.from_numpy(topology.bonds),
+            "atom_names": topology.atom_names.tolist(),
+            "residue_ids": topology.residue_ids.tolist(),
+            "residue_names": topology.residue_names.tolist(),
+        }
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_validation = math.inf
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _learning_rate_factor(self, step: int) -> float:
+        if step < self.config.warmup_steps:
+            return (step + 1) / self.config.warmup_steps
+        progress = (step - self.config.warmup_steps) / max(1, self.total_steps - self.config.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def beta_at(self, step: int) -> float:
+        """KL weight at an optimiser step: linear warm-up from 0 to ``beta``."""
+        warmup = self.config.beta_warmup_epochs * self.steps_per_epoch
+        return self.config.beta * (1.0 if warmup <= 0 else min(1.0, step / warmup))
+
+    def _restore(self, checkpoint: dict) -> None:
+        stored = checkpoint["topology"]
+        if not (
+            torch.equal(stored["atomic_numbers"], self.topology_record["atomic_numbers"])
+            and torch.equal(stored["bonds"], self.topology_record["bonds"])
+        ):
+            raise CheckpointError(f"{self.config.resume}: the checkpoint's molecule (atoms or bonds) differs from the data's")
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.epoch, self.batch_in_epoch, self.step = checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["step"]
+        self.best_validation = checkpoint["best_validation"]
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
+        restore_rng_state(checkpoint["rng"])
+
+    def save(self, name: str) -> Path:
+        """Write ``name`` (e.g. last.pt) in the run folder with everything needed to resume."""
+        path = self.run_dir / name
+        save_checkpoint(
+            path,
+            {
+                "config": to_dict(self.config),
+                "topology": self.topology_record,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "step": self.step,
+                "best_validation": self.best_validation,
+                "skipped_steps": self.skipped_steps,
+                "rng": rng_state(),
+            },
+        )
+        return path
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Order of training frames in an epoch, a function of (seed, epoch) so resume can replay it."""
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train_coords), generator=generator).to(self.device)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float] | None:
+        """One optimiser step; returns None (and skips the update) if loss or gradients are non-finite."""
+        self.model.train()
+        beta = self.beta_at(self.step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            terms = self.model.loss(batch, beta)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if not (torch.isfinite(terms.total) and torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.scheduler.step()
+        return {
+            "loss": terms.total.item(),
+            "reconstruction": terms.reconstruction.item(),
+            "kl": terms.kl.item(),
+            "beta": beta,
+            "grad_norm": grad_norm.item(),
+        }
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss terms at full beta, reconstruction and sample quality on the validation split."""
+        self.model.eval()
+        coords = self.validation_coords
+        totals = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0}
+        rmsd, reconstructions = [], []
+        for start in range(0, len(coords), 256):
+            batch = coords[start : start + 256]
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                terms = self.model.loss(batch, self.config.beta)
+                reconstruction = self.model.reconstruct(batch).float()
+            for key, value in (("loss", terms.total), ("reconstruction", terms.reconstruction), ("kl", terms.kl)):
+                totals[key] += value.item() * len(batch)
+            rmsd.append(kabsch_rmsd(reconstruction, batch))
+            reconstructions.append(reconstruction)
+        reconstructed = torch.cat(reconstructions)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        samples = self.model.sample(EVALUATION_SAMPLES, generator=generator).float()
+        sample_lengths = bond_lengths(samples, self.bonds)
+        reference_mean = bond_lengths(coords, self.bonds).mean(dim=0)
+        metrics = {key: value / len(coords) for key, value in totals.items()}
+        metrics.update(bond_length_statistics(reconstructed, coords, self.bonds))
+        metrics["kabsch_rmsd"] = torch.cat(rmsd).mean().item()
+        metrics["distance_mae"] = (pairwise_distances(reconstructed) - pairwise_distances(coords)).abs().mean().item()
+        metrics["sample_bond_mae"] = (sample_lengths - reference_mean).abs().mean().item()
+        self.validation_bond_lengths = (
+            bond_lengths(coords, self.bonds).cpu().numpy(),
+            bond_lengths(reconstructed, self.bonds).cpu().numpy(),
+            sample_lengths.cpu().numpy(),
+        )
+        return metrics
+
+
+    def attach(self, run_dir: Path) -> None:
+        """Use ``run_dir`` for outputs: write the config and start W&B."""
+        self.run_dir = run_dir
+        (run_dir / "config.json").write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
+        self.wandb_run = start_wandb(self.config, run_dir)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    def fit(self, stop: StopRequested) -> int:
+        """Train until the last epoch or a stop request; returns the exit code."""
+        progress = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc="training")
+        exit_code = 0
+        while self.epoch < self.config.epochs and not stop and exit_code == 0:
+            exit_code = self.run_epoch(progress, stop)
+        progress.close()
+        if stop:
+            path = self.save("last.pt")
+            print(
+                f"stopped by {stop.signal_name} at epoch {self.epoch + 1}, step {self.step}; saved {path}. "
+                f"Resume with: pairwise-vae-train --resume {path}",
+                file=sys.stderr,
+            )
+            exit_code = 130 if stop.signal_name == "SIGINT" else 143
+        if self.wandb_run is not None:
+            self.wandb_run.finish(exit_code=exit_code)
+        return exit_code
+
+    def run_epoch(self, progress: tqdm, stop: StopRequested) -> int:
+        """Train through the rest of the current epoch, then validate; returns an exit code."""
+        config = self.config
+        order = self.epoch_order(self.epoch)
+        sums: dict[str, float] = {}
+        counted = 0
+        epoch_start = time.perf_counter()
+        while self.batch_in_epoch < self.steps_per_epoch and not stop:
+            index = order[self.batch_in_epoch * config.batch_size : (self.batch_in_epoch + 1) * config.batch_size]
+            step_metrics = self.train_step(self.train_coords[index])
+            self.batch_in_epoch += 1
+            self.step += 1
+            progress.update(1)
+            if step_metrics is None:
+                self.bad_steps += 1
+                self.skipped_steps += 1
+                if self.bad_steps >= config.max_bad_steps:
+                    progress.write(
+                        f"error: {self.bad_steps} consecutive steps gave a non-finite loss or gradient; stopped. "
+                        f"Last good checkpoint: {self.run_dir / 'last.pt'} (try a lower --learning-rate)",
+                        file=sys.stderr,
+                    )
+                    return 3
+                continue
+            self.bad_steps = 0
+            counted += 1
+            for key, value in step_metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            progress.set_postfix(loss=f"{step_metrics['loss']:.4g}", epoch=self.epoch + 1)
+            if self.wandb_run is not None and self.step % 10 == 0:
+                self.wandb_run.log({f"train/{k}": v for k, v in step_metrics.items()} | {"lr": self.scheduler.get_last_lr()[0]}, step=self.step)
+            if self.step % config.checkpoint_every == 0:
+                self.save("last.pt")
+        if stop:
+            return 0
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        train_record = {key: value / max(counted, 1) for key, value in sums.items()}
+        train_record.update(
+            split="train",
+            epoch=self.epoch,
+            step=self.step,
+            skipped_steps=self.skipped_steps,
+            molecules_per_s=counted * config.batch_size / (time.perf_counter() - epoch_start),
+        )
+        self.end_epoch(train_record, progress)
+        return 0
+
+    def end_epoch(self, train_record: dict[str, float], progress: tqdm) -> None:
+        """Validate, record metrics, save checkpoints and plots."""
+        validation_record = {"split": "validation", "epoch": self.epoch, "step": self.step, **self.validate()}
+        append_record(self.metrics_path, train_record)
+        append_record(self.metrics_path, validation_record)
+        if validation_record["loss"] < self.best_validation:
+            self.best_validation = validation_record["loss"]
+            self.save("best.pt")
+        self.save("last.pt")
+        progress.write(
+            f"epoch {self.epoch}/{self.config.epochs}: train loss {train_record.get('loss', float('nan')):.4g}, "
+            f"validation loss {validation_record['loss']:.4g}, distance MAE {validation_record['distance_mae']:.3f} A, bond MAE {validation_record['bond_mae']:.4f} A, "
+            f"Kabsch RMSD {validation_record['kabsch_rmsd']:.2f} A, {train_record['molecules_per_s']:.0f} molecules/s"
+        )
+        images = {}
+        if self.epoch % self.config.plot_every == 0 or self.epoch == self.config.epochs:
+            images = {
+                "plots/loss_curves": plot_loss_curves(read_history(self.metrics_path), self.run_dir / "loss_curves.png"),
+                "plots/bond_lengths": plot_bond_lengths(*self.validation_bond_lengths, self.run_dir / "bond_lengths.png"),
+            }
+        if self.wandb_run is not None:
+            import wandb
+
+            log = {f"validation/{k}": v for k, v in validation_record.items() if k != "split"}
+            log.update({name: wandb.Image(str(path)) for name, path in images.items()})
+            self.wandb_run.log(log, step=self.step)
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_record(path: Path, record: dict) -> None:
+    with path.open("a") as stream:
+        stream.write(json.dumps(record) + "\n")
+
+
+def start_wandb(config: TrainConfig, run_dir: Path) -> Any:
+    """A W&B run (offline unless asked), or None when disabled."""
+    if config.wandb == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(
+        project=WANDB_PROJECT,
+        name=run_dir.name,
+        id=run_dir.name.replace(".", "-"),
+        resume="allow",
+        dir=run_dir,
+        mode=config.wandb,
+        config=to_dict(config),
+    )
+
+
+def train(config: TrainConfig, checkpoint: dict | None = None) -> int:
+    """Run (or continue) training; returns the process exit code."""
+    dataset = load_dataset(config.data, config.topology)
+    trainer = Trainer(config, dataset, checkpoint)
+    run_dir = config.resume.parent if checkpoint is not None else new_run_folder(config.output_dir, config.run_name)
+    trainer.attach(run_dir)
+    device_name = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
+    print(
+        f"pairwise_vae {__version__}: {len(trainer.train_coords)} training / {len(trainer.validation_coords)} validation frames "
+        f"of {dataset.topology.n_atoms} atoms from {dataset.source}; "
+        f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters on {device_name}; run folder {run_dir}",
+        flush=True,
+    )
+    with StopRequested() as stop:
+        exit_code = trainer.fit(stop)
+    if exit_code == 0:
+        print(f"done: {run_dir} (best validation loss {trainer.best_validation:.4g}; checkpoints best.pt, last.pt)")
+    return exit_code
+
+
+def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
+    """Turn the command line into a config (and the checkpoint to resume from, if any)."""
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    config = dataclass_from_namespace(TrainConfig, namespace)
+    checkpoint = None
+    if config.resume is not None:
+        checkpoint = load_checkpoint(config.resume)
+        saved = from_dict(TrainConfig, checkpoint["config"])
+        for name in explicit_flags(parser, argv) & set(RESUME_OVERRIDABLE):
+            setattr(saved, name, getattr(config, name))
+        saved.resume = config.resume
+        config = saved
+    config.validate()
+    return config, checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``pairwise-vae-train``."""
+    try:
+        config, checkpoint = parse_config(argv)
+        exit_code = train(config, checkpoint)
+    except (DataError, CheckpointError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        exit_code = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        exit_code = 130
+    sys.exit(exit_code)

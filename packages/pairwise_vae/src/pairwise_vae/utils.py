@@ -1,0 +1,106 @@
+"""Geometry and run helpers: bond lengths, pairwise distances, Kabsch-aligned RMSD, seeding, device choice."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from pairwise_vae.config import ConfigError
+
+
+def bond_lengths(positions: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
+    """Lengths of covalent bonds.
+
+    Args:
+        positions: (..., N, 3) coordinates in Angstrom.
+        bonds: (n_bonds, 2) atom indices.
+
+    Returns:
+        (..., n_bonds) lengths in Angstrom.
+    """
+    return (positions[..., bonds[:, 0], :] - positions[..., bonds[:, 1], :]).norm(dim=-1)
+
+
+def pairwise_distances(positions: torch.Tensor) -> torch.Tensor:
+    """All distances between distinct atoms of each molecule.
+
+    Args:
+        positions: (B, N, 3) coordinates in Angstrom.
+
+    Returns:
+        (B, N (N - 1) / 2) distances in Angstrom, pairs (i, j) with i < j in row-major order
+        (the order of ``torch.pdist`` applied to one molecule).
+    """
+    n_atoms = positions.shape[-2]
+    i, j = torch.triu_indices(n_atoms, n_atoms, offset=1, device=positions.device)
+    return (positions[..., i, :] - positions[..., j, :]).norm(dim=-1)
+
+
+def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:
+    """RMSD after optimal superposition (Kabsch algorithm).
+
+    With ``allow_reflection=False`` the superposition is a proper rotation (det = +1), so a
+    mirror image is not superposed onto the original.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        reference: (B, N, 3) coordinates in Angstrom.
+
+    Returns:
+        (B,) RMSD in Angstrom.
+    """
+    predicted = predicted.double() - predicted.double().mean(dim=1, keepdim=True)
+    reference = reference.double() - reference.double().mean(dim=1, keepdim=True)
+    covariance = predicted.transpose(1, 2) @ reference
+    u, singular_values, vh = torch.linalg.svd(covariance)
+    if not allow_reflection:
+        sign = torch.sign(torch.linalg.det(u @ vh))
+        singular_values = torch.cat([singular_values[:, :2], singular_values[:, 2:] * sign.unsqueeze(-1)], dim=1)
+    squared = predicted.pow(2).sum(dim=(1, 2)) + reference.pow(2).sum(dim=(1, 2)) - 2.0 * singular_values.sum(dim=1)
+    return (squared.clamp_min(0.0) / predicted.shape[1]).sqrt().float()
+
+
+def bond_length_statistics(positions: torch.Tensor, reference: torch.Tensor, bonds: torch.Tensor) -> dict[str, float]:
+    """Bond-length error of ``positions`` against ``reference`` (both (B, N, 3), Angstrom).
+
+    Returns the mean absolute error, root-mean-square error and the largest absolute error of
+    corresponding bond lengths, plus the fraction of bonds within 0.1 Angstrom.
+    """
+    error = (bond_lengths(positions, bonds) - bond_lengths(reference, bonds)).abs()
+    return {
+        "bond_mae": error.mean().item(),
+        "bond_rmse": error.pow(2).mean().sqrt().item(),
+        "bond_max_error": error.max().item(),
+        "bond_within_0.1": (error < 0.1).float().mean().item(),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> first CUDA GPU if present else CPU; otherwise 'cpu', 'cuda' or 'cuda:i'.
+
+    Raises:
+        ConfigError: the device is unknown or not available here.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device

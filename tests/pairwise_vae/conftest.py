@@ -1,0 +1,29 @@
+"""Fixtures of the pairwise_vae tests: the embedded AIB9 data and tiny datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pairwise_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
+
+from pairwise_helpers import write_npz
+
+
+@pytest.fixture(scope="session")
+def aib9() -> ConformationDataset:
+    return load_dataset(DEFAULT_DATASET)
+
+
+@pytest.fixture()
+def positions(aib9: ConformationDataset) -> torch.Tensor:
+    """(6, 58, 3) AIB9 frames, float64 so that symmetry checks are tight."""
+    return torch.from_numpy(aib9.coords[::7][:6]).double()
+
+
+@pytest.fixture()
+def tiny_npz(tmp_path: Path, aib9: ConformationDataset) -> Path:
+    """48 AIB9 frames as an .npz file."""
+    return write_npz(tmp_path / "tiny.npz", aib9, aib9.coords[:48])

@@ -1,0 +1,65 @@
+"""Helpers of the pairwise_vae tests: tiny models, random orthogonal maps, dataset writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pairwise_vae.data import ConformationDataset
+from pairwise_vae.decoder import DecoderConfig
+from pairwise_vae.encoder import EncoderConfig
+from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+
+TINY_MODEL_FLAGS = [
+    "--latent-dim", "4",
+    "--encoder-hidden-channels", "16", "--encoder-num-layers", "2", "--encoder-num-heads", "2", "--encoder-num-rbf", "8",
+    "--decoder-hidden-channels", "16", "--decoder-num-layers", "2",
+]
+
+
+def tiny_model_config(lmax: int = 1) -> ModelConfig:
+    return ModelConfig(
+        latent_dim=4,
+        encoder=EncoderConfig(hidden_channels=16, num_layers=2, num_heads=2, num_rbf=8, lmax=lmax),
+        decoder=DecoderConfig(hidden_channels=16, num_layers=2),
+    )
+
+
+def make_model(aib9: ConformationDataset, lmax: int = 1) -> MolecularVAEMSE:
+    torch.manual_seed(0)
+    return MolecularVAEMSE(
+        tiny_model_config(lmax),
+        torch.from_numpy(aib9.topology.atomic_numbers),
+        torch.from_numpy(aib9.topology.bonds),
+        torch.from_numpy(aib9.coords[0]),
+    )
+
+
+def write_npz(path: Path, dataset: ConformationDataset, coords: np.ndarray | None = None, **overrides: np.ndarray) -> Path:
+    """Write ``dataset`` (optionally with other coords or arrays) in the dataset format."""
+    topology = dataset.topology
+    arrays = {
+        "coords": dataset.coords if coords is None else coords,
+        "atomic_numbers": topology.atomic_numbers,
+        "atom_names": topology.atom_names,
+        "residue_ids": topology.residue_ids,
+        "residue_names": topology.residue_names,
+        "bonds": topology.bonds,
+        "metadata": np.array("{}"),
+    }
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return path
+
+
+def random_orthogonal(reflect: bool, generator: torch.Generator) -> torch.Tensor:
+    """A random 3x3 rotation (det +1), or rotation-reflection (det -1)."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    if reflect:
+        q = q @ torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    return q

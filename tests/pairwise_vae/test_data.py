@@ -1,0 +1,68 @@
+"""Data loading: the accepted formats, inferred bonds, the block split, neighbour search."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pairwise_vae.data import infer_bonds, load_dataset, split_frames
+from pairwise_vae.graph import radius_edges
+
+
+def test_embedded_dataset_is_aib9(aib9):
+    assert aib9.coords.shape[1:] == (58, 3) and aib9.coords.dtype == np.float32
+    assert len(aib9.topology.bonds) == 57
+    assert sorted(set(aib9.topology.residue_names)) == ["ACE", "AIB", "NH2"]
+    lengths = np.linalg.norm(aib9.coords[:, aib9.topology.bonds[:, 0]] - aib9.coords[:, aib9.topology.bonds[:, 1]], axis=-1)
+    assert 1.1 < lengths.min() and lengths.max() < 1.8
+
+
+def test_inferred_bonds_match_the_recorded_ones(aib9):
+    inferred = {tuple(b) for b in infer_bonds(aib9.coords[:20], aib9.topology.atomic_numbers)}
+    assert inferred == {tuple(sorted(b)) for b in aib9.topology.bonds.tolist()}
+
+
+def test_npy_with_pdb_topology(aib9, tmp_path):
+    coords = tmp_path / "coords.npy"
+    np.save(coords, aib9.coords[:5].reshape(1, 5, 58, 3))
+    pdb = tmp_path / "top.pdb"
+    lines = [
+        f"HETATM{i + 1:5d} {name:<4s} {res:>3s} A{rid:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00"
+        for i, (name, res, rid, (x, y, z)) in enumerate(
+            zip(aib9.topology.atom_names, aib9.topology.residue_names, aib9.topology.residue_ids, aib9.coords[0])
+        )
+    ]
+    pdb.write_text("\n".join(lines + ["END"]) + "\n")
+    dataset = load_dataset(coords, pdb)
+    assert dataset.coords.shape == (5, 58, 3)
+    assert (dataset.topology.atomic_numbers == aib9.topology.atomic_numbers).all()
+    assert {tuple(b) for b in dataset.topology.bonds.tolist()} == {tuple(sorted(b)) for b in aib9.topology.bonds.tolist()}
+
+
+def test_npy_with_atom_table(aib9, tmp_path):
+    coords = tmp_path / "coords.npy"
+    np.save(coords, aib9.coords[:5])
+    table = tmp_path / "atoms.npy"
+    np.save(table, np.stack([aib9.topology.atom_names, aib9.topology.residue_ids.astype(str)], axis=1))
+    dataset = load_dataset(coords, table)
+    assert (dataset.topology.atomic_numbers == aib9.topology.atomic_numbers).all()
+    assert len(dataset.topology.bonds) == 57
+
+
+def test_split_holds_out_contiguous_blocks():
+    train, validation = split_frames(1000, 0.1, seed=0)
+    assert len(validation) == 100 and len(set(train) | set(validation)) == 1000
+    assert not set(train) & set(validation)
+    assert (np.diff(validation) == 1).sum() >= 98, "validation frames should come in two runs of 50"
+    assert (split_frames(1000, 0.1, seed=0)[1] == validation).all()
+
+
+def test_radius_edges_are_exact_and_match_the_dense_search(aib9, monkeypatch):
+    positions = torch.from_numpy(aib9.coords[:3])
+    edges = radius_edges(positions, cutoff=5.0)
+    distances = torch.cdist(positions, positions)
+    expected = int(((distances < 5.0) & ~torch.eye(58, dtype=torch.bool)).sum())
+    assert edges.shape[1] == expected, "no neighbour may be dropped"
+    monkeypatch.setattr("pairwise_vae.graph.torch_cluster", None)
+    dense = radius_edges(positions, cutoff=5.0)
+    assert torch.equal(dense, edges)

@@ -1,0 +1,62 @@
+"""E(3) symmetry: encoder and loss invariant, EGNN layer equivariant, decoding deterministic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pairwise_vae.decoder import EGNNLayer
+from pairwise_vae.model import pairwise_distance_loss
+
+from pairwise_helpers import make_model, random_orthogonal
+
+
+@pytest.mark.parametrize("lmax", [1, 2])
+@pytest.mark.parametrize("reflect", [False, True])
+def test_encoder_is_invariant_to_rotation_reflection_translation(aib9, positions, lmax, reflect):
+    model = make_model(aib9, lmax=lmax).double()
+    generator = torch.Generator().manual_seed(1)
+    rotation = random_orthogonal(reflect, generator)
+    shift = 10.0 * torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
+    mu, log_var = model.encode(positions)
+    mu_moved, log_var_moved = model.encode(positions @ rotation.T + shift)
+    torch.testing.assert_close(mu_moved, mu, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(log_var_moved, log_var, atol=1e-9, rtol=1e-7)
+    assert not torch.allclose(mu[0], mu[1]), "different conformations should encode differently"
+
+
+def test_egnn_layer_is_equivariant(aib9):
+    torch.manual_seed(0)
+    layer = EGNNLayer(hidden_channels=8, coordinate_range=5.0).double()
+    for parameter in layer.coordinate_mlp[-1].parameters():
+        torch.nn.init.normal_(parameter)  # a realistic, non-negligible coordinate update
+    generator = torch.Generator().manual_seed(2)
+    n_atoms = 10
+    h = torch.randn(3, n_atoms, 8, generator=generator, dtype=torch.float64)
+    x = 3.0 * torch.randn(3, n_atoms, 3, generator=generator, dtype=torch.float64)
+    pair_attributes = torch.randn(n_atoms, n_atoms, 8, generator=generator, dtype=torch.float64)
+    pair_mask = 1.0 - torch.eye(n_atoms, dtype=torch.float64)
+    for reflect in (False, True):
+        rotation = random_orthogonal(reflect, generator)
+        shift = torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
+        h_out, x_out = layer(h, x, pair_attributes, pair_mask)
+        h_moved, x_moved = layer(h, x @ rotation.T + shift, pair_attributes, pair_mask)
+        torch.testing.assert_close(h_moved, h_out)
+        torch.testing.assert_close(x_moved, x_out @ rotation.T + shift)
+        assert (x_out - x).abs().max() > 1e-3, "the layer should move atoms"
+
+
+def test_decoding_is_deterministic(aib9):
+    model = make_model(aib9)
+    z = torch.randn(4, model.latent_dim)
+    torch.testing.assert_close(model.decode(z), model.decode(z), rtol=0, atol=0)
+
+
+def test_pairwise_loss_is_invariant(positions):
+    generator = torch.Generator().manual_seed(3)
+    other = positions.roll(1, dims=0)
+    loss = pairwise_distance_loss(positions, other)
+    for reflect in (False, True):
+        rotation = random_orthogonal(reflect, generator)
+        moved = positions @ rotation.T + torch.randn(3, generator=generator, dtype=torch.float64)
+        torch.testing.assert_close(pairwise_distance_loss(moved, other), loss)

@@ -1,0 +1,116 @@
+"""Training lowers the loss; checkpoints round-trip; an interrupted run resumes on the same curve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from pairwise_vae import train as train_module
+from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pairwise_vae.config import to_dict
+from pairwise_vae.train import TrainConfig, main
+
+from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
+
+
+def tiny_run_flags(data, output_dir, epochs=1, *extra):
+    return [
+        "--data", str(data), "--epochs", str(epochs), "--batch-size", "8", "--warmup-steps", "2",
+        "--wandb", "disabled", "--output-dir", str(output_dir), "--device", "cpu", *TINY_MODEL_FLAGS, *extra,
+    ]
+
+
+def run_main(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
+
+
+def test_a_few_optimiser_steps_lower_the_loss(aib9):
+    model = make_model(aib9)
+    batch = torch.from_numpy(aib9.coords[:16])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(40):
+        terms = model.loss(batch, beta=1e-3)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        losses.append(terms.reconstruction.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
+    model = make_model(aib9)
+    config = TrainConfig(model=tiny_model_config())
+    topology = {"atomic_numbers": model.atomic_numbers, "bonds": model.bonds}
+    save_checkpoint(tmp_path / "model.pt", {"config": to_dict(config), "topology": topology, "model": model.state_dict()})
+    restored = model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
+    batch = torch.from_numpy(aib9.coords[:4])
+    z = torch.randn(3, model.latent_dim)
+    torch.testing.assert_close(restored.decode(z), model.decode(z), rtol=0, atol=0)
+    torch.testing.assert_close(restored.encode(batch), model.encode(batch), rtol=0, atol=0)
+
+
+def test_one_epoch_writes_the_run_folder(tiny_npz, tmp_path):
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", "first")) == 0
+    run = tmp_path / "runs" / "first"
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "loss_curves.png", "bond_lengths.png"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "validation"}
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1
+    model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
+    assert model.sample(2).shape == (2, 58, 3)
+    # the same name again gets a new folder, never the old one
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", "first")) == 0
+    assert (tmp_path / "runs" / "first-1" / "last.pt").is_file()
+
+
+def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
+    flags = ["--checkpoint-every", "3", "--run-name", "run"]
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "full", 2, *flags)) == 0
+    full = load_checkpoint(tmp_path / "full" / "run" / "last.pt")
+
+    original_step = train_module.Trainer.train_step
+    calls = {"n": 0}
+
+    def dies_at_step_seven(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt  # like kill -9: no final checkpoint is written
+        return original_step(self, batch)
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", dies_at_step_seven)
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "killed", 2, *flags)) == 130
+    monkeypatch.setattr(train_module.Trainer, "train_step", original_step)
+    interrupted = load_checkpoint(tmp_path / "killed" / "run" / "last.pt")
+    assert interrupted["step"] == 6, "the periodic checkpoint of step 6 is the last one written"
+
+    assert run_main(["--resume", str(tmp_path / "killed" / "run" / "last.pt")]) == 0
+    resumed = load_checkpoint(tmp_path / "killed" / "run" / "last.pt")
+    assert resumed["step"] == full["step"]
+    for name, value in full["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_npz, tmp_path, monkeypatch, capsys):
+    original_step = train_module.Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted_at_step_three(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_step(self, batch)
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", interrupted_at_step_three)
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
+    checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
+    assert checkpoint["step"] == 3
+    assert "--resume" in capsys.readouterr().err
