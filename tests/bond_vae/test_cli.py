@@ -41,7 +41,42 @@ def bad_inputs(tmp_path, aib9):
     torch.save({"format": "pairwise_vae.checkpoint", "format_version": 1}, foreign)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x04garbage")
+    truncated = tmp_path / "truncated.npz"
+    full = write_npz(tmp_path / "full.npz", aib9, coords)
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    duplicate = coords.copy()
+    duplicate[:, 10] = duplicate[:, 11]
+    infinite = coords.copy()
+    infinite[12, 0, 0] = np.inf
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": "bond_vae.checkpoint", "format_version": 99, "package_version": "9.0"}, newer)
+    table_wrong_shape = tmp_path / "table3.npy"
+    np.save(table_wrong_shape, np.zeros((58, 3), dtype=str))
+    xyz = tmp_path / "traj.xyz"
+    xyz.write_text("58\n")
+    not_a_dir = tmp_path / "file_not_dir"
+    not_a_dir.write_text("")
+    no_atoms_pdb = tmp_path / "empty.pdb"
+    no_atoms_pdb.write_text("REMARK nothing here\nEND\n")
     return [
+        ("truncated archive", ["--data", str(truncated)], "not a readable .npz"),
+        ("unsupported type", ["--data", str(xyz)], "unsupported file type"),
+        ("integer coordinates", ["--data", str(write_npz(tmp_path / "i.npz", aib9, coords.astype(np.int32)))], "floating point"),
+        ("infinite coordinates", ["--data", str(write_npz(tmp_path / "inf.npz", aib9, infinite))], "frame 12"),
+        ("duplicate atoms", ["--data", str(write_npz(tmp_path / "dup.npz", aib9, duplicate))], "duplicate atoms"),
+        ("disconnected molecule", ["--data", str(write_npz(tmp_path / "cut.npz", aib9, coords, bonds=aib9.topology.bonds[1:]))], "one molecule"),
+        ("float bonds", ["--data", str(write_npz(tmp_path / "fb.npz", aib9, coords, bonds=aib9.topology.bonds.astype(float)))], "integer array"),
+        ("missing atomic numbers", ["--data", str(write_npz(tmp_path / "noz.npz", aib9, coords, atomic_numbers=np.zeros(3, dtype=np.int64)))], "atomic_numbers lists 3"),
+        ("metadata not json", ["--data", str(write_npz(tmp_path / "meta.npz", aib9, coords, metadata=np.array("{oops")))], "metadata is not valid JSON"),
+        ("npy without topology", ["--data", str(other_atoms)], "need a topology"),
+        ("missing topology", ["--data", str(other_atoms), "--topology", str(tmp_path / "none.pdb")], "topology file not found"),
+        ("atom table shape", ["--data", str(other_atoms), "--topology", str(table_wrong_shape)], "atom table must have shape"),
+        ("pdb without atoms", ["--data", str(other_atoms), "--topology", str(no_atoms_pdb)], "no ATOM or HETATM"),
+        ("newer checkpoint format", ["--resume", str(newer)], "upgrade"),
+        ("output folder is a file", ["--data", str(full), "--batch-size", "8", "--output-dir", str(not_a_dir / "runs")], "cannot create the run folder"),
+        ("validation fraction", ["--validation-fraction", "1.5"], "--validation-fraction"),
+        ("latent dimension", ["--latent-dim", "0"], "--latent-dim"),
+        ("heads do not divide channels", ["--encoder-hidden-channels", "30", "--encoder-num-heads", "4"], "divisible"),
         ("missing file", ["--data", str(tmp_path / "nope.npz")], "nope.npz: file not found"),
         ("empty file", ["--data", str(empty)], "file is empty"),
         ("not an archive", ["--data", str(text_file)], "not a readable .npz"),
@@ -64,9 +99,11 @@ def bad_inputs(tmp_path, aib9):
 def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("the 'cuda absent' case needs a machine without CUDA")
-    for name, argv, expected in bad_inputs(tmp_path, aib9):
+    cases = bad_inputs(tmp_path, aib9)
+    assert len(cases) >= 25
+    for name, argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
-            main([*argv, "--wandb", "disabled", "--output-dir", str(tmp_path / "runs"), *TINY_MODEL_FLAGS])
+            main(["--wandb", "disabled", "--output-dir", str(tmp_path / "runs"), *TINY_MODEL_FLAGS, *argv])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code != 0, name
         assert len(err.splitlines()) == 1 and err.startswith("error: "), f"{name}: {err!r}"

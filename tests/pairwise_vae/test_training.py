@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from pairwise_vae import train as train_module
-from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from pairwise_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pairwise_vae.config import to_dict
-from pairwise_vae.train import TrainConfig, main
+from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
+from pairwise_vae.train import TrainConfig, main, new_run_folder
 
 from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
 
@@ -114,3 +115,44 @@ def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_npz, tmp_path, mo
     checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
     assert checkpoint["step"] == 3
     assert "--resume" in capsys.readouterr().err
+
+
+def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_good_state(tiny_npz, tmp_path, monkeypatch, capsys):
+    original_loss = MODEL_CLASS.loss
+    calls = {"n": 0}
+
+    def loss_goes_nan_after_two_steps(self, positions, beta):
+        terms = original_loss(self, positions, beta)
+        calls["n"] += 1
+        if self.training and calls["n"] > 2:
+            terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(MODEL_CLASS, "loss", loss_goes_nan_after_two_steps)
+    flags = tiny_run_flags(tiny_npz, tmp_path / "runs", 3, "--run-name", "run", "--max-bad-steps", "4")
+    assert run_main(flags) == 3
+    err = capsys.readouterr().err
+    assert "4 consecutive steps gave a non-finite loss" in err
+    checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
+    assert all(torch.isfinite(value).all() for value in checkpoint["model"].values() if value.is_floating_point())
+    assert checkpoint["skipped_steps"] == 4
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "no temporary file is left behind"
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    folders = {new_run_folder(tmp_path, "20260101-000000") for _ in range(3)}
+    assert len(folders) == 3 and all(folder.is_dir() for folder in folders)

@@ -28,7 +28,7 @@ ENCODER_GRAPHS = ("bonds", "bonds+radius")
 class EncoderConfig:
     """Encoder: ViSNet (lengths in Angstrom)"""
 
-    hidden_channels: int = field(default=128, metadata={"help": "scalar and vector channels"})
+    hidden_channels: int = field(default=64, metadata={"help": "scalar and vector channels"})
     num_layers: int = field(default=4, metadata={"help": "ViS-MP layers"})
     num_heads: int = field(default=8, metadata={"help": "attention heads (must divide the channels)"})
     num_rbf: int = field(default=32, metadata={"help": "exp-normal radial basis functions"})

@@ -29,7 +29,7 @@ LOG_VAR_INIT_WEIGHT_SCALE = 0.1
 class EncoderConfig:
     """Encoder: ViSNet on the radius graph (lengths in Angstrom)"""
 
-    hidden_channels: int = field(default=128, metadata={"help": "scalar and vector channels"})
+    hidden_channels: int = field(default=64, metadata={"help": "scalar and vector channels"})
     num_layers: int = field(default=4, metadata={"help": "ViS-MP layers"})
     num_heads: int = field(default=8, metadata={"help": "attention heads (must divide the channels)"})
     num_rbf: int = field(default=32, metadata={"help": "exp-normal radial basis functions"})

@@ -51,7 +51,7 @@ class TrainConfig:
     topology: Path | None = field(default=None, metadata={"help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows", "metavar": "FILE"})
     output_dir: Path = field(default=Path("runs/pairwise_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"})
     run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
-    epochs: int = field(default=60, metadata={"help": "passes over the training split"})
+    epochs: int = field(default=50, metadata={"help": "passes over the training split"})
     batch_size: int = field(default=64, metadata={"help": "molecules per optimiser step"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
@@ -60,7 +60,7 @@ class TrainConfig:
     beta: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
     beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
     validation_fraction: float = field(default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"})
-    max_frames: int | None = field(default=None, metadata={"help": "use only the first N frames (quick runs)"})
+    max_frames: int | None = field(default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"})
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
@@ -100,17 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def new_run_folder(parent: Path, name: str | None) -> Path:
-    """Create a fresh run folder; never reuse one (a suffix is added if the name is taken)."""
+    """Create a fresh run folder; never reuse one (a suffix is added if the name is taken).
+
+    ``mkdir`` either creates the folder or fails, so two runs started in the same second
+    cannot share one.
+    """
     base = name or time.strftime("%Y%m%d-%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):
-        folder = parent / (base if attempt == 0 else f"{base}-{attempt}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            folder = parent / (base if attempt == 0 else f"{base}-{attempt}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise ConfigError(f"{parent}: cannot create the run folder ({error.strerror or error})") from None
     raise ConfigError(f"{parent}: could not create a new run folder named {base}")
+
+
+def subsample(coords: np.ndarray, max_frames: int | None) -> np.ndarray:
+    """At most ``max_frames`` frames, evenly spaced over the file (all of them for None)."""
+    if max_frames is None or max_frames >= len(coords):
+        return coords
+    return coords[np.linspace(0, len(coords) - 1, max_frames).round().astype(int)]
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -156,7 +170,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.amp = config.amp and self.device.type == "cuda"
         topology = dataset.topology
-        coords = torch.from_numpy(dataset.coords[: config.max_frames])
+        coords = torch.from_numpy(subsample(dataset.coords, config.max_frames))
         coords = coords - coords.mean(dim=1, keepdim=True)
         train_index, validation_index = split_frames(len(coords), config.validation_fraction, config.seed)
         if len(train_index) < config.batch_size:
@@ -349,9 +363,10 @@ class Trainer:
                 self.bad_steps += 1
                 self.skipped_steps += 1
                 if self.bad_steps >= config.max_bad_steps:
+                    path = self.save("last.pt")  # skipped steps never touched the weights: this state is good
                     progress.write(
                         f"error: {self.bad_steps} consecutive steps gave a non-finite loss or gradient; stopped. "
-                        f"Last good checkpoint: {self.run_dir / 'last.pt'} (try a lower --learning-rate)",
+                        f"Last good state saved in {path} (try a lower --learning-rate)",
                         file=sys.stderr,
                     )
                     return 3
