@@ -218,9 +218,10 @@ def load_topology(path: Path, coords: np.ndarray) -> Topology:
 
 def _read_pdb(path: Path) -> tuple[list[str], list[int], list[str], list[tuple[int, int]] | None]:
     names, residue_ids, residue_names, serial_to_index, bonds = [], [], [], {}, set()
+    first_model_read = False
     for line in path.read_text(errors="replace").splitlines():
         record = line[:6].strip()
-        if record in ("ATOM", "HETATM"):
+        if record in ("ATOM", "HETATM") and not first_model_read:
             try:
                 serial_to_index[int(line[6:11])] = len(names)
                 residue_ids.append(int(line[22:26]))
@@ -231,8 +232,8 @@ def _read_pdb(path: Path) -> tuple[list[str], list[int], list[str], list[tuple[i
         elif record == "CONECT":
             fields = [int(line[i : i + 5]) for i in range(6, len(line.rstrip()), 5) if line[i : i + 5].strip()]
             bonds.update(tuple(sorted((fields[0], other))) for other in fields[1:])
-        elif record in ("ENDMDL", "END") and names:
-            break
+        elif record == "ENDMDL" and names:
+            first_model_read = True
     if not names:
         raise DataError(f"{path}: no ATOM or HETATM records")
     known = [(serial_to_index[a], serial_to_index[b]) for a, b in sorted(bonds) if a in serial_to_index and b in serial_to_index]
@@ -297,11 +298,12 @@ def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
     return len({root(i) for i in range(n_atoms)})
 
 
-def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Split frame indices into training and validation sets by contiguous blocks.
 
     MD frames close in time are nearly identical, so a random split would leak them into
-    validation; whole blocks of the trajectory are held out instead.
+    validation; whole blocks of the trajectory (1% of the frames each) are held out instead,
+    enough of them to sample every part of a multi-replica file.
 
     Returns:
         (train_indices, validation_indices), each sorted.
@@ -312,3 +314,10 @@ def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks:
     validation = np.sort(np.concatenate([blocks[i] for i in order[:n_validation_blocks]] or [np.empty(0, int)]))
     train = np.setdiff1d(np.arange(n_frames), validation)
     return train, validation
+
+
+def subsample(coords: np.ndarray, max_frames: int | None) -> np.ndarray:
+    """At most ``max_frames`` frames, evenly spaced over the file (all of them for None)."""
+    if max_frames is None or max_frames >= len(coords):
+        return coords
+    return coords[np.linspace(0, len(coords) - 1, max_frames).round().astype(int)]

@@ -1,4 +1,4 @@
-"""Geometry and run helpers: bond lengths, Kabsch-aligned RMSD, seeding, device choice."""
+"""Geometry and run helpers: bond lengths, pairwise distances, Kabsch-aligned RMSD, seeding, device choice."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def bond_lengths(positions: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
         (..., n_bonds) lengths in Angstrom.
     """
     return (positions[..., bonds[:, 0], :] - positions[..., bonds[:, 1], :]).norm(dim=-1)
+
+
+def pairwise_distances(positions: torch.Tensor) -> torch.Tensor:
+    """All distances between distinct atoms of each molecule.
+
+    Args:
+        positions: (B, N, 3) coordinates in Angstrom.
+
+    Returns:
+        (B, N (N - 1) / 2) distances in Angstrom, pairs (i, j) with i < j in row-major order
+        (the order of ``torch.pdist`` applied to one molecule).
+    """
+    n_atoms = positions.shape[-2]
+    i, j = torch.triu_indices(n_atoms, n_atoms, offset=1, device=positions.device)
+    return (positions[..., i, :] - positions[..., j, :]).norm(dim=-1)
 
 
 def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:

@@ -297,11 +297,12 @@ def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
     return len({root(i) for i in range(n_atoms)})
 
 
-def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Split frame indices into training and validation sets by contiguous blocks.
 
     MD frames close in time are nearly identical, so a random split would leak them into
-    validation; whole blocks of the trajectory are held out instead.
+    validation; whole blocks of the trajectory (1% of the frames each) are held out instead,
+    enough of them to sample every part of a multi-replica file.
 
     Returns:
         (train_indices, validation_indices), each sorted.
@@ -312,3 +313,10 @@ def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks:
     validation = np.sort(np.concatenate([blocks[i] for i in order[:n_validation_blocks]] or [np.empty(0, int)]))
     train = np.setdiff1d(np.arange(n_frames), validation)
     return train, validation
+
+
+def subsample(coords: np.ndarray, max_frames: int | None) -> np.ndarray:
+    """At most ``max_frames`` frames, evenly spaced over the file (all of them for None)."""
+    if max_frames is None or max_frames >= len(coords):
+        return coords
+    return coords[np.linspace(0, len(coords) - 1, max_frames).round().astype(int)]

@@ -32,14 +32,15 @@ from pairwise_vae.checkpoint import (
     save_checkpoint,
 )
 from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace, explicit_flags, from_dict, to_dict
-from pairwise_vae.data import ConformationDataset, DataError, load_dataset, split_frames
+from pairwise_vae.data import ConformationDataset, DataError, load_dataset, split_frames, subsample
 from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+from pairwise_vae.evaluate import compare_ensembles, write_figures
 from pairwise_vae.plots import plot_bond_lengths, plot_loss_curves
 from pairwise_vae.utils import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances, resolve_device, seed_everything
 
 WANDB_PROJECT = "pairwise-vae"
 WANDB_MODES = ("offline", "online", "disabled")
-RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "plot_every")
+RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every")
 EVALUATION_SAMPLES = 512
 
 
@@ -66,14 +67,14 @@ class TrainConfig:
     amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
     wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
     checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
-    plot_every: int = field(default=5, metadata={"help": "write plots every N epochs (and at the end)"})
+    evaluate_every: int = field(default=5, metadata={"help": "every N epochs (and at the end): structural metrics of the validation split and plots"})
     max_bad_steps: int = field(default=20, metadata={"help": "stop after this many consecutive non-finite steps"})
     resume: Path | None = field(default=None, metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"})
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
-        positive = ("epochs", "batch_size", "checkpoint_every", "plot_every", "max_bad_steps")
+        positive = ("epochs", "batch_size", "checkpoint_every", "evaluate_every", "max_bad_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -118,13 +119,6 @@ def new_run_folder(parent: Path, name: str | None) -> Path:
     except OSError as error:
         raise ConfigError(f"{parent}: cannot create the run folder ({error.strerror or error})") from None
     raise ConfigError(f"{parent}: could not create a new run folder named {base}")
-
-
-def subsample(coords: np.ndarray, max_frames: int | None) -> np.ndarray:
-    """At most ``max_frames`` frames, evenly spaced over the file (all of them for None)."""
-    if max_frames is None or max_frames >= len(coords):
-        return coords
-    return coords[np.linspace(0, len(coords) - 1, max_frames).round().astype(int)]
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -179,6 +173,7 @@ class Trainer:
             )
         self.train_coords = coords[train_index].to(self.device)
         self.validation_coords = coords[validation_index].to(self.device)
+        self.topology = topology
         self.bonds = torch.from_numpy(topology.bonds).to(self.device)
         self.steps_per_epoch = len(train_index) // config.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -309,13 +304,42 @@ class Trainer:
         metrics["kabsch_rmsd"] = torch.cat(rmsd).mean().item()
         metrics["distance_mae"] = (pairwise_distances(reconstructed) - pairwise_distances(coords)).abs().mean().item()
         metrics["sample_bond_mae"] = (sample_lengths - reference_mean).abs().mean().item()
-        self.validation_bond_lengths = (
-            bond_lengths(coords, self.bonds).cpu().numpy(),
-            bond_lengths(reconstructed, self.bonds).cpu().numpy(),
-            sample_lengths.cpu().numpy(),
-        )
+        self.validation_ensembles = (coords.double().cpu().numpy(), reconstructed.double().cpu().numpy(), samples.double().cpu().numpy())
         return metrics
 
+
+    def structural_metrics(self) -> dict[str, float]:
+        """Headline structural metrics of the last validation pass (see ``evaluate``)."""
+        report = compare_ensembles(*self.validation_ensembles, self.topology)
+        samples = report["samples"]
+        metrics = {
+            "kabsch_rmsd_reflection_allowed": report["reconstruction"]["kabsch_rmsd_reflection_allowed"],
+            "mirror_gap": report["reconstruction"]["mirror_gap"],
+            "sample_bonds_within_0.1": samples["bonds_within_0.1_of_reference_mean"],
+            "sample_clash_fraction": samples["clash_fraction"]["samples"],
+            "sample_radius_of_gyration": samples["radius_of_gyration"]["sample_mean"],
+        }
+        if "handedness" in report:
+            metrics["sample_ramachandran_js"] = samples["ramachandran_js_distance"]["mean"]
+            metrics.update({f"sample_{name}_handed": value for name, value in report["handedness"]["samples"].items()})
+        return metrics
+
+    def write_plots(self) -> dict[str, Path]:
+        """Loss curves, bond-length histograms and the evaluation figures, in the run folder."""
+        reference, reconstructed, samples = self.validation_ensembles
+        images = {
+            "loss_curves": plot_loss_curves(read_history(self.metrics_path), self.run_dir / "loss_curves.png"),
+            "bond_lengths": plot_bond_lengths(
+                bond_lengths(torch.from_numpy(reference), self.bonds.cpu()).numpy(),
+                bond_lengths(torch.from_numpy(reconstructed), self.bonds.cpu()).numpy(),
+                bond_lengths(torch.from_numpy(samples), self.bonds.cpu()).numpy(),
+                self.run_dir / "bond_lengths.png",
+            ),
+        }
+        folder = self.run_dir / "evaluation"
+        folder.mkdir(exist_ok=True)
+        images.update({path.stem: path for path in write_figures(reference, reconstructed, samples, self.topology, folder)})
+        return {f"plots/{name}": path for name, path in images.items()}
 
     def attach(self, run_dir: Path) -> None:
         """Use ``run_dir`` for outputs: write the config and start W&B."""
@@ -398,6 +422,8 @@ class Trainer:
     def end_epoch(self, train_record: dict[str, float], progress: tqdm) -> None:
         """Validate, record metrics, save checkpoints and plots."""
         validation_record = {"split": "validation", "epoch": self.epoch, "step": self.step, **self.validate()}
+        if self.epoch % self.config.evaluate_every == 0 or self.epoch == self.config.epochs:
+            validation_record.update(self.structural_metrics())
         append_record(self.metrics_path, train_record)
         append_record(self.metrics_path, validation_record)
         if validation_record["loss"] < self.best_validation:
@@ -410,11 +436,8 @@ class Trainer:
             f"Kabsch RMSD {validation_record['kabsch_rmsd']:.2f} A, {train_record['molecules_per_s']:.0f} molecules/s"
         )
         images = {}
-        if self.epoch % self.config.plot_every == 0 or self.epoch == self.config.epochs:
-            images = {
-                "plots/loss_curves": plot_loss_curves(read_history(self.metrics_path), self.run_dir / "loss_curves.png"),
-                "plots/bond_lengths": plot_bond_lengths(*self.validation_bond_lengths, self.run_dir / "bond_lengths.png"),
-            }
+        if self.epoch % self.config.evaluate_every == 0 or self.epoch == self.config.epochs:
+            images = self.write_plots()
         if self.wandb_run is not None:
             import wandb
 

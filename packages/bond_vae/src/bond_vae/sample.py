@@ -1,0 +1,141 @@
+"""Draw conformations from a trained model: ``bond-vae-sample``.
+
+Three sources of latent vectors: the prior N(0, I) (default), a ``.npy`` of latents
+(``--latents``), or the straight line between the posterior means of two frames of a
+dataset (``--interpolate I J``). Writes ``<output>.npz`` (the dataset format, so the other
+commands read it back) and ``<output>.pdb`` (one MODEL per conformation, with CONECT bonds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bond_vae import __version__
+from bond_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bond_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
+from bond_vae.data import DataError, Topology, load_dataset
+from bond_vae.model import MolecularVAE
+from bond_vae.structure_files import write_conformations_npz, write_pdb
+from bond_vae.utils import resolve_device
+
+
+@dataclass
+class SampleConfig:
+    """Sampling"""
+
+    num_samples: int = field(default=1000, metadata={"help": "conformations to draw from the prior"})
+    output: Path = field(default=Path("samples"), metadata={"help": "output path without suffix: writes .npz and .pdb", "metavar": "PATH"})
+    latents: Path | None = field(default=None, metadata={"help": "decode these latent vectors (.npy of shape (K, latent_dim)) instead", "metavar": "FILE"})
+    interpolate: str | None = field(default=None, metadata={"help": "'I,J': decode the line between the posterior means of frames I and J of --data", "metavar": "I,J"})
+    steps: int = field(default=10, metadata={"help": "conformations along an interpolation, ends included"})
+    data: Path | None = field(default=None, metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"})
+    batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
+    seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
+
+
+def topology_of(checkpoint: dict) -> Topology:
+    """The molecule recorded in a checkpoint."""
+    record = checkpoint["topology"]
+    return Topology(
+        atomic_numbers=record["atomic_numbers"].numpy(),
+        atom_names=np.array(record["atom_names"]),
+        residue_ids=np.array(record["residue_ids"]),
+        residue_names=np.array(record["residue_names"]),
+        bonds=record["bonds"].numpy(),
+    )
+
+
+def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device) -> torch.Tensor:
+    """(K, latent_dim) latents chosen by the configuration."""
+    if config.latents is not None:
+        if not config.latents.is_file():
+            raise DataError(f"{config.latents}: file not found")
+        try:
+            latents = np.load(config.latents, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(f"{config.latents}: not a readable .npy array ({error})") from None
+        if latents.ndim != 2 or latents.shape[1] != model.latent_dim or not np.isfinite(latents).all():
+            raise DataError(f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}")
+        return torch.from_numpy(latents.astype(np.float32)).to(device)
+    if config.interpolate is not None:
+        try:
+            first, last = (int(part) for part in config.interpolate.split(","))
+        except ValueError:
+            raise ConfigError(f"--interpolate takes two frame indices 'I,J', got {config.interpolate!r}") from None
+        dataset = load_dataset(config.data)
+        if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
+            raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
+        for index in (first, last):
+            if not 0 <= index < len(dataset):
+                raise ConfigError(f"--interpolate: frame {index} is not in {dataset.source} ({len(dataset)} frames)")
+        ends = torch.from_numpy(dataset.coords[[first, last]]).to(device)
+        with torch.no_grad():
+            mu, _ = model.encode(ends)
+        weights = torch.linspace(0.0, 1.0, config.steps, device=device).unsqueeze(1)
+        return (1.0 - weights) * mu[0] + weights * mu[1]
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
+
+
+@torch.no_grad()
+def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom."""
+    model.eval()
+    chunks = []
+    for start in tqdm(range(0, len(latents), batch_size), desc="decoding", unit="batch", disable=len(latents) <= batch_size):
+        chunks.append(model.decode(latents[start : start + batch_size]).float().cpu())
+    return torch.cat(chunks).numpy()
+
+
+def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
+    """Decode the chosen latents of a checkpoint's model and write the output files."""
+    outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing:
+        raise ConfigError(f"{existing[0]}: already exists; choose another --output (nothing was overwritten)")
+    for name in ("num_samples", "steps", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    device = resolve_device(config.device)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device)
+    topology = topology_of(checkpoint)
+    latents = latent_vectors(config, model, topology, device)
+    coords = decode_in_batches(model, latents, config.batch_size)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
+    metadata = {
+        "generated_by": f"bond_vae {__version__} bond-vae-sample",
+        "checkpoint": str(checkpoint_path),
+        "source": source,
+        "seed": config.seed,
+        "units": "Angstrom",
+    }
+    written = [write_conformations_npz(outputs[0], coords, topology, metadata)]
+    if config.pdb:
+        written.append(write_pdb(outputs[1], coords, topology, f"bond_vae {source} samples from {checkpoint_path.name}"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``bond-vae-sample``."""
+    parser = argparse.ArgumentParser(prog="bond-vae-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a bond_vae checkpoint (best.pt or last.pt of a run)")
+    parser.add_argument("--version", action="version", version=f"bond_vae {__version__}")
+    add_dataclass_arguments(parser, SampleConfig)
+    namespace = parser.parse_args(argv)
+    try:
+        written = sample(namespace.checkpoint, dataclass_from_namespace(SampleConfig, namespace))
+    except (DataError, CheckpointError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print("wrote " + ", ".join(str(path) for path in written))

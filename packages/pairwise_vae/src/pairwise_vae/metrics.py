@@ -1,0 +1,198 @@
+"""Structural metrics to compare generated conformations with a reference ensemble.
+
+All coordinates are (frames, atoms, 3) numpy arrays in Angstrom; angles are in degrees.
+Distances and angles cannot tell a structure from its mirror image; signed dihedrals can,
+so the backbone phi angles decide helix handedness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pairwise_vae.data import ELEMENTS, Topology
+
+CLASH_DISTANCE = 2.5
+CLASH_MIN_BONDS_APART = 4
+RAMACHANDRAN_BINS = 36
+JS_PSEUDO_COUNT = 1e-6
+ACTIVE_UNIT_VARIANCE = 0.01
+
+
+@dataclass
+class Backbone:
+    """Atom indices of the backbone dihedrals of residues that have both phi and psi.
+
+    ``phi`` and ``psi`` are (n_residues, 4) index arrays; ``residue_ids`` labels the rows.
+    """
+
+    phi: np.ndarray
+    psi: np.ndarray
+    residue_ids: np.ndarray
+
+
+def find_backbone(topology: Topology) -> Backbone | None:
+    """Locate phi = C(i-1)-N-CA-C and psi = N-CA-C-N(i+1) from atom names N, CA, C.
+
+    Returns None when no residue has both angles (not a peptide).
+    """
+    atoms: dict[tuple[int, str], int] = {}
+    for index, (residue, name) in enumerate(zip(topology.residue_ids.tolist(), topology.atom_names.tolist())):
+        atoms.setdefault((int(residue), str(name)), index)
+    phi, psi, ids = [], [], []
+    for residue in sorted({int(r) for r in topology.residue_ids}):
+        needed = [(residue - 1, "C"), (residue, "N"), (residue, "CA"), (residue, "C"), (residue + 1, "N")]
+        if all(key in atoms for key in needed):
+            indices = [atoms[key] for key in needed]
+            phi.append(indices[:4])
+            psi.append(indices[1:])
+            ids.append(residue)
+    if not ids:
+        return None
+    return Backbone(np.array(phi), np.array(psi), np.array(ids))
+
+
+def dihedrals(coords: np.ndarray, quadruplets: np.ndarray) -> np.ndarray:
+    """Signed dihedral angles (IUPAC convention) of atom quadruplets: returns (frames, n) degrees."""
+    p0, p1, p2, p3 = (coords[:, quadruplets[:, k]] for k in range(4))
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1 = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
+    v = b0 - (b0 * b1).sum(-1, keepdims=True) * b1
+    w = b2 - (b2 * b1).sum(-1, keepdims=True) * b1
+    x = (v * w).sum(-1)
+    y = (np.cross(b1, v) * w).sum(-1)
+    return np.degrees(np.arctan2(y, x))
+
+
+def angle_triplets(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
+    """All bonded angles i-j-k (i < k) as an (n_angles, 3) index array."""
+    neighbours = [[] for _ in range(n_atoms)]
+    for i, j in bonds.tolist():
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    triplets = [(i, j, k) for j in range(n_atoms) for i in neighbours[j] for k in neighbours[j] if i < k]
+    return np.array(triplets, dtype=np.int64).reshape(-1, 3)
+
+
+def bond_angles(coords: np.ndarray, triplets: np.ndarray) -> np.ndarray:
+    """(frames, n_angles) bond angles in degrees."""
+    a = coords[:, triplets[:, 0]] - coords[:, triplets[:, 1]]
+    b = coords[:, triplets[:, 2]] - coords[:, triplets[:, 1]]
+    cosine = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def bond_lengths(coords: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """(frames, n_bonds) bond lengths in Angstrom."""
+    return np.linalg.norm(coords[:, bonds[:, 0]] - coords[:, bonds[:, 1]], axis=-1)
+
+
+def graph_distances(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
+    """(N, N) number of bonds on the shortest path between atoms (n_atoms where disconnected)."""
+    adjacency = np.zeros((n_atoms, n_atoms), dtype=bool)
+    adjacency[bonds[:, 0], bonds[:, 1]] = adjacency[bonds[:, 1], bonds[:, 0]] = True
+    distances = np.full((n_atoms, n_atoms), n_atoms)
+    np.fill_diagonal(distances, 0)
+    frontier = np.eye(n_atoms, dtype=bool)
+    reached = frontier.copy()
+    for hops in range(1, n_atoms):
+        frontier = (frontier.astype(np.int64) @ adjacency.astype(np.int64) > 0) & ~reached
+        if not frontier.any():
+            break
+        distances[frontier] = hops
+        reached |= frontier
+    return distances
+
+
+def clash_fraction(coords: np.ndarray, bonds: np.ndarray, distance: float = CLASH_DISTANCE) -> float:
+    """Fraction of frames with two atoms at least 4 bonds apart closer than ``distance`` Angstrom."""
+    far = graph_distances(bonds, coords.shape[1]) >= CLASH_MIN_BONDS_APART
+    i, j = np.nonzero(np.triu(far, k=1))
+    closest = np.linalg.norm(coords[:, i] - coords[:, j], axis=-1).min(axis=1)
+    return float((closest < distance).mean())
+
+
+def radius_of_gyration(coords: np.ndarray) -> np.ndarray:
+    """(frames,) radius of gyration of the atoms (unweighted), Angstrom."""
+    centred = coords - coords.mean(axis=1, keepdims=True)
+    return np.sqrt((centred**2).sum(-1).mean(-1))
+
+
+def pairwise_distances(coords: np.ndarray) -> np.ndarray:
+    """(frames, N (N - 1) / 2) interatomic distances in Angstrom."""
+    i, j = np.triu_indices(coords.shape[1], k=1)
+    return np.linalg.norm(coords[:, i] - coords[:, j], axis=-1)
+
+
+def jensen_shannon_distance(p_counts: np.ndarray, q_counts: np.ndarray, pseudo_count: float = JS_PSEUDO_COUNT) -> float:
+    """Jensen-Shannon distance (square root of the divergence, log base 2, so in [0, 1]) of two histograms.
+
+    A pseudo-count is added to every bin of both normalised histograms before renormalising.
+    """
+    p = p_counts / p_counts.sum() + pseudo_count
+    q = q_counts / q_counts.sum() + pseudo_count
+    p, q = p / p.sum(), q / q.sum()
+    m = 0.5 * (p + q)
+    divergence = 0.5 * (p * np.log2(p / m)).sum() + 0.5 * (q * np.log2(q / m)).sum()
+    return float(np.sqrt(max(divergence, 0.0)))
+
+
+def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, bins: int = RAMACHANDRAN_BINS) -> np.ndarray:
+    """2D histogram of (phi, psi) over [-180, 180)^2 with ``bins`` x ``bins`` bins."""
+    edges = np.linspace(-180.0, 180.0, bins + 1)
+    counts, _, _ = np.histogram2d(phi.ravel(), psi.ravel(), bins=[edges, edges])
+    return counts
+
+
+def helix_handedness(phi: np.ndarray) -> dict[str, float]:
+    """Fractions of frames whose inner residues (first and last excluded) all have phi < 0
+    (right-handed), all phi > 0 (left-handed), or neither (mixed or unfolded).
+
+    Args:
+        phi: (frames, n_residues) phi angles in degrees.
+    """
+    inner = phi[:, 1:-1] if phi.shape[1] > 2 else phi
+    right = (inner < 0).all(axis=1)
+    left = (inner > 0).all(axis=1)
+    return {"right": float(right.mean()), "left": float(left.mean()), "mixed": float((~right & ~left).mean())}
+
+
+def latent_statistics(mu: np.ndarray, log_var: np.ndarray) -> dict[str, object]:
+    """Per-dimension KL to N(0, 1) averaged over frames, and the active units.
+
+    A dimension is active when the variance of its posterior mean over the data exceeds 0.01
+    (Burda et al. 2016).
+    """
+    kl = 0.5 * (mu**2 + np.exp(log_var) - 1.0 - log_var).mean(axis=0)
+    activity = mu.var(axis=0)
+    return {
+        "kl_per_dimension": kl.round(5).tolist(),
+        "kl_total": float(kl.sum()),
+        "active_units": int((activity > ACTIVE_UNIT_VARIANCE).sum()),
+        "latent_dim": int(mu.shape[1]),
+    }
+
+
+def type_labels(topology: Topology, groups: np.ndarray) -> list[str]:
+    """Element labels of bonds or angles ('C-N', 'C-C-O'), ordered so that equal types match."""
+    elements = [ELEMENTS[int(z)] for z in topology.atomic_numbers]
+    labels = []
+    for group in groups.tolist():
+        names = [elements[i] for i in group]
+        labels.append("-".join(min(names, names[::-1])))
+    return labels
+
+
+def per_type_deviation(values: np.ndarray, reference: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    """Mean of ``values`` against ``reference`` ((frames, n) each) grouped by type label."""
+    result = {}
+    for label in sorted(set(labels)):
+        columns = [k for k, name in enumerate(labels) if name == label]
+        result[label] = {
+            "reference_mean": float(reference[:, columns].mean()),
+            "sample_mean": float(values[:, columns].mean()),
+            "mean_abs_deviation": float(np.abs(values[:, columns].mean(axis=0) - reference[:, columns].mean(axis=0)).mean()),
+            "count": len(columns),
+        }
+    return result
