@@ -134,7 +134,12 @@ def jensen_shannon_distance(p_counts: np.ndarray, q_counts: np.ndarray, pseudo_c
     q = q_counts / q_counts.sum() + pseudo_count
     p, q = p / p.sum(), q / q.sum()
     m = 0.5 * (p + q)
-    divergence = 0.5 * (p * np.log2(p / m)).sum() + 0.5 * (q * np.log2(q / m)).sum()
+
+    def relative_entropy(a: np.ndarray) -> float:
+        nonzero = a > 0
+        return float((a[nonzero] * np.log2(a[nonzero] / m[nonzero])).sum())
+
+    divergence = 0.5 * relative_entropy(p) + 0.5 * relative_entropy(q)
     return float(np.sqrt(max(divergence, 0.0)))
 
 

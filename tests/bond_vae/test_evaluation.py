@@ -1,0 +1,177 @@
+"""Metrics on structures with known answers; sample and evaluate commands; PDB output read back."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bond_vae.checkpoint import save_checkpoint
+from bond_vae.config import to_dict
+from bond_vae.data import Topology, load_dataset
+from bond_vae.evaluate import compare_ensembles
+from bond_vae.evaluate import main as evaluate_main
+from bond_vae.metrics import (
+    angle_triplets,
+    bond_angles,
+    clash_fraction,
+    dihedrals,
+    find_backbone,
+    helix_handedness,
+    jensen_shannon_distance,
+    latent_statistics,
+    radius_of_gyration,
+)
+from bond_vae.sample import main as sample_main
+from bond_vae.train import TrainConfig
+
+from bond_helpers import make_model, tiny_model_config
+
+MIRROR = np.array([1.0, 1.0, -1.0])
+
+
+def test_dihedral_and_angle_of_hand_built_geometry():
+    # a trans (180 degree) and a +90 degree dihedral, and a right angle
+    coords = np.array([[[1.0, 0, 0], [0, 0, 0], [0, 1.0, 0], [-1.0, 1.0, 0], [0, 1.0, 1.0]]])
+    trans = dihedrals(coords, np.array([[0, 1, 2, 3]]))[0, 0]
+    assert math.isclose(abs(trans), 180.0, abs_tol=1e-6)
+    plus = dihedrals(coords, np.array([[0, 1, 2, 4]]))[0, 0]
+    assert math.isclose(abs(plus), 90.0, abs_tol=1e-6)
+    assert math.isclose(dihedrals(coords * MIRROR, np.array([[0, 1, 2, 4]]))[0, 0], -plus, abs_tol=1e-6)
+    assert math.isclose(bond_angles(coords, np.array([[0, 1, 2]]))[0, 0], 90.0, abs_tol=1e-6)
+
+
+def test_mirrored_helix_is_flagged_by_handedness_but_not_by_distance_metrics(aib9):
+    right = aib9.coords[:1500][::50].astype(np.float64)  # replica 0: right-handed helices
+    mirrored = right * MIRROR
+    backbone = find_backbone(aib9.topology)
+    assert len(backbone.residue_ids) == 9
+    assert helix_handedness(dihedrals(right, backbone.phi)) == {"right": 1.0, "left": 0.0, "mixed": 0.0}
+    assert helix_handedness(dihedrals(mirrored, backbone.phi)) == {"right": 0.0, "left": 1.0, "mixed": 0.0}
+    report = compare_ensembles(right, mirrored, mirrored, aib9.topology)
+    assert report["reconstruction"]["bond_mae"] < 1e-9 and report["reconstruction"]["distance_mae"] < 1e-9
+    assert report["reconstruction"]["kabsch_rmsd_reflection_allowed"] < 1e-6
+    assert report["reconstruction"]["mirror_gap"] > 1.0, "the proper-rotation RMSD must see the mirror image"
+    assert report["samples"]["bonds_within_0.1_of_reference_mean"] > 0.99  # thermal spread only
+    assert report["handedness"]["samples"]["left"] == 1.0 and report["handedness"]["reference"]["right"] == 1.0
+    assert report["samples"]["ramachandran_js_distance"]["mean"] > 0.9
+
+
+def test_clash_fraction_counts_frames_with_close_distant_atoms(aib9):
+    coords = aib9.coords[:4].astype(np.float64).copy()
+    assert clash_fraction(coords, aib9.topology.bonds) == 0.0
+    coords[1, 57] = coords[1, 0] + 0.5  # the amide N onto the acetyl methyl: far apart in the chain
+    assert clash_fraction(coords, aib9.topology.bonds) == 0.25
+
+
+def test_jensen_shannon_distance_bounds():
+    counts = np.array([[3.0, 1.0], [0.0, 4.0]])
+    assert jensen_shannon_distance(counts, counts) < 1e-6
+    assert math.isclose(jensen_shannon_distance(np.array([1.0, 0.0]), np.array([0.0, 1.0]), pseudo_count=0.0), 1.0)
+
+
+def test_radius_of_gyration_and_latent_statistics():
+    square = np.array([[[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]]])
+    assert math.isclose(radius_of_gyration(square)[0], 1.0)
+    mu = np.stack([np.linspace(-1, 1, 100), np.zeros(100)], axis=1)
+    stats = latent_statistics(mu, np.zeros_like(mu))
+    assert stats["active_units"] == 1
+    assert math.isclose(stats["kl_per_dimension"][1], 0.0, abs_tol=1e-9)
+
+
+def test_angle_triplets_of_a_chain():
+    assert angle_triplets(np.array([[0, 1], [1, 2], [2, 3]]), 4).tolist() == [[0, 1, 2], [1, 2, 3]]
+
+
+@pytest.fixture()
+def tiny_checkpoint(aib9, tmp_path, tiny_npz):
+    model = make_model(aib9)
+    topology = aib9.topology
+    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
+    record = {
+        "atomic_numbers": model.atomic_numbers,
+        "bonds": model.bonds,
+        "atom_names": topology.atom_names.tolist(),
+        "residue_ids": topology.residue_ids.tolist(),
+        "residue_names": topology.residue_names.tolist(),
+    }
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, {"config": to_dict(config), "topology": record, "model": model.state_dict()})
+    return path
+
+
+def test_sample_writes_npz_and_pdb_that_read_back(tiny_checkpoint, tmp_path, aib9, capsys):
+    sample_main([str(tiny_checkpoint), "--num-samples", "5", "--output", str(tmp_path / "out" / "samples"), "--device", "cpu"])
+    samples = load_dataset(tmp_path / "out" / "samples.npz")
+    assert samples.coords.shape == (5, 58, 3)
+    pdb = (tmp_path / "out" / "samples.pdb").read_text()
+    assert pdb.count("MODEL") == 5 and pdb.count("ENDMDL") == 5 and "CONECT" in pdb
+    np.save(tmp_path / "first.npy", samples.coords[:1])
+    from_pdb = load_dataset(tmp_path / "first.npy", tmp_path / "out" / "samples.pdb")
+    assert from_pdb.topology.atom_names.tolist() == aib9.topology.atom_names.tolist()
+    assert from_pdb.topology.residue_names.tolist() == aib9.topology.residue_names.tolist()
+    assert {tuple(b) for b in from_pdb.topology.bonds.tolist()} == {tuple(sorted(b)) for b in aib9.topology.bonds.tolist()}
+    np.testing.assert_allclose(
+        np.array([[float(line[30:38]), float(line[38:46]), float(line[46:54])] for line in pdb.splitlines() if line.startswith("HETATM")][:58]),
+        samples.coords[0], atol=1e-3,
+    )
+
+
+def test_sample_interpolates_and_decodes_given_latents(tiny_checkpoint, tmp_path, tiny_npz):
+    sample_main([str(tiny_checkpoint), "--interpolate", "0,40", "--steps", "4", "--data", str(tiny_npz), "--output", str(tmp_path / "path"), "--no-pdb", "--device", "cpu"])
+    assert load_dataset(tmp_path / "path.npz").coords.shape == (4, 58, 3)
+    np.save(tmp_path / "z.npy", np.zeros((3, 4), dtype=np.float32))
+    sample_main([str(tiny_checkpoint), "--latents", str(tmp_path / "z.npy"), "--output", str(tmp_path / "z"), "--device", "cpu"])
+    coords = load_dataset(tmp_path / "z.npz").coords
+    np.testing.assert_allclose(coords[0], coords[2], atol=1e-6)
+
+
+def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path):
+    evaluate_main([str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--device", "cpu"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["reference"]["frames"] > 0
+    for key in ("kabsch_rmsd", "kabsch_rmsd_reflection_allowed", "bond_mae", "distance_mae"):
+        assert report["reconstruction"][key] >= 0
+    assert set(report["handedness"]) == {"reference", "reconstruction", "samples"}
+    assert len(report["samples"]["ramachandran_js_distance"]["per_residue"]) == 9
+    for figure in ("ramachandran.png", "free_energy.png", "bonds_angles.png", "distances_rg.png", "structures.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 1000
+    assert "Kabsch RMSD" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "command, argv, expected",
+    [
+        (sample_main, ["{missing}"], "checkpoint not found"),
+        (sample_main, ["{checkpoint}", "--output", "{existing}"], "already exists"),
+        (sample_main, ["{checkpoint}", "--latents", "{bad_latents}"], "shape (K, 4)"),
+        (sample_main, ["{checkpoint}", "--interpolate", "0,x"], "two frame indices"),
+        (sample_main, ["{foreign}"], "not a bond_vae one"),
+        (evaluate_main, ["{checkpoint}", "--output", "{existing_dir}"], "already exists"),
+        (evaluate_main, ["{corrupt}"], "not a readable checkpoint"),
+        (evaluate_main, ["{checkpoint}", "--data", "{wrong_molecule}"], "differ from the checkpoint"),
+    ],
+)
+def test_sample_and_evaluate_reject_bad_input(command, argv, expected, tiny_checkpoint, tmp_path, capsys, aib9):
+    (tmp_path / "existing.npz").write_text("keep me")
+    (tmp_path / "existing_dir").mkdir()
+    np.save(tmp_path / "bad_latents.npy", np.zeros((3, 7), dtype=np.float32))
+    torch.save({"format": "pairwise_vae.checkpoint", "format_version": 1}, tmp_path / "foreign.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 broken")
+    other = Topology(aib9.topology.atomic_numbers.copy(), aib9.topology.atom_names, aib9.topology.residue_ids, aib9.topology.residue_names, aib9.topology.bonds)
+    other.atomic_numbers[0] = 7
+    np.savez(tmp_path / "wrong.npz", coords=aib9.coords[:5], atomic_numbers=other.atomic_numbers, bonds=aib9.topology.bonds)
+    paths = {
+        "missing": tmp_path / "missing.pt", "checkpoint": tiny_checkpoint, "existing": tmp_path / "existing",
+        "existing_dir": tmp_path / "existing_dir", "bad_latents": tmp_path / "bad_latents.npy", "foreign": tmp_path / "foreign.pt",
+        "corrupt": tmp_path / "corrupt.pt", "wrong_molecule": tmp_path / "wrong.npz",
+    }
+    with pytest.raises(SystemExit) as exit_info:
+        command([arg.format(**paths) for arg in argv] + ["--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert (tmp_path / "existing.npz").read_text() == "keep me"
