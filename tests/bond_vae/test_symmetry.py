@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from bond_vae.decoder import EGNNLayer
+from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import bond_length_loss
+from bond_vae.utils import signed_volumes, torsion_quadruplets
 
-from bond_helpers import make_model, random_orthogonal
+from bond_helpers import make_model, random_orthogonal, tiny_model_config
 
 
 @pytest.mark.parametrize("graph", ["bonds", "bonds+radius"])
@@ -61,3 +63,30 @@ def test_bond_loss_is_invariant(aib9, positions):
         rotation = random_orthogonal(reflect, generator)
         moved = positions @ rotation.T + torch.randn(3, generator=generator, dtype=torch.float64)
         torch.testing.assert_close(bond_length_loss(moved, other, bonds), loss)
+
+
+def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(aib9, positions):
+    torch.manual_seed(0)
+    config = tiny_model_config()
+    config.encoder.chiral_features = True
+    config.chirality_weight = 1.0
+    model = MODEL_CLASS(
+        config, torch.from_numpy(aib9.topology.atomic_numbers), torch.from_numpy(aib9.topology.bonds), torch.from_numpy(aib9.coords[0])
+    ).double()
+    generator = torch.Generator().manual_seed(4)
+    mu, _ = model.encode(positions)
+    rotated_mu, _ = model.encode(positions @ random_orthogonal(False, generator).T + 2.0)
+    mirrored_mu, _ = model.encode(positions @ random_orthogonal(True, generator).T)
+    torch.testing.assert_close(rotated_mu, mu)
+    assert (mirrored_mu - mu).abs().max() > 1e-3
+    terms = model.loss(positions, beta=0.0)
+    assert terms.chirality > 0
+
+
+def test_signed_volume_matches_hand_computation_and_flips_in_a_mirror():
+    chain = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [1.0, 1.0, 0], [1.0, 1.0, 1.0]]], dtype=torch.float64)
+    quadruplets = torsion_quadruplets(torch.tensor([[0, 1], [1, 2], [2, 3]]), 4)
+    assert quadruplets.tolist() == [[0, 1, 2, 3]]
+    # (1,0,0) . ((0,1,0) x (0,0,1)) = 1
+    assert signed_volumes(chain, quadruplets).item() == 1.0
+    assert signed_volumes(chain * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), quadruplets).item() == -1.0

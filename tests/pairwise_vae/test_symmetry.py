@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from pairwise_vae.decoder import EGNNLayer
+from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.model import pairwise_distance_loss
+from pairwise_vae.utils import signed_volumes, torsion_quadruplets
 
-from pairwise_helpers import make_model, random_orthogonal
+from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 
 
 @pytest.mark.parametrize("lmax", [1, 2])
@@ -60,3 +62,30 @@ def test_pairwise_loss_is_invariant(positions):
         rotation = random_orthogonal(reflect, generator)
         moved = positions @ rotation.T + torch.randn(3, generator=generator, dtype=torch.float64)
         torch.testing.assert_close(pairwise_distance_loss(moved, other), loss)
+
+
+def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(aib9, positions):
+    torch.manual_seed(0)
+    config = tiny_model_config()
+    config.encoder.chiral_features = True
+    config.chirality_weight = 1.0
+    model = MODEL_CLASS(
+        config, torch.from_numpy(aib9.topology.atomic_numbers), torch.from_numpy(aib9.topology.bonds), torch.from_numpy(aib9.coords[0])
+    ).double()
+    generator = torch.Generator().manual_seed(4)
+    mu, _ = model.encode(positions)
+    rotated_mu, _ = model.encode(positions @ random_orthogonal(False, generator).T + 2.0)
+    mirrored_mu, _ = model.encode(positions @ random_orthogonal(True, generator).T)
+    torch.testing.assert_close(rotated_mu, mu)
+    assert (mirrored_mu - mu).abs().max() > 1e-3
+    terms = model.loss(positions, beta=0.0)
+    assert terms.chirality > 0
+
+
+def test_signed_volume_matches_hand_computation_and_flips_in_a_mirror():
+    chain = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [1.0, 1.0, 0], [1.0, 1.0, 1.0]]], dtype=torch.float64)
+    quadruplets = torsion_quadruplets(torch.tensor([[0, 1], [1, 2], [2, 3]]), 4)
+    assert quadruplets.tolist() == [[0, 1, 2, 3]]
+    # (1,0,0) . ((0,1,0) x (0,0,1)) = 1
+    assert signed_volumes(chain, quadruplets).item() == 1.0
+    assert signed_volumes(chain * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), quadruplets).item() == -1.0

@@ -7,7 +7,9 @@ features ``vec`` (one copy of the real spherical harmonics of degree 1..lmax per
 The runtime geometry terms of the paper enter as the inner products ``<vec1, vec2>`` of an
 atom's own vectors (angular information) and of vectors rejected from the bond direction on
 both ends of an edge (dihedral information). All outputs are built from inner products, so
-``mu`` and ``log_var`` are invariant under rotations, translations and reflections.
+``mu`` and ``log_var`` are invariant under rotations, translations and reflections, unless
+``chiral_features`` adds parity-odd inputs (signed volumes), which makes them invariant under
+rotations and translations only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from e3nn import o3
 from torch import nn
 
 from bond_vae.graph import bond_edges, merge_edges, radius_edges
+from bond_vae.utils import signed_volumes, torsion_quadruplets
 
 ENCODER_GRAPHS = ("bonds", "bonds+radius")
 
@@ -35,10 +38,17 @@ class EncoderConfig:
     lmax: int = field(default=1, metadata={"help": "highest degree of the spherical harmonics", "choices": (1, 2, 3)})
     cutoff: float = field(default=5.0, metadata={"help": "radial cutoff in Angstrom"})
     graph: str = field(
-        default="bonds+radius",
-        metadata={"help": "message-passing graph: covalent bonds only, or bonds plus all pairs within the cutoff", "choices": ENCODER_GRAPHS},
+        default="bonds",
+        metadata={"help": "message-passing graph: covalent bonds only (the seed's choice), or bonds plus all pairs within the cutoff", "choices": ENCODER_GRAPHS},
     )
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    chiral_features: bool = field(
+        default=False,
+        metadata={"help": "add parity-odd inputs (signed volumes of bonded atom chains), so that mirror images get different latents"},
+    )
+
+
+CHIRAL_VOLUME_SCALE = 3.0
 
 
 class CosineCutoff(nn.Module):
@@ -272,6 +282,7 @@ class ViSNetEncoder(nn.Module):
         self.config = config
         hidden = config.hidden_channels
         self.register_buffer("bonds", bonds.long().clone(), persistent=False)
+        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False)
         self.irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
         self.embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.rbf = ExpNormalSmearing(config.cutoff, config.num_rbf)
@@ -284,6 +295,7 @@ class ViSNetEncoder(nn.Module):
         self.out_norm = nn.LayerNorm(hidden)
         self.vec_out_norm = VectorLayerNorm(hidden)
         self.output_blocks = nn.ModuleList([GatedEquivariantBlock(hidden, hidden // 2), GatedEquivariantBlock(hidden // 2, hidden)])
+        self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
 
@@ -329,4 +341,7 @@ class ViSNetEncoder(nn.Module):
             if i < len(self.output_blocks) - 1:
                 x = nn.functional.silu(x)
         pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
+        if self.chiral_projection is not None:
+            volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
+            pooled = pooled + self.chiral_projection(torch.tanh(volumes))
         return self.mu_head(pooled), self.log_var_head(pooled)

@@ -15,7 +15,7 @@ from torch import nn
 
 from bond_vae.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.encoder import EncoderConfig, ViSNetEncoder
-from bond_vae.utils import bond_lengths
+from bond_vae.utils import bond_lengths, signed_volumes, torsion_quadruplets
 
 
 @dataclass
@@ -23,17 +23,22 @@ class ModelConfig:
     """Model: latent space"""
 
     latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
+    chirality_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of a parity-odd loss term: MSE of signed volumes of bonded atom chains (Angstrom^6); 0 keeps the loss mirror-blind"},
+    )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
 
 
 @dataclass
 class LossTerms:
-    """Scalar loss tensors of one batch: total, bond-length MSE (Angstrom^2), KL per molecule (nats)."""
+    """Scalar loss tensors of one batch: total, chirality term (signed-volume MSE, zero when off), bond-length MSE (Angstrom^2), KL per molecule (nats)."""
 
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
+    chirality: torch.Tensor
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -73,6 +78,7 @@ class MolecularVAE(nn.Module):
         self.config = config
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("bonds", bonds.long().clone())
+        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), atomic_numbers.shape[0]), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -104,7 +110,11 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = self(positions)
         reconstruction_loss = bond_length_loss(reconstruction.float(), positions.float(), self.bonds)
         kl = kl_divergence(mu.float(), log_var.float()).mean()
-        return LossTerms(total=reconstruction_loss + beta * kl, reconstruction=reconstruction_loss, kl=kl)
+        chirality = reconstruction_loss.new_zeros(())
+        if self.config.chirality_weight > 0:
+            chirality = (signed_volumes(reconstruction.float(), self.quadruplets) - signed_volumes(positions.float(), self.quadruplets)).pow(2).mean()
+        total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
+        return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
 
     @torch.no_grad()
     def reconstruct(self, positions: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,47 @@ def pairwise_distances(positions: torch.Tensor) -> torch.Tensor:
     return (positions[..., i, :] - positions[..., j, :]).norm(dim=-1)
 
 
+def torsion_quadruplets(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """All bonded chains i-j-k-l (j-k a bond, i bonded to j, l bonded to k, four distinct atoms).
+
+    Args:
+        bonds: (n_bonds, 2) atom indices.
+        n_atoms: atoms in the molecule.
+
+    Returns:
+        (Q, 4) long tensor, each chain listed once.
+    """
+    neighbours: list[list[int]] = [[] for _ in range(n_atoms)]
+    for i, j in bonds.tolist():
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    chains = [
+        (i, j, k, l)
+        for j, k in bonds.tolist()
+        for i in neighbours[j]
+        for l in neighbours[k]
+        if len({i, j, k, l}) == 4
+    ]
+    return torch.tensor(chains, dtype=torch.long).reshape(-1, 4)
+
+
+def signed_volumes(positions: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Triple products (r_j - r_i) . ((r_k - r_j) x (r_l - r_k)) of atom chains, Angstrom^3.
+
+    Invariant under rotations and translations, odd under reflections: the sign tells a
+    chain from its mirror image.
+
+    Args:
+        positions: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom indices.
+
+    Returns:
+        (B, Q) signed volumes.
+    """
+    p0, p1, p2, p3 = (positions[:, quadruplets[:, k]] for k in range(4))
+    return ((p1 - p0) * torch.linalg.cross(p2 - p1, p3 - p2)).sum(dim=-1)
+
+
 def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:
     """RMSD after optimal superposition (Kabsch algorithm).
 

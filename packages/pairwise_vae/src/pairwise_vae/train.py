@@ -274,6 +274,7 @@ class Trainer:
             "loss": terms.total.item(),
             "reconstruction": terms.reconstruction.item(),
             "kl": terms.kl.item(),
+            "chirality": terms.chirality.item(),
             "beta": beta,
             "grad_norm": grad_norm.item(),
         }
