@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 PACKAGES = Path(__file__).resolve().parents[1] / "packages"
 NAMES = {"bond_vae": "bond-vae", "pairwise_vae": "pairwise-vae"}

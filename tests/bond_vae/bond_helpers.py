@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bond_vae.data import ConformationDataset
 from bond_vae.decoder import DecoderConfig
 from bond_vae.encoder import EncoderConfig

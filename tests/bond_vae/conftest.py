@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bond_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
-
 from bond_helpers import write_npz
+from bond_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
 
 
 @pytest.fixture(scope="session")

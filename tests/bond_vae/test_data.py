@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from bond_vae.data import infer_bonds, load_dataset, split_frames
 from bond_vae.graph import bond_edges, merge_edges, radius_edges
 

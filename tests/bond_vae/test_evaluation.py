@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
+from bond_helpers import make_model, tiny_model_config
 from bond_vae.checkpoint import save_checkpoint
 from bond_vae.config import to_dict
 from bond_vae.data import Topology, load_dataset
@@ -27,8 +27,6 @@ from bond_vae.metrics import (
 )
 from bond_vae.sample import main as sample_main
 from bond_vae.train import TrainConfig
-
-from bond_helpers import make_model, tiny_model_config
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-
+from bond_helpers import random_orthogonal
 from bond_vae.model import bond_length_loss, kl_divergence
 from bond_vae.utils import bond_length_statistics, kabsch_rmsd
-
-from bond_helpers import random_orthogonal
 
 
 def test_bond_length_loss_matches_hand_computation():

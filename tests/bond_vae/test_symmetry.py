@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
+from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import EGNNLayer
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import bond_length_loss
 from bond_vae.utils import signed_volumes, torsion_quadruplets
-
-from bond_helpers import make_model, random_orthogonal, tiny_model_config
 
 
 @pytest.mark.parametrize("graph", ["bonds", "bonds+radius"])

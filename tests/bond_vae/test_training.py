@@ -8,14 +8,17 @@ import signal
 
 import pytest
 import torch
-
+from bond_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
 from bond_vae import train as train_module
-from bond_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from bond_vae.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from bond_vae.config import to_dict
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.train import TrainConfig, main, new_run_folder
-
-from bond_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
 
 
 def tiny_run_flags(data, output_dir, epochs=1, *extra):

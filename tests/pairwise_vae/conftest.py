@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from pairwise_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
-
 from pairwise_helpers import write_npz
+from pairwise_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from pairwise_vae.data import ConformationDataset
 from pairwise_vae.decoder import DecoderConfig
 from pairwise_vae.encoder import EncoderConfig

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from pairwise_vae.data import infer_bonds, load_dataset, split_frames
 from pairwise_vae.graph import radius_edges
 

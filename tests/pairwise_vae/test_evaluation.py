@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
+from pairwise_helpers import make_model, tiny_model_config
 from pairwise_vae.checkpoint import save_checkpoint
 from pairwise_vae.config import to_dict
 from pairwise_vae.data import Topology, load_dataset
@@ -27,8 +27,6 @@ from pairwise_vae.metrics import (
 )
 from pairwise_vae.sample import main as sample_main
 from pairwise_vae.train import TrainConfig
-
-from pairwise_helpers import make_model, tiny_model_config
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-
-from pairwise_vae.model import ModelConfig, MolecularVAEMSE, kl_divergence, pairwise_distance_loss
-from pairwise_vae.utils import bond_length_statistics, kabsch_rmsd
-
 from pairwise_helpers import random_orthogonal
+from pairwise_vae.model import (
+    ModelConfig,
+    MolecularVAEMSE,
+    kl_divergence,
+    pairwise_distance_loss,
+)
+from pairwise_vae.utils import bond_length_statistics, kabsch_rmsd
 
 
 def test_pairwise_loss_matches_hand_computation():

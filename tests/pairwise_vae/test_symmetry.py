@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
+from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 from pairwise_vae.decoder import EGNNLayer
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.model import pairwise_distance_loss
 from pairwise_vae.utils import signed_volumes, torsion_quadruplets
-
-from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 
 
 @pytest.mark.parametrize("lmax", [1, 2])

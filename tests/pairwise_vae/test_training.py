@@ -8,14 +8,17 @@ import signal
 
 import pytest
 import torch
-
+from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
 from pairwise_vae import train as train_module
-from pairwise_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from pairwise_vae.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from pairwise_vae.config import to_dict
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.train import TrainConfig, main, new_run_folder
-
-from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
 
 
 def tiny_run_flags(data, output_dir, epochs=1, *extra):

@@ -15,9 +15,7 @@ The reference defaults to the validation split of the checkpoint's own training 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +23,9 @@ import numpy as np
 import torch
 
 from bond_vae import __version__
-from bond_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from bond_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
+from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint
+from bond_vae.cli import exit_on_user_error, parse_checkpoint_command
+from bond_vae.config import ConfigError
 from bond_vae.data import DataError, Topology, load_dataset, split_frames, subsample
 from bond_vae.metrics import (
     CLASH_DISTANCE,
@@ -49,7 +48,12 @@ from bond_vae.metrics import (
     type_labels,
 )
 from bond_vae.model import MolecularVAE
-from bond_vae.plots import plot_free_energy, plot_histograms, plot_ramachandran, plot_structures
+from bond_vae.plots import (
+    plot_free_energy,
+    plot_histograms,
+    plot_ramachandran,
+    plot_structures,
+)
 from bond_vae.sample import decode_in_batches, topology_of
 from bond_vae.utils import kabsch_rmsd, resolve_device
 
@@ -288,14 +292,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``bond-vae-evaluate``."""
-    parser = argparse.ArgumentParser(prog="bond-vae-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a bond_vae checkpoint (best.pt or last.pt of a run)")
-    parser.add_argument("--version", action="version", version=f"bond_vae {__version__}")
-    add_dataclass_arguments(parser, EvaluateConfig)
-    namespace = parser.parse_args(argv)
-    try:
-        folder = evaluate(namespace.checkpoint, dataclass_from_namespace(EvaluateConfig, namespace))
-    except (DataError, CheckpointError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    checkpoint, config = parse_checkpoint_command("bond-vae-evaluate", __doc__, EvaluateConfig, argv)
+    with exit_on_user_error():
+        folder = evaluate(checkpoint, config)
     print(f"wrote {folder / 'report.md'} (and report.json, figures)")

@@ -8,8 +8,6 @@ commands read it back) and ``<output>.pdb`` (one MODEL per conformation, with CO
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
+from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint
+from pairwise_vae.cli import exit_on_user_error, parse_checkpoint_command
+from pairwise_vae.config import ConfigError
 from pairwise_vae.data import DataError, Topology, load_dataset
 from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.structure_files import write_conformations_npz, write_pdb
@@ -128,14 +127,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``pairwise-vae-sample``."""
-    parser = argparse.ArgumentParser(prog="pairwise-vae-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a pairwise_vae checkpoint (best.pt or last.pt of a run)")
-    parser.add_argument("--version", action="version", version=f"pairwise_vae {__version__}")
-    add_dataclass_arguments(parser, SampleConfig)
-    namespace = parser.parse_args(argv)
-    try:
-        written = sample(namespace.checkpoint, dataclass_from_namespace(SampleConfig, namespace))
-    except (DataError, CheckpointError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    checkpoint, config = parse_checkpoint_command("pairwise-vae-sample", __doc__, SampleConfig, argv)
+    with exit_on_user_error():
+        written = sample(checkpoint, config)
     print("wrote " + ", ".join(str(path) for path in written))

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -31,12 +30,32 @@ from pairwise_vae.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace, explicit_flags, from_dict, to_dict
-from pairwise_vae.data import ConformationDataset, DataError, load_dataset, split_frames, subsample
-from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+from pairwise_vae.cli import exit_on_user_error
+from pairwise_vae.config import (
+    ConfigError,
+    add_dataclass_arguments,
+    dataclass_from_namespace,
+    explicit_flags,
+    from_dict,
+    to_dict,
+)
+from pairwise_vae.data import (
+    ConformationDataset,
+    load_dataset,
+    split_frames,
+    subsample,
+)
 from pairwise_vae.evaluate import compare_ensembles, write_figures
+from pairwise_vae.model import ModelConfig, MolecularVAEMSE
 from pairwise_vae.plots import plot_bond_lengths, plot_loss_curves
-from pairwise_vae.utils import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances, resolve_device, seed_everything
+from pairwise_vae.utils import (
+    bond_length_statistics,
+    bond_lengths,
+    kabsch_rmsd,
+    pairwise_distances,
+    resolve_device,
+    seed_everything,
+)
 
 WANDB_PROJECT = "pairwise-vae"
 WANDB_MODES = ("offline", "online", "disabled")
@@ -515,11 +534,9 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``pairwise-vae-train``."""
     try:
-        config, checkpoint = parse_config(argv)
-        exit_code = train(config, checkpoint)
-    except (DataError, CheckpointError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        exit_code = 1
+        with exit_on_user_error():
+            config, checkpoint = parse_config(argv)
+            exit_code = train(config, checkpoint)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         exit_code = 130

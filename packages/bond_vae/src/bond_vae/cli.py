@@ -1,0 +1,42 @@
+"""Shared plumbing of the command-line entry points: parsers and one-line error exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from bond_vae import __version__
+from bond_vae.checkpoint import CheckpointError
+from bond_vae.config import (
+    ConfigError,
+    add_dataclass_arguments,
+    dataclass_from_namespace,
+)
+from bond_vae.data import DataError
+
+T = TypeVar("T")
+USER_ERRORS = (DataError, CheckpointError, ConfigError)
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turn a bad input or setting into one line on stderr and exit code 1 (no traceback)."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def parse_checkpoint_command(prog: str, description: str, config_class: type[T], argv: list[str] | None) -> tuple[Path, T]:
+    """Parse '<prog> CHECKPOINT [flags of config_class]'."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a bond_vae checkpoint (best.pt or last.pt of a run)")
+    parser.add_argument("--version", action="version", version=f"bond_vae {__version__}")
+    add_dataclass_arguments(parser, config_class)
+    namespace = parser.parse_args(argv)
+    return namespace.checkpoint, dataclass_from_namespace(config_class, namespace)
