@@ -1,0 +1,207 @@
+"""Benchmark both packages: training and sampling throughput, peak memory, FLOPs and MFU.
+
+    uv run python scripts/bench.py                 # (make bench) default and reference settings
+    uv run python scripts/bench.py --json bench.json --device cuda
+
+For each package and setting it times the full training step (forward, loss, backward,
+optimiser step) on batches of the embedded AIB9 data after warm-up steps, and reports the
+median over repeats in molecules/s; then prior sampling in conformations/s. Each
+measurement runs in a fresh process so that the peak memory (resident set size on the CPU,
+``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone. On CUDA it also counts the
+model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
+fraction of the GPU's peak dense bf16 throughput (MFU).
+
+This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+PACKAGES = {"bond_vae": "MolecularVAE", "pairwise_vae": "MolecularVAEMSE"}
+# the reference implementation's settings, per package
+REFERENCE_SETTINGS = {
+    "bond_vae": {"hidden": 256, "encoder_layers": 3, "decoder_layers": 2, "latent_dim": 36, "batch_size": 256},
+    "pairwise_vae": {"hidden": 256, "encoder_layers": 3, "decoder_layers": 5, "latent_dim": 128, "batch_size": 128},
+}
+TINY_SETTINGS = {"hidden": 16, "encoder_layers": 1, "decoder_layers": 1, "latent_dim": 4, "batch_size": 4}
+# peak dense bf16 tensor throughput (FLOP/s) of GPUs we know, by a part of their name
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12}
+
+
+@dataclass
+class Measurement:
+    package: str
+    setting: str
+    device: str
+    batch_size: int
+    parameters: int
+    train_molecules_per_s: float
+    sample_conformations_per_s: float
+    peak_memory_mib: float
+    flops_per_molecule: float | None
+    mfu: float | None
+
+
+def build_model(package: str, setting: dict | None, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, int]:
+    """The package's model at a setting (None: its defaults), and a data tensor on ``device``."""
+    data_module = importlib.import_module(f"{package}.data")
+    model_module = importlib.import_module(f"{package}.model")
+    dataset = data_module.load_dataset(None)
+    config = model_module.ModelConfig()
+    batch_size = 64
+    if setting is not None:
+        config.latent_dim = setting["latent_dim"]
+        config.encoder.hidden_channels = config.decoder.hidden_channels = setting["hidden"]
+        config.encoder.num_layers = setting["encoder_layers"]
+        config.decoder.num_layers = setting["decoder_layers"]
+        config.encoder.num_heads = min(config.encoder.num_heads, setting["hidden"])
+        batch_size = setting["batch_size"]
+    coords = torch.from_numpy(dataset.coords)
+    model = getattr(model_module, PACKAGES[package])(
+        config,
+        torch.from_numpy(dataset.topology.atomic_numbers),
+        torch.from_numpy(dataset.topology.bonds),
+        coords[0],
+    )
+    return model.to(device), coords.to(device), batch_size
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for part, flops in PEAK_BF16_FLOPS.items() if part in name), None)
+
+
+def measure(package: str, setting_name: str, device_name: str, warmup: int, repeats: int, steps: int) -> Measurement:
+    """One package at one setting, in the current process."""
+    device = torch.device(device_name)
+    setting = {"default": None, "reference": REFERENCE_SETTINGS[package], "tiny": TINY_SETTINGS}[setting_name]
+    torch.manual_seed(0)
+    model, coords, batch_size = build_model(package, setting, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    amp = device.type == "cuda"
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def train_step() -> None:
+        index = torch.randint(0, len(coords), (batch_size,), device=device, generator=generator)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            terms = model.loss(coords[index], beta=1e-3)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(warmup):
+        train_step()
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        synchronize(device)
+        rates.append(steps * batch_size / (time.perf_counter() - start))
+
+    flops_per_molecule = mfu = None
+    if device.type == "cuda":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            train_step()
+        flops_per_molecule = counter.get_total_flops() / batch_size
+        peak = peak_flops(device)
+        mfu = statistics.median(rates) * flops_per_molecule / peak if peak else None
+
+    model.eval()
+    sample_batch = max(batch_size, 1024) if setting_name != "tiny" else batch_size
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        model.sample(sample_batch)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model.sample(sample_batch)
+        synchronize(device)
+        sample_rate = repeats * sample_batch / (time.perf_counter() - start)
+
+    if device.type == "cuda":
+        peak_memory = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return Measurement(
+        package=package,
+        setting=setting_name,
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        batch_size=batch_size,
+        parameters=sum(p.numel() for p in model.parameters()),
+        train_molecules_per_s=statistics.median(rates),
+        sample_conformations_per_s=sample_rate,
+        peak_memory_mib=peak_memory,
+        flops_per_molecule=flops_per_molecule,
+        mfu=mfu,
+    )
+
+
+def _measure_in_child(arguments: tuple) -> dict:
+    return asdict(measure(*arguments))
+
+
+def format_table(rows: list[Measurement]) -> str:
+    header = f"{'package':<13} {'setting':<10} {'batch':>5} {'params':>10} {'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        flops = f"{r.flops_per_molecule / 1e9:10.2f}" if r.flops_per_molecule else f"{'-':>10}"
+        mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else f"{'-':>6}"
+        lines.append(
+            f"{r.package:<13} {r.setting:<10} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
+            f"{r.sample_conformations_per_s:>14.1f} {r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--packages", nargs="+", default=list(PACKAGES), choices=list(PACKAGES))
+    parser.add_argument("--settings", nargs="+", default=["default", "reference"], choices=["default", "reference", "tiny"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"error: --device {args.device} requested but CUDA is not available")
+    jobs = [(p, s, args.device, args.warmup, args.repeats, args.steps) for p in args.packages for s in args.settings]
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for job in jobs:
+        print(f"measuring {job[0]} at {job[1]} settings on {job[2]}...", file=sys.stderr, flush=True)
+        with context.Pool(1) as pool:
+            rows.append(Measurement(**pool.apply(_measure_in_child, (job,))))
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
