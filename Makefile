@@ -12,7 +12,7 @@ PAIRWISE_GPU ?= 1
 BOND_ARGS ?=
 PAIRWISE_ARGS ?=
 
-.PHONY: help setup train-bond train-pairwise train-both test bench dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both test test-isolated bench dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -35,6 +35,10 @@ train-both: setup  ## both trainings at once, on BOND_GPU and PAIRWISE_GPU (ARGS
 
 test: setup  ## run the test suite (CPU)
 	$(UV) run --frozen pytest $(ARGS)
+
+test-isolated: setup  ## each package's tests in a fresh environment that holds only that package
+	$(UV) run --frozen --isolated --package bond-vae pytest -p no:cacheprovider tests/bond_vae
+	$(UV) run --frozen --isolated --package pairwise-vae pytest -p no:cacheprovider tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
