@@ -23,9 +23,7 @@ import numpy as np
 import torch
 
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint
-from pairwise_vae.cli import exit_on_user_error, parse_checkpoint_command
-from pairwise_vae.config import ConfigError
+from pairwise_vae.cli import check_inference_request, exit_on_user_error, load_for_inference, parse_checkpoint_command
 from pairwise_vae.data import DataError, Topology, load_dataset, split_frames, subsample
 from pairwise_vae.metrics import (
     CLASH_DISTANCE,
@@ -54,8 +52,8 @@ from pairwise_vae.plots import (
     plot_ramachandran,
     plot_structures,
 )
-from pairwise_vae.sample import decode_in_batches, topology_of
-from pairwise_vae.utils import kabsch_rmsd, resolve_device
+from pairwise_vae.sample import decode_in_batches
+from pairwise_vae.utils import kabsch_rmsd
 
 
 @dataclass
@@ -260,15 +258,8 @@ def markdown_report(report: dict) -> str:
 
 def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
     """Write the evaluation folder and return its path."""
-    if config.output.exists():
-        raise ConfigError(f"{config.output}: already exists; choose another --output (nothing was overwritten)")
-    for name in ("num_samples", "max_frames", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    device = resolve_device(config.device)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device)
-    topology = topology_of(checkpoint)
+    check_inference_request(config, [config.output], ("num_samples", "max_frames", "batch_size"))
+    checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, config)
     mu, log_var = encode_in_batches(model, reference, config.batch_size, device)
     reconstructed = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size)

@@ -16,13 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint
-from pairwise_vae.cli import exit_on_user_error, parse_checkpoint_command
+from pairwise_vae.cli import check_inference_request, exit_on_user_error, load_for_inference, parse_checkpoint_command
 from pairwise_vae.config import ConfigError
 from pairwise_vae.data import DataError, Topology, load_dataset
 from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.structure_files import write_conformations_npz, write_pdb
-from pairwise_vae.utils import resolve_device
 
 
 @dataclass
@@ -39,18 +37,6 @@ class SampleConfig:
     seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
-
-
-def topology_of(checkpoint: dict) -> Topology:
-    """The molecule recorded in a checkpoint."""
-    record = checkpoint["topology"]
-    return Topology(
-        atomic_numbers=record["atomic_numbers"].numpy(),
-        atom_names=np.array(record["atom_names"]),
-        residue_ids=np.array(record["residue_ids"]),
-        residue_names=np.array(record["residue_names"]),
-        bonds=record["bonds"].numpy(),
-    )
 
 
 def latent_vectors(config: SampleConfig, model: MolecularVAEMSE, topology: Topology, device: torch.device) -> torch.Tensor:
@@ -98,16 +84,8 @@ def decode_in_batches(model: MolecularVAEMSE, latents: torch.Tensor, batch_size:
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     """Decode the chosen latents of a checkpoint's model and write the output files."""
     outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
-    existing = [str(path) for path in outputs if path.exists()]
-    if existing:
-        raise ConfigError(f"{existing[0]}: already exists; choose another --output (nothing was overwritten)")
-    for name in ("num_samples", "steps", "batch_size"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-    device = resolve_device(config.device)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device)
-    topology = topology_of(checkpoint)
+    check_inference_request(config, outputs, ("num_samples", "steps", "batch_size"))
+    _, model, topology, device = load_for_inference(checkpoint_path, config.device)
     latents = latent_vectors(config, model, topology, device)
     coords = decode_in_batches(model, latents, config.batch_size)
     config.output.parent.mkdir(parents=True, exist_ok=True)
