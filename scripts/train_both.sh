@@ -62,14 +62,20 @@ wait_for "$bond_pid"; bond_status=$?
 wait_for "$pairwise_pid"; pairwise_status=$?
 
 report() {
-    local name=$1 status=$2
+    local name=$1 status=$2 log="$log_dir/$1.log"
     if [ "$status" -eq 0 ]; then
-        echo "train-both: $name finished ($(grep -m1 -o 'run folder [^ ]*' "$log_dir/$name.log" | cut -d' ' -f3))"
+        echo "train-both: $name finished ($(grep -m1 -o 'run folder [^ ]*' "$log" | cut -d' ' -f3))"
+    elif [ "$stopping" -eq 1 ] && { [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; }; then
+        echo "train-both: $name stopped: $(tr '\r' '\n' < "$log" | grep -a -m1 '^stopped by')" >&2
     else
-        echo "train-both: $name FAILED with exit code $status; last lines of $log_dir/$name.log:" >&2
-        tail -n 3 "$log_dir/$name.log" | sed 's/^/    /' >&2
+        echo "train-both: $name FAILED with exit code $status; last lines of $log:" >&2
+        tr '\r' '\n' < "$log" | grep -av '^training:' | tail -n 3 | sed 's/^/    /' >&2
     fi
 }
 report bond_vae "$bond_status"
 report pairwise_vae "$pairwise_status"
-[ "$bond_status" -eq 0 ] && [ "$pairwise_status" -eq 0 ]
+if [ "$bond_status" -eq 0 ] && [ "$pairwise_status" -eq 0 ]; then
+    exit 0
+fi
+[ "$stopping" -eq 1 ] && exit 130
+exit 1
