@@ -15,7 +15,7 @@ from torch import nn
 
 from bond_vae.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.encoder import EncoderConfig, ViSNetEncoder
-from bond_vae.utils import bond_lengths, signed_volumes, torsion_quadruplets
+from bond_vae.utils import bond_lengths, signed_volumes
 
 
 @dataclass
@@ -57,6 +57,17 @@ def bond_length_loss(predicted: torch.Tensor, target: torch.Tensor, bonds: torch
     return (bond_lengths(predicted, bonds) - bond_lengths(target, bonds)).pow(2).mean()
 
 
+def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the signed volumes of bonded atom chains (Angstrom^6); odd under reflection.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+    """
+    return (signed_volumes(predicted, quadruplets) - signed_volumes(target, quadruplets)).pow(2).mean()
+
+
 class MolecularVAE(nn.Module):
     """Variational autoencoder of conformations of one molecule.
 
@@ -78,7 +89,6 @@ class MolecularVAE(nn.Module):
         self.config = config
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("bonds", bonds.long().clone())
-        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), atomic_numbers.shape[0]), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -112,7 +122,7 @@ class MolecularVAE(nn.Module):
         kl = kl_divergence(mu.float(), log_var.float()).mean()
         chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
-            chirality = (signed_volumes(reconstruction.float(), self.quadruplets) - signed_volumes(positions.float(), self.quadruplets)).pow(2).mean()
+            chirality = chirality_loss(reconstruction.float(), positions.float(), self.encoder.quadruplets)
         total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
         return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
 

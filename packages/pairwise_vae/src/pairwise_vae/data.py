@@ -64,9 +64,9 @@ class ConformationDataset:
 
 
 def element_of(atom_name: str) -> str:
-    """Element symbol guessed from a PDB-style atom name ('CA' -> 'C', 'CL1' -> 'Cl' only if listed)."""
+    """Element symbol guessed from a PDB-style atom name ('CA' -> 'C', 'CL1' -> 'Cl', 'BR' -> 'Br')."""
     letters = "".join(ch for ch in atom_name if ch.isalpha())
-    if letters[:2].capitalize() in ("Cl", "Br") and letters[:2].capitalize() in ATOMIC_NUMBERS:
+    if letters[:2].capitalize() in ("Cl", "Br"):
         return letters[:2].capitalize()
     return letters[:1].upper()
 

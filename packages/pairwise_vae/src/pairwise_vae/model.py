@@ -16,7 +16,7 @@ from torch import nn
 
 from pairwise_vae.decoder import DecoderConfig, EGNNDecoderMSE
 from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE
-from pairwise_vae.utils import pairwise_distances, signed_volumes, torsion_quadruplets
+from pairwise_vae.utils import pairwise_distances, signed_volumes
 
 
 @dataclass
@@ -59,6 +59,17 @@ def pairwise_distance_loss(predicted: torch.Tensor, target: torch.Tensor) -> tor
     return (pairwise_distances(predicted) - pairwise_distances(target)).pow(2).mean()
 
 
+def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the signed volumes of bonded atom chains (Angstrom^6); odd under reflection.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+    """
+    return (signed_volumes(predicted, quadruplets) - signed_volumes(target, quadruplets)).pow(2).mean()
+
+
 class MolecularVAEMSE(nn.Module):
     """Variational autoencoder of conformations of one molecule, trained on all pairwise distances.
 
@@ -80,7 +91,6 @@ class MolecularVAEMSE(nn.Module):
         self.config = config
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("bonds", bonds.long().clone())
-        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), atomic_numbers.shape[0]), persistent=False)
         self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -114,7 +124,7 @@ class MolecularVAEMSE(nn.Module):
         kl = kl_divergence(mu.float(), log_var.float()).mean()
         chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
-            chirality = (signed_volumes(reconstruction.float(), self.quadruplets) - signed_volumes(positions.float(), self.quadruplets)).pow(2).mean()
+            chirality = chirality_loss(reconstruction.float(), positions.float(), self.encoder.quadruplets)
         total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
         return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
 
