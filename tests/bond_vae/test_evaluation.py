@@ -157,7 +157,7 @@ def test_sample_and_evaluate_reject_bad_input(command, argv, expected, tiny_chec
     (tmp_path / "existing.npz").write_text("keep me")
     (tmp_path / "existing_dir").mkdir()
     np.save(tmp_path / "bad_latents.npy", np.zeros((3, 7), dtype=np.float32))
-    torch.save({"format": "pairwise_vae.checkpoint", "format_version": 1}, tmp_path / "foreign.pt")
+    torch.save({"format": "pairwise_vae.checkpoint", "format_version": 2}, tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 broken")
     other = Topology(aib9.topology.atomic_numbers.copy(), aib9.topology.atom_names, aib9.topology.residue_ids, aib9.topology.residue_names, aib9.topology.bonds)
     other.atomic_numbers[0] = 7

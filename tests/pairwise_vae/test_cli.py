@@ -36,7 +36,7 @@ def bad_inputs(tmp_path, aib9):
     empty = tmp_path / "empty.npz"
     empty.touch()
     foreign = tmp_path / "bond.pt"
-    torch.save({"format": "bond_vae.checkpoint", "format_version": 1}, foreign)
+    torch.save({"format": "bond_vae.checkpoint", "format_version": 2}, foreign)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x04garbage")
     truncated = tmp_path / "truncated.npz"
@@ -101,7 +101,7 @@ def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
     assert len(cases) >= 25
     for name, argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
-            main(["--wandb", "disabled", "--output-dir", str(tmp_path / "runs"), *TINY_MODEL_FLAGS, *argv])
+            main(["--wandb", "disabled", "--no-compile", "--output-dir", str(tmp_path / "runs"), *TINY_MODEL_FLAGS, *argv])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code != 0, name
         assert len(err.splitlines()) == 1 and err.startswith("error: "), f"{name}: {err!r}"

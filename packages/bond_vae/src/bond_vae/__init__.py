@@ -5,4 +5,4 @@ Main classes: :class:`~bond_vae.encoder.ViSNetEncoder`, :class:`~bond_vae.decode
 and :class:`~bond_vae.model.MolecularVAE`. Train with ``bond-vae-train`` (``python -m bond_vae``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -39,6 +39,7 @@ def _torch_cluster_supports(device: torch.device) -> bool:
     return device.type == "cuda" and torch.ops.torch_cluster.cuda_version() != -1
 
 
+@torch.compiler.disable  # its output size depends on the data; compiled code runs around it
 def radius_edges(positions: torch.Tensor, cutoff: float) -> torch.Tensor:
     """All ordered pairs of distinct atoms of the same molecule closer than ``cutoff``.
 

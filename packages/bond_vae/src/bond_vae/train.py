@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -45,6 +46,19 @@ from bond_vae.data import (
     split_frames,
     subsample,
 )
+from bond_vae.distributed import (
+    Ranks,
+    any_rank,
+    broadcast_from_main,
+    check_device_count,
+    device_for_rank,
+    init_process_group,
+    leave_process_group,
+    mean_over_ranks,
+    ranks_from_environment,
+    relaunch_with_torchrun,
+    wait_for_all,
+)
 from bond_vae.evaluate import compare_ensembles, write_figures
 from bond_vae.model import ModelConfig, MolecularVAE
 from bond_vae.plots import plot_bond_lengths, plot_loss_curves
@@ -53,14 +67,17 @@ from bond_vae.utils import (
     bond_lengths,
     kabsch_rmsd,
     pairwise_distances,
-    resolve_device,
     seed_everything,
 )
 
 WANDB_PROJECT = "bond-vae"
 WANDB_MODES = ("offline", "online", "disabled")
-RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every")
+RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every", "compile")
 EVALUATION_SAMPLES = 512
+# the host reads step metrics (progress bar, W&B, non-finite steps, stop requests of a
+# data-parallel run) every this many steps; in between it never waits for the device
+SYNC_INTERVAL = 10
+STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "grad_norm")
 
 
 @dataclass
@@ -72,7 +89,7 @@ class TrainConfig:
     output_dir: Path = field(default=Path("runs/bond_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"})
     run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
     epochs: int = field(default=50, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=64, metadata={"help": "molecules per optimiser step"})
+    batch_size: int = field(default=64, metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
@@ -83,17 +100,19 @@ class TrainConfig:
     max_frames: int | None = field(default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"})
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    devices: int = field(default=1, metadata={"help": "data-parallel processes (DDP through torchrun): one per GPU, or gloo processes on the CPU"})
     amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
+    compile: bool = field(default=True, metadata={"help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"})
     wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
     checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
     evaluate_every: int = field(default=5, metadata={"help": "every N epochs (and at the end): structural metrics of the validation split and plots"})
-    max_bad_steps: int = field(default=20, metadata={"help": "stop after this many consecutive non-finite steps"})
+    max_bad_steps: int = field(default=20, metadata={"help": f"stop after this many consecutive non-finite steps (checked every {SYNC_INTERVAL} steps)"})
     resume: Path | None = field(default=None, metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"})
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
-        positive = ("epochs", "batch_size", "checkpoint_every", "evaluate_every", "max_bad_steps")
+        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -148,11 +167,27 @@ def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
     return sample[deviation.argmin()].clone()
 
 
-class StopRequested:
-    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step."""
+def rank_slice(order: torch.Tensor, batch_in_epoch: int, batch_size: int, ranks: Ranks) -> torch.Tensor:
+    """This rank's part of a global batch: (batch_size,) entries of the epoch order.
 
-    def __init__(self) -> None:
+    Global batch b takes ``world_size * batch_size`` consecutive entries of the order and rank r
+    the r-th slice of them, so no two ranks see the same frame in an epoch.
+    """
+    start = (batch_in_epoch * ranks.world_size + ranks.rank) * batch_size
+    return order[start : start + batch_size]
+
+
+class StopRequested:
+    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step.
+
+    A second signal interrupts at once, unless ``patient``: the ranks of a data-parallel run
+    get each signal twice (from the terminal and from torchrun) and must reach the step at
+    which they agree to stop.
+    """
+
+    def __init__(self, patient: bool = False) -> None:
         self.signal_name: str | None = None
+        self.patient = patient
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequested:
@@ -165,7 +200,7 @@ class StopRequested:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signal_name is not None:
+        if self.signal_name is not None and not self.patient:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
 
@@ -176,25 +211,27 @@ class StopRequested:
 class Trainer:
     """Owns the model, optimiser, data and run folder of one training run."""
 
-    def __init__(self, config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None) -> None:
+    def __init__(self, config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None, ranks: Ranks = Ranks()) -> None:
         self.config = config
+        self.ranks = ranks
         self.run_dir: Path | None = None
         self.wandb_run: Any = None
-        self.device = resolve_device(config.device)
+        self.device = device_for_rank(config.device, ranks)
         self.amp = config.amp and self.device.type == "cuda"
         topology = dataset.topology
         coords = torch.from_numpy(subsample(dataset.coords, config.max_frames))
         coords = coords - coords.mean(dim=1, keepdim=True)
         train_index, validation_index = split_frames(len(coords), config.validation_fraction, config.seed)
-        if len(train_index) < config.batch_size:
+        if len(train_index) < config.batch_size * ranks.world_size:
             raise ConfigError(
                 f"{dataset.source}: the training split has {len(train_index)} frames, fewer than --batch-size {config.batch_size}"
+                + (f" x {ranks.world_size} processes" if ranks.distributed else "")
             )
         self.train_coords = coords[train_index].to(self.device)
         self.validation_coords = coords[validation_index].to(self.device)
         self.topology = topology
         self.bonds = torch.from_numpy(topology.bonds).to(self.device)
-        self.steps_per_epoch = len(train_index) // config.batch_size
+        self.steps_per_epoch = len(train_index) // (config.batch_size * ranks.world_size)
         self.total_steps = self.steps_per_epoch * config.epochs
 
         if checkpoint is None:
@@ -208,7 +245,13 @@ class Trainer:
         else:
             self.model = model_from_checkpoint(checkpoint, config.resume)
         self.model.to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        if ranks.distributed:  # same initial weights everywhere, then a noise stream of its own per rank
+            seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + (checkpoint or {}).get("step", 0))
+        self.network = self._training_network()
+        # fused AdamW skips a step on the device when told of a non-finite gradient (found_inf)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.topology_record = {
             "atomic_numbers": torch.from_numpy(topology.atomic_numbers),
@@ -219,10 +262,23 @@ class Trainer:
         }
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_validation = math.inf
-        self.bad_steps = 0
-        self.skipped_steps = 0
+        self.consecutive_bad_steps = torch.zeros((), device=self.device)
+        self.skipped_steps = torch.zeros((), device=self.device)
         if checkpoint is not None:
             self._restore(checkpoint)
+
+    def _training_network(self) -> torch.nn.Module:
+        """The model as the training step runs it: data-parallel across ranks, compiled if asked."""
+        network: torch.nn.Module = self.model
+        if self.ranks.distributed:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            network = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+        if self.config.compile:
+            if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
+                return torch.compile(network)
+            if self.ranks.is_main:
+                print("warning: no C compiler on PATH, so torch.compile is off (--no-compile hides this)", file=sys.stderr)
+        return network
 
     def _learning_rate_factor(self, step: int) -> float:
         if step < self.config.warmup_steps:
@@ -244,14 +300,22 @@ class Trainer:
             raise CheckpointError(f"{self.config.resume}: the checkpoint's molecule (atoms or bonds) differs from the data's")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint["config"].get("devices", 1) != self.ranks.world_size:
+            raise CheckpointError(
+                f"{self.config.resume}: the run was trained with {checkpoint['config'].get('devices', 1)} processes, "
+                f"not {self.ranks.world_size}: resume it with as many (--devices)"
+            )
         self.epoch, self.batch_in_epoch, self.step = checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["step"]
         self.best_validation = checkpoint["best_validation"]
-        self.skipped_steps = checkpoint.get("skipped_steps", 0)
-        restore_rng_state(checkpoint["rng"])
+        self.skipped_steps.fill_(checkpoint["skipped_steps"])
+        if not self.ranks.distributed:
+            restore_rng_state(checkpoint["rng"], self.device)
 
     def save(self, name: str) -> Path:
-        """Write ``name`` (e.g. last.pt) in the run folder with everything needed to resume."""
+        """Write ``name`` (e.g. last.pt) in the run folder with everything needed to resume (rank 0 only)."""
         path = self.run_dir / name
+        if not self.ranks.is_main:
+            return path
         save_checkpoint(
             path,
             {
@@ -264,8 +328,8 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch,
                 "step": self.step,
                 "best_validation": self.best_validation,
-                "skipped_steps": self.skipped_steps,
-                "rng": rng_state(),
+                "skipped_steps": int(self.skipped_steps.item()),
+                "rng": rng_state(self.device),
             },
         )
         return path
@@ -275,28 +339,30 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return torch.randperm(len(self.train_coords), generator=generator).to(self.device)
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float] | None:
-        """One optimiser step; returns None (and skips the update) if loss or gradients are non-finite."""
-        self.model.train()
+    def train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        """One optimiser step, queued without waiting for the device.
+
+        A non-finite loss or gradient (on any rank) leaves the weights and optimiser state as
+        they were: the fused optimiser skips its update on the device.
+
+        Returns:
+            (len(STEP_METRICS) + 1,) tensor: the metrics, then 1.0 if the step was applied, 0.0 if skipped.
+        """
+        self.network.train()
         beta = self.beta_at(self.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            terms = self.model.loss(batch, beta)
+            outputs = self.network(batch)
+        terms = self.model.criterion(batch, *outputs, beta=beta)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        if not (torch.isfinite(terms.total) and torch.isfinite(grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
+        non_finite = any_rank((~(torch.isfinite(terms.total) & torch.isfinite(grad_norm))).float(), self.ranks)
+        self.optimizer.found_inf = non_finite  # read by the fused AdamW step (as torch.amp.GradScaler does)
         self.optimizer.step()
+        del self.optimizer.found_inf
         self.scheduler.step()
-        return {
-            "loss": terms.total.item(),
-            "reconstruction": terms.reconstruction.item(),
-            "kl": terms.kl.item(),
-            "chirality": terms.chirality.item(),
-            "beta": beta,
-            "grad_norm": grad_norm.item(),
-        }
+        metrics = torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, grad_norm]).detach().float()
+        return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -362,8 +428,10 @@ class Trainer:
         return {f"plots/{name}": path for name, path in images.items()}
 
     def attach(self, run_dir: Path) -> None:
-        """Use ``run_dir`` for outputs: write the config and start W&B."""
+        """Use ``run_dir`` for outputs: write the config and start W&B (rank 0)."""
         self.run_dir = run_dir
+        if not self.ranks.is_main:
+            return
         (run_dir / "config.json").write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
         self.wandb_run = start_wandb(self.config, run_dir)
 
@@ -373,71 +441,101 @@ class Trainer:
 
     def fit(self, stop: StopRequested) -> int:
         """Train until the last epoch or a stop request; returns the exit code."""
-        progress = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc="training")
-        exit_code = 0
-        while self.epoch < self.config.epochs and not stop and exit_code == 0:
-            exit_code = self.run_epoch(progress, stop)
+        progress = tqdm(
+            total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc="training", disable=not self.ranks.is_main
+        )
+        exit_code, stopped = 0, False
+        while self.epoch < self.config.epochs and not stopped and exit_code == 0:
+            exit_code, stopped = self.run_epoch(progress, stop)
         progress.close()
-        if stop:
+        if stopped:
             path = self.save("last.pt")
-            print(
-                f"stopped by {stop.signal_name} at epoch {self.epoch + 1}, step {self.step}; saved {path}. "
-                f"Resume with: bond-vae-train --resume {path}",
-                file=sys.stderr,
-            )
-            exit_code = 130 if stop.signal_name == "SIGINT" else 143
+            if self.ranks.is_main:
+                print(
+                    f"stopped by {stop.signal_name or 'a signal to another rank'} at epoch {self.epoch + 1}, step {self.step}; "
+                    f"saved {path}. Resume with: bond-vae-train --resume {path}",
+                    file=sys.stderr,
+                )
+            exit_code = 143 if stop.signal_name == "SIGTERM" else 130
         if self.wandb_run is not None:
             self.wandb_run.finish(exit_code=exit_code)
         return exit_code
 
-    def run_epoch(self, progress: tqdm, stop: StopRequested) -> int:
-        """Train through the rest of the current epoch, then validate; returns an exit code."""
+    def stop_agreed(self, stop: StopRequested, synchronising: bool) -> bool:
+        """Whether to stop after this step: at once alone, at the next synchronisation when data-parallel."""
+        if not self.ranks.distributed:
+            return bool(stop)
+        if not synchronising:
+            return False
+        return bool(any_rank(torch.tensor(float(bool(stop)), device=self.device), self.ranks).item())
+
+    def run_epoch(self, progress: tqdm, stop: StopRequested) -> tuple[int, bool]:
+        """Train through the rest of the current epoch, then validate.
+
+        Returns:
+            The exit code (0, or 3 after too many non-finite steps) and whether a stop was requested.
+        """
         config = self.config
         order = self.epoch_order(self.epoch)
-        sums: dict[str, float] = {}
-        counted = 0
+        sums = torch.zeros(len(STEP_METRICS) + 1, device=self.device)  # metric sums over applied steps, then their count
         epoch_start = time.perf_counter()
-        while self.batch_in_epoch < self.steps_per_epoch and not stop:
-            index = order[self.batch_in_epoch * config.batch_size : (self.batch_in_epoch + 1) * config.batch_size]
-            step_metrics = self.train_step(self.train_coords[index])
+        steps_done = 0
+        while self.batch_in_epoch < self.steps_per_epoch:
+            step_metrics = self.train_step(self.train_coords[rank_slice(order, self.batch_in_epoch, config.batch_size, self.ranks)])
+            applied = step_metrics[-1]
+            sums += torch.where(applied > 0, step_metrics, torch.zeros_like(step_metrics))
+            self.consecutive_bad_steps = (self.consecutive_bad_steps + 1.0) * (1.0 - applied)
+            self.skipped_steps += 1.0 - applied
             self.batch_in_epoch += 1
             self.step += 1
+            steps_done += 1
             progress.update(1)
-            if step_metrics is None:
-                self.bad_steps += 1
-                self.skipped_steps += 1
-                if self.bad_steps >= config.max_bad_steps:
-                    path = self.save("last.pt")  # skipped steps never touched the weights: this state is good
-                    progress.write(
-                        f"error: {self.bad_steps} consecutive steps gave a non-finite loss or gradient; stopped. "
-                        f"Last good state saved in {path} (try a lower --learning-rate)",
-                        file=sys.stderr,
-                    )
-                    return 3
-                continue
-            self.bad_steps = 0
-            counted += 1
-            for key, value in step_metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-            progress.set_postfix(loss=f"{step_metrics['loss']:.4g}", epoch=self.epoch + 1)
-            if self.wandb_run is not None and self.step % 10 == 0:
-                self.wandb_run.log({f"train/{k}": v for k, v in step_metrics.items()} | {"lr": self.scheduler.get_last_lr()[0]}, step=self.step)
+            synchronising = self.step % SYNC_INTERVAL == 0 or self.batch_in_epoch == self.steps_per_epoch
+            if synchronising and self.report_steps(step_metrics, progress):
+                return 3, False
             if self.step % config.checkpoint_every == 0:
                 self.save("last.pt")
-        if stop:
-            return 0
+            if self.stop_agreed(stop, synchronising):
+                return 0, True
         self.epoch += 1
         self.batch_in_epoch = 0
-        train_record = {key: value / max(counted, 1) for key, value in sums.items()}
+        sums = mean_over_ranks(sums, self.ranks).tolist()
+        applied_steps = max(sums[-1], 1.0)
+        train_record: dict[str, Any] = {key: value / applied_steps for key, value in zip(STEP_METRICS, sums)}
         train_record.update(
             split="train",
             epoch=self.epoch,
             step=self.step,
-            skipped_steps=self.skipped_steps,
-            molecules_per_s=counted * config.batch_size / (time.perf_counter() - epoch_start),
+            skipped_steps=int(self.skipped_steps.item()),
+            molecules_per_s=steps_done * config.batch_size * self.ranks.world_size / (time.perf_counter() - epoch_start),
         )
-        self.end_epoch(train_record, progress)
-        return 0
+        if self.ranks.is_main:
+            self.end_epoch(train_record, progress)
+        return 0, False
+
+    def report_steps(self, step_metrics: torch.Tensor, progress: tqdm) -> bool:
+        """Read the latest step on the host: progress bar, W&B, and the non-finite-step limit.
+
+        Returns:
+            True when the run must stop because too many consecutive steps were non-finite.
+        """
+        *values, applied = step_metrics.tolist()
+        bad_steps = int(self.consecutive_bad_steps.item())
+        if bad_steps >= self.config.max_bad_steps:
+            path = self.save("last.pt")  # skipped steps never touched the weights: this state is good
+            if self.ranks.is_main:
+                progress.write(
+                    f"error: {bad_steps} consecutive steps gave a non-finite loss or gradient; stopped. "
+                    f"Last good state saved in {path} (try a lower --learning-rate)",
+                    file=sys.stderr,
+                )
+            return True
+        if applied:
+            metrics = dict(zip(STEP_METRICS, values)) | {"beta": self.beta_at(self.step - 1)}
+            progress.set_postfix(loss=f"{metrics['loss']:.4g}", epoch=self.epoch + 1)
+            if self.wandb_run is not None:
+                self.wandb_run.log({f"train/{k}": v for k, v in metrics.items()} | {"lr": self.scheduler.get_last_lr()[0]}, step=self.step)
+        return False
 
     def end_epoch(self, train_record: dict[str, float], progress: tqdm) -> None:
         """Validate, record metrics, save checkpoints and plots."""
@@ -494,22 +592,29 @@ def start_wandb(config: TrainConfig, run_dir: Path) -> Any:
     )
 
 
-def train(config: TrainConfig, checkpoint: dict | None = None) -> int:
-    """Run (or continue) training; returns the process exit code."""
+def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ranks()) -> int:
+    """Run (or continue) training as one rank of ``ranks``; returns the process exit code."""
+    if ranks.distributed:
+        init_process_group(ranks, device_for_rank(config.device, ranks))
     dataset = load_dataset(config.data, config.topology)
-    trainer = Trainer(config, dataset, checkpoint)
-    run_dir = config.resume.parent if checkpoint is not None else new_run_folder(config.output_dir, config.run_name)
+    trainer = Trainer(config, dataset, checkpoint, ranks)
+    run_dir = None
+    if ranks.is_main:
+        run_dir = config.resume.parent if checkpoint is not None else new_run_folder(config.output_dir, config.run_name)
+    run_dir = broadcast_from_main(run_dir, ranks)
     trainer.attach(run_dir)
     device_name = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "CPU"
-    print(
-        f"bond_vae {__version__}: {len(trainer.train_coords)} training / {len(trainer.validation_coords)} validation frames "
-        f"of {dataset.topology.n_atoms} atoms from {dataset.source}; "
-        f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters on {device_name}; run folder {run_dir}",
-        flush=True,
-    )
-    with StopRequested() as stop:
+    if ranks.is_main:
+        print(
+            f"bond_vae {__version__}: {len(trainer.train_coords)} training / {len(trainer.validation_coords)} validation frames "
+            f"of {dataset.topology.n_atoms} atoms from {dataset.source}; "
+            f"{sum(p.numel() for p in trainer.model.parameters()):,} parameters on {ranks.world_size} x {device_name}; run folder {run_dir}",
+            flush=True,
+        )
+    with StopRequested(patient=ranks.distributed) as stop:
         exit_code = trainer.fit(stop)
-    if exit_code == 0:
+    wait_for_all(ranks)
+    if exit_code == 0 and ranks.is_main:
         print(f"done: {run_dir} (best validation loss {trainer.best_validation:.4g}; checkpoints best.pt, last.pt)")
     return exit_code
 
@@ -532,12 +637,24 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``bond-vae-train``."""
+    """Entry point of ``bond-vae-train``; with ``--devices N`` it re-executes itself under torchrun."""
+    argv = sys.argv[1:] if argv is None else argv
+    ranks = Ranks()
     try:
         with exit_on_user_error():
+            ranks = ranks_from_environment()
             config, checkpoint = parse_config(argv)
-            exit_code = train(config, checkpoint)
+            if ranks.distributed:
+                config.devices = ranks.world_size
+            elif config.devices > 1:
+                check_device_count(config.device, config.devices)
+                load_dataset(config.data, config.topology)  # a bad file: one message here, not one per rank
+                print(f"launching {config.devices} data-parallel processes with torchrun", file=sys.stderr)
+                relaunch_with_torchrun(config.devices, "bond_vae", argv)
+            exit_code = train(config, checkpoint, ranks)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         exit_code = 130
+    finally:
+        leave_process_group(ranks)
     sys.exit(exit_code)

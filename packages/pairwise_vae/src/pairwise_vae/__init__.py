@@ -5,4 +5,4 @@ Main classes: :class:`~pairwise_vae.encoder.ViSNetEncoderMSE`, :class:`~pairwise
 and :class:`~pairwise_vae.model.MolecularVAEMSE`. Train with ``pairwise-vae-train`` (``python -m pairwise_vae``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -24,7 +24,7 @@ from pairwise_vae.config import from_dict
 from pairwise_vae.model import ModelConfig, MolecularVAEMSE
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: readout and last decoder layer without unused weights (0.2.0)
 
 
 class CheckpointError(ValueError):
@@ -80,6 +80,11 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             f"{path}: written in checkpoint format {payload['format_version']} by pairwise_vae {payload.get('package_version')}; "
             f"this pairwise_vae {__version__} reads format {CHECKPOINT_VERSION} at most: upgrade pairwise_vae"
         )
+    if payload.get("format_version", 0) < CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: written in checkpoint format {payload.get('format_version')} by pairwise_vae {payload.get('package_version')}, "
+            f"whose model layout this pairwise_vae {__version__} does not read: use that version, or train again"
+        )
     return payload
 
 
@@ -96,22 +101,22 @@ def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoin
     return model
 
 
-def rng_state() -> dict[str, Any]:
-    """States of the Python, NumPy and torch (CPU and CUDA) random generators, as plain types."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """States of the Python, NumPy and torch random generators (CPU, and ``device`` if a GPU), as plain types."""
     numpy_state = np.random.get_state()
     return {
         "python": random.getstate(),
         "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`; CUDA states are restored when the device count matches."""
+def restore_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Inverse of :func:`rng_state`; the CUDA state is restored when the run is on a GPU again."""
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

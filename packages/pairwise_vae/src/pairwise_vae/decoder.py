@@ -63,10 +63,11 @@ class EGNNLayer(nn.Module):
 
     ``a_ij`` is a per-pair edge attribute (here the embedded topological distance). The
     coordinate weight is bounded by ``coordinate_range * tanh``, and the last layer of phi_x
-    starts near zero so that early training does not fling atoms apart.
+    starts near zero so that early training does not fling atoms apart. The last layer of a
+    decoder has no node update (``update_nodes=False``): nothing would read its output.
     """
 
-    def __init__(self, hidden_channels: int, coordinate_range: float) -> None:
+    def __init__(self, hidden_channels: int, coordinate_range: float, update_nodes: bool = True) -> None:
         super().__init__()
         self.coordinate_range = coordinate_range
         self.target_proj = nn.Linear(hidden_channels, hidden_channels)
@@ -76,8 +77,10 @@ class EGNNLayer(nn.Module):
         last = nn.Linear(hidden_channels, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)
         self.coordinate_mlp = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), last)
-        self.node_mlp = nn.Sequential(
-            nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels)
+        self.node_mlp = (
+            nn.Sequential(nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels))
+            if update_nodes
+            else None
         )
 
     def forward(
@@ -99,7 +102,7 @@ class EGNNLayer(nn.Module):
         pre_activation = (
             self.target_proj(h).unsqueeze(2)
             + self.source_proj(h).unsqueeze(1)
-            + self.distance_proj(squared_distance)
+            + squared_distance * self.distance_proj.weight.squeeze(-1)
             + pair_attributes
         )
         messages = self.edge_mlp(pre_activation) * pair_mask.unsqueeze(-1)
@@ -109,7 +112,8 @@ class EGNNLayer(nn.Module):
         n_neighbours = pair_mask.sum(dim=-1).clamp_min(1.0).view(1, -1, 1)
         x = x + (direction * weights).sum(dim=2) / n_neighbours
 
-        h = h + self.node_mlp(torch.cat([h, messages.sum(dim=2)], dim=-1))
+        if self.node_mlp is not None:
+            h = h + self.node_mlp(torch.cat([h, messages.sum(dim=2)], dim=-1))
         return h, x
 
 
@@ -146,7 +150,9 @@ class EGNNDecoderMSE(nn.Module):
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
         self.latent_proj = nn.Linear(latent_dim, hidden)
         self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, hidden)
-        self.layers = nn.ModuleList(EGNNLayer(hidden, config.coordinate_range) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(
+            EGNNLayer(hidden, config.coordinate_range, update_nodes=i < config.num_layers - 1) for i in range(config.num_layers)
+        )
 
     @property
     def n_atoms(self) -> int:

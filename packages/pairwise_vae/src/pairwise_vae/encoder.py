@@ -244,22 +244,28 @@ class ViSMPLayer(nn.Module):
 
 class GatedEquivariantBlock(nn.Module):
     """Gated equivariant block (Schuett et al. 2021): mixes vector norms into scalars and
-    gates the vectors with scalars. Returns (n_nodes, out) scalars and (n_nodes, S, out) vectors."""
+    gates the vectors with scalars. Returns (n_nodes, out) scalars and (n_nodes, S, out)
+    vectors; with ``scalar_only`` (the last block of a readout) only the scalars, and no
+    weights that would produce the unused vectors."""
 
-    def __init__(self, hidden_channels: int, out_channels: int) -> None:
+    def __init__(self, hidden_channels: int, out_channels: int, scalar_only: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.scalar_only = scalar_only
         self.vec1_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
-        self.vec2_proj = nn.Linear(hidden_channels, out_channels, bias=False)
+        self.vec2_proj = None if scalar_only else nn.Linear(hidden_channels, out_channels, bias=False)
         self.update_net = nn.Sequential(
             nn.Linear(2 * hidden_channels, hidden_channels),
             nn.SiLU(),
-            nn.Linear(hidden_channels, 2 * out_channels),
+            nn.Linear(hidden_channels, out_channels if scalar_only else 2 * out_channels),
         )
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         vec_norm = (self.vec1_proj(vec).pow(2).sum(dim=1) + 1e-8).sqrt()
-        scalars, gates = self.update_net(torch.cat([x, vec_norm], dim=-1)).split(self.out_channels, dim=-1)
+        update = self.update_net(torch.cat([x, vec_norm], dim=-1))
+        if self.vec2_proj is None:
+            return update, None
+        scalars, gates = update.split(self.out_channels, dim=-1)
         return scalars, gates.unsqueeze(1) * self.vec2_proj(vec)
 
 
@@ -281,7 +287,9 @@ class ViSNetEncoderMSE(nn.Module):
         self.config = config
         hidden = config.hidden_channels
         self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False)
-        self.irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
+        irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
+        self.sh_dim = irreps_sh.dim
+        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.rbf = ExpNormalSmearing(config.cutoff, config.num_rbf)
         self.neighbor_embedding = NeighborEmbedding(hidden, config.num_rbf, config.cutoff, config.max_atomic_number)
@@ -292,7 +300,8 @@ class ViSNetEncoderMSE(nn.Module):
         )
         self.out_norm = nn.LayerNorm(hidden)
         self.vec_out_norm = VectorLayerNorm(hidden)
-        self.output_blocks = nn.ModuleList([GatedEquivariantBlock(hidden, hidden // 2), GatedEquivariantBlock(hidden // 2, hidden)])
+        self.output_block = GatedEquivariantBlock(hidden, hidden // 2)
+        self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, scalar_only=True)
         self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
@@ -317,22 +326,19 @@ class ViSNetEncoderMSE(nn.Module):
         flat_numbers = atomic_numbers.repeat(n_molecules)
         edge_vectors = flat_positions[source] - flat_positions[target]
         distances = edge_vectors.norm(dim=-1)
-        edge_sh = o3.spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        edge_sh = self.spherical_harmonics(edge_vectors)
         rbf = self.rbf(distances)
 
         x = self.embedding(flat_numbers)
         x = self.neighbor_embedding(flat_numbers, x, edges, distances, rbf)
         edge_features = self.edge_embedding(edges, rbf, x)
-        vec = x.new_zeros(x.shape[0], self.irreps_sh.dim, x.shape[1])
+        vec = x.new_zeros(x.shape[0], self.sh_dim, x.shape[1])
         for layer in self.layers:
             dx, dvec, df = layer(x, vec, edges, distances, edge_sh, edge_features)
             x, vec, edge_features = x + dx, vec + dvec, edge_features + df
 
-        x, vec = self.out_norm(x), self.vec_out_norm(vec)
-        for i, block in enumerate(self.output_blocks):
-            x, vec = block(x, vec)
-            if i < len(self.output_blocks) - 1:
-                x = nn.functional.silu(x)
+        x, vec = self.output_block(self.out_norm(x), self.vec_out_norm(vec))
+        x, _ = self.readout_block(nn.functional.silu(x), vec)
         pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
         if self.chiral_projection is not None:
             volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE

@@ -119,7 +119,20 @@ class MolecularVAEMSE(nn.Module):
 
     def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
         """Pairwise-distance MSE + beta * KL for a batch of (B, N, 3) conformations in Angstrom."""
-        reconstruction, mu, log_var = self(positions)
+        return self.criterion(positions, *self(positions), beta=beta)
+
+    def criterion(
+        self, positions: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor, beta: float
+    ) -> LossTerms:
+        """Loss terms of a batch from the outputs of :meth:`forward` (which the trainer may run
+        compiled or data-parallel).
+
+        Args:
+            positions: (B, N, 3) input conformations in Angstrom.
+            reconstruction: (B, N, 3) decoded conformations in Angstrom.
+            mu, log_var: (B, latent_dim) posterior parameters.
+            beta: weight of the KL term.
+        """
         reconstruction_loss = pairwise_distance_loss(reconstruction.float(), positions.float())
         kl = kl_divergence(mu.float(), log_var.float()).mean()
         chirality = reconstruction_loss.new_zeros(())

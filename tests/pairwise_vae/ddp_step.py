@@ -1,0 +1,28 @@
+"""One data-parallel training step, run by torchrun from test_distributed.py.
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 ddp_step.py DATA OUT
+
+Each rank saves the frames it trained on and its weights before and after the step.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from pairwise_helpers import tiny_model_config
+from pairwise_vae.data import load_dataset
+from pairwise_vae.distributed import init_process_group, leave_process_group, ranks_from_environment
+from pairwise_vae.train import Trainer, TrainConfig, rank_slice
+
+data, out = Path(sys.argv[1]), Path(sys.argv[2])
+ranks = ranks_from_environment()
+init_process_group(ranks, torch.device("cpu"))
+config = TrainConfig(data=data, batch_size=4, device="cpu", compile=False, wandb="disabled", model=tiny_model_config())
+trainer = Trainer(config, load_dataset(data), None, ranks)
+before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+frames = rank_slice(trainer.epoch_order(0), 0, config.batch_size, ranks)
+trainer.train_step(trainer.train_coords[frames])
+torch.save({"frames": frames, "before": before, "after": trainer.model.state_dict()}, out / f"rank{ranks.rank}.pt")
+leave_process_group(ranks)
