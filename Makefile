@@ -1,6 +1,7 @@
 # Entry points of the workspace. Each target sets itself up: it installs uv with pip when
 # it is missing, then `uv sync --frozen` installs the locked environment into .venv.
 #   make train-bond ARGS="--epochs 5 --device cuda:1"
+#   make train-bond GPUS=0,1,2,3        (one model, data-parallel on four GPUs)
 #   make train-both BOND_GPU=0 PAIRWISE_GPU=1
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,6 +12,11 @@ BOND_GPU ?= 0
 PAIRWISE_GPU ?= 1
 BOND_ARGS ?=
 PAIRWISE_ARGS ?=
+GPUS ?=
+comma := ,
+# GPUS=0,1 -> those GPUs only, and one data-parallel process on each
+GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
+GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
 .PHONY: help setup train-bond train-pairwise train-both test test-isolated bench dataset clean-venv
 
@@ -23,11 +29,11 @@ setup:  ## install uv if missing, then the locked environment (.venv)
 		$(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv; }
 	$(UV) sync --frozen
 
-train-bond: setup  ## train the bond-length VAE on the embedded AIB9 data (ARGS="..." for options)
-	$(UV) run --frozen bond-vae-train --output-dir $(RUNS_DIR)/bond_vae $(ARGS)
+train-bond: setup  ## train the bond-length VAE on the embedded AIB9 data (ARGS="...", GPUS=0,1)
+	$(GPU_ENV) $(UV) run --frozen bond-vae-train --output-dir $(RUNS_DIR)/bond_vae $(GPU_ARGS) $(ARGS)
 
-train-pairwise: setup  ## train the pairwise-distance VAE on the embedded AIB9 data (ARGS="...")
-	$(UV) run --frozen pairwise-vae-train --output-dir $(RUNS_DIR)/pairwise_vae $(ARGS)
+train-pairwise: setup  ## train the pairwise-distance VAE on the embedded AIB9 data (ARGS="...", GPUS=0,1)
+	$(GPU_ENV) $(UV) run --frozen pairwise-vae-train --output-dir $(RUNS_DIR)/pairwise_vae $(GPU_ARGS) $(ARGS)
 
 train-both: setup  ## both trainings at once, on BOND_GPU and PAIRWISE_GPU (ARGS, BOND_ARGS, PAIRWISE_ARGS)
 	BOND_GPU="$(BOND_GPU)" PAIRWISE_GPU="$(PAIRWISE_GPU)" RUNS_DIR="$(RUNS_DIR)" ARGS="$(ARGS)" \

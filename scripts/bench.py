@@ -2,6 +2,8 @@
 
     uv run python scripts/bench.py                 # (make bench) default and reference settings
     uv run python scripts/bench.py --json bench.json --device cuda
+    uv run python scripts/bench.py --no-compile --source /path/to/other/checkout   # side by side
+
 
 For each package and setting it times the full training step (forward, loss, backward,
 optimiser step) on batches of the embedded AIB9 data after warm-up steps, and reports the
@@ -9,7 +11,10 @@ median over repeats in molecules/s; then prior sampling in conformations/s. Each
 measurement runs in a fresh process so that the peak memory (resident set size on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone. On CUDA it also counts the
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
-fraction of the GPU's peak dense bf16 throughput (MFU).
+fraction of the GPU's peak dense bf16 throughput (MFU). The step is the one training runs:
+the model's forward pass compiled with ``torch.compile`` (unless ``--no-compile``), bf16
+autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR`` measures the packages of another checkout
+(an older version, say) instead of this one, so that versions can be compared on one machine.
 
 This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
 """
@@ -44,6 +49,9 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 class Measurement:
     package: str
     setting: str
+    code: str
+    compiled: bool
+    bf16: bool
     device: str
     batch_size: int
     parameters: int
@@ -90,14 +98,21 @@ def peak_flops(device: torch.device) -> float | None:
     return next((flops for part, flops in PEAK_BF16_FLOPS.items() if part in name), None)
 
 
-def measure(package: str, setting_name: str, device_name: str, warmup: int, repeats: int, steps: int) -> Measurement:
-    """One package at one setting, in the current process."""
+def measure(
+    package: str, setting_name: str, device_name: str, warmup: int, repeats: int, steps: int, compile_model: bool, precision: str, source: str | None
+) -> Measurement:
+    """One package at one setting, in the current process (importing it from ``source`` if given)."""
+    if source is not None:
+        sys.path.insert(0, str(Path(source) / "packages" / package / "src"))
     device = torch.device(device_name)
     setting = {"default": None, "reference": REFERENCE_SETTINGS[package], "tiny": TINY_SETTINGS}[setting_name]
     torch.manual_seed(0)
     model, coords, batch_size = build_model(package, setting, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    amp = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    eager_forward = model.forward
+    if compile_model:
+        model.forward = torch.compile(eager_forward)  # what the loss calls; sampling stays eager, as in the CLI
+    amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     generator = torch.Generator(device=device).manual_seed(0)
 
     def train_step() -> None:
@@ -126,6 +141,7 @@ def measure(package: str, setting_name: str, device_name: str, warmup: int, repe
     if device.type == "cuda":
         from torch.utils.flop_counter import FlopCounterMode
 
+        model.forward = eager_forward  # the counter sees aten operations, not compiled kernels
         with FlopCounterMode(display=False) as counter:
             train_step()
         flops_per_molecule = counter.get_total_flops() / batch_size
@@ -150,6 +166,9 @@ def measure(package: str, setting_name: str, device_name: str, warmup: int, repe
     return Measurement(
         package=package,
         setting=setting_name,
+        code=source or "this checkout",
+        compiled=compile_model,
+        bf16=amp,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         batch_size=batch_size,
         parameters=sum(p.numel() for p in model.parameters()),
@@ -166,13 +185,13 @@ def _measure_in_child(arguments: tuple) -> dict:
 
 
 def format_table(rows: list[Measurement]) -> str:
-    header = f"{'package':<13} {'setting':<10} {'batch':>5} {'params':>10} {'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
+    header = f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'batch':>5} {'params':>10} {'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
     lines = [header, "-" * len(header)]
     for r in rows:
         flops = f"{r.flops_per_molecule / 1e9:10.2f}" if r.flops_per_molecule else f"{'-':>10}"
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else f"{'-':>6}"
         lines.append(
-            f"{r.package:<13} {r.setting:<10} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
+            f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
             f"{r.sample_conformations_per_s:>14.1f} {r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
         )
     return "\n".join(lines)
@@ -186,11 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the forward pass, as training does (default: on)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--source", help="measure the packages of this checkout (its root folder) instead of this one's")
     parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device} requested but CUDA is not available")
-    jobs = [(p, s, args.device, args.warmup, args.repeats, args.steps) for p in args.packages for s in args.settings]
+    jobs = [
+        (p, s, args.device, args.warmup, args.repeats, args.steps, args.compile, args.precision, args.source) for p in args.packages for s in args.settings
+    ]
     rows = []
     context = multiprocessing.get_context("spawn")
     for job in jobs:

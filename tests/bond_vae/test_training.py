@@ -161,3 +161,26 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     folders = {new_run_folder(tmp_path, "20260101-000000") for _ in range(3)}
     assert len(folders) == 3 and all(folder.is_dir() for folder in folders)
+
+
+def test_compiled_training_follows_the_eager_run(tiny_npz, tmp_path):
+    losses = {}
+    for name in ("eager", "compiled"):
+        flags = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", name, "--max-frames", "24")
+        assert run_main([*flags, "--compile"] if name == "compiled" else flags) == 0
+        records = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = next(r["loss"] for r in records if r["split"] == "validation")
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=0.3), losses
+
+
+def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
+    model = make_model(aib9)
+    batch = torch.from_numpy(aib9.coords[:8])
+    reference = model.reconstruct(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.reconstruct(batch)
+        terms = model.loss(batch, beta=1e-3)
+    terms.total.backward()
+    assert mixed.dtype == torch.float32, "coordinates leave the decoder in float32"
+    assert (mixed - reference).abs().max() < 0.05, "Angstrom"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -51,6 +51,21 @@ class EncoderConfig:
 CHIRAL_VOLUME_SCALE = 3.0
 
 
+def sum_into_targets(messages: torch.Tensor, target: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """Sum edge messages into their target nodes, in float32 (messages may be bfloat16 under autocast).
+
+    Args:
+        messages: (E, ...) per-edge features.
+        target: (E,) target node of each edge.
+        n_nodes: number of nodes.
+
+    Returns:
+        (n_nodes, ...) float32 sums.
+    """
+    sums = messages.new_zeros((n_nodes, *messages.shape[1:]), dtype=torch.float32)
+    return sums.index_add_(0, target, messages.float())
+
+
 class CosineCutoff(nn.Module):
     """Smooth switch 0.5 (cos(pi r / r_c) + 1) that reaches zero at ``cutoff``."""
 
@@ -105,7 +120,7 @@ class NeighborEmbedding(nn.Module):
         source, target = edges
         weights = self.distance_projection(rbf) * self.cutoff_fn(distances).unsqueeze(-1)
         messages = weights * self.neighbor_embedding(atomic_numbers)[source]
-        aggregated = torch.zeros_like(x).index_add_(0, target, messages)
+        aggregated = sum_into_targets(messages, target, x.shape[0])
         return self.combine(torch.cat([x, aggregated], dim=-1))
 
 
@@ -231,8 +246,8 @@ class ViSMPLayer(nn.Module):
         gate_vec, gate_dir = self.act(self.s_proj(scalar_messages)).split(self.hidden_channels, dim=-1)
         vector_messages = vec[source] * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
 
-        aggregated_x = torch.zeros_like(x).index_add_(0, target, scalar_messages)
-        aggregated_vec = torch.zeros_like(vec).index_add_(0, target, vector_messages)
+        aggregated_x = sum_into_targets(scalar_messages, target, x.shape[0])
+        aggregated_vec = sum_into_targets(vector_messages, target, x.shape[0])
 
         o1, o2, o3 = self.o_proj(aggregated_x).split(self.hidden_channels, dim=-1)
         dx = vec_dot * o2 + o3

@@ -72,7 +72,8 @@ from bond_vae.utils import (
 
 WANDB_PROJECT = "bond-vae"
 WANDB_MODES = ("offline", "online", "disabled")
-RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every", "compile")
+RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every", "compile", "precision")
+PRECISIONS = ("auto", "bf16", "fp32")
 EVALUATION_SAMPLES = 512
 # the host reads step metrics (progress bar, W&B, non-finite steps, stop requests of a
 # data-parallel run) every this many steps; in between it never waits for the device
@@ -101,7 +102,10 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     devices: int = field(default=1, metadata={"help": "data-parallel processes (DDP through torchrun): one per GPU, or gloo processes on the CPU"})
-    amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; auto: bf16 on CUDA, fp32 on the CPU (bf16 pays on CPUs with AVX-512 BF16 or AMX)", "choices": PRECISIONS},
+    )
     compile: bool = field(default=True, metadata={"help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"})
     wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
     checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
@@ -217,7 +221,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self.wandb_run: Any = None
         self.device = device_for_rank(config.device, ranks)
-        self.amp = config.amp and self.device.type == "cuda"
+        self.amp = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         topology = dataset.topology
         coords = torch.from_numpy(subsample(dataset.coords, config.max_frames))
         coords = coords - coords.mean(dim=1, keepdim=True)
@@ -245,8 +249,11 @@ class Trainer:
         else:
             self.model = model_from_checkpoint(checkpoint, config.resume)
         self.model.to(self.device)
-        if ranks.distributed:  # same initial weights everywhere, then a noise stream of its own per rank
-            seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + (checkpoint or {}).get("step", 0))
+        if ranks.distributed:
+            # same initial weights on all ranks, then a noise stream of its own per rank, reseeded
+            # from the step on resume (a single process restores its saved random state instead)
+            start_step = checkpoint["step"] if checkpoint is not None else 0
+            seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + start_step)
         self.network = self._training_network()
         # fused AdamW skips a step on the device when told of a non-finite gradient (found_inf)
         self.optimizer = torch.optim.AdamW(
@@ -499,9 +506,10 @@ class Trainer:
                 return 0, True
         self.epoch += 1
         self.batch_in_epoch = 0
-        sums = mean_over_ranks(sums, self.ranks).tolist()
-        applied_steps = max(sums[-1], 1.0)
-        train_record: dict[str, Any] = {key: value / applied_steps for key, value in zip(STEP_METRICS, sums)}
+        *metric_sums, applied_steps = mean_over_ranks(sums, self.ranks).tolist()
+        train_record: dict[str, Any] = {}
+        if applied_steps > 0:
+            train_record = {key: value / applied_steps for key, value in zip(STEP_METRICS, metric_sums)}
         train_record.update(
             split="train",
             epoch=self.epoch,
