@@ -52,7 +52,10 @@ CHIRAL_VOLUME_SCALE = 3.0
 
 
 def sum_into_targets(messages: torch.Tensor, target: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """Sum edge messages into their target nodes, in float32 (messages may be bfloat16 under autocast).
+    """Sum edge messages into their target nodes, in at least float32 precision.
+
+    Under autocast the messages may be bfloat16; they are summed in float32. Float64
+    messages stay float64.
 
     Args:
         messages: (E, ...) per-edge features.
@@ -60,10 +63,11 @@ def sum_into_targets(messages: torch.Tensor, target: torch.Tensor, n_nodes: int)
         n_nodes: number of nodes.
 
     Returns:
-        (n_nodes, ...) float32 sums.
+        (n_nodes, ...) sums, float32 or float64.
     """
-    sums = messages.new_zeros((n_nodes, *messages.shape[1:]), dtype=torch.float32)
-    return sums.index_add_(0, target, messages.float())
+    dtype = torch.promote_types(messages.dtype, torch.float32)
+    sums = messages.new_zeros((n_nodes, *messages.shape[1:]), dtype=dtype)
+    return sums.index_add_(0, target, messages.to(dtype))
 
 
 class CosineCutoff(nn.Module):
