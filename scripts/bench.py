@@ -29,6 +29,8 @@ import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,6 +58,7 @@ class Measurement:
     batch_size: int
     parameters: int
     train_molecules_per_s: float
+    sample_batch: int
     sample_conformations_per_s: float
     peak_memory_mib: float
     flops_per_molecule: float | None
@@ -99,7 +102,16 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def measure(
-    package: str, setting_name: str, device_name: str, warmup: int, repeats: int, steps: int, compile_model: bool, precision: str, source: str | None
+    package: str,
+    setting_name: str,
+    device_name: str,
+    warmup: int,
+    repeats: int,
+    steps: int,
+    sample_batch: int,
+    compile_model: bool,
+    precision: str,
+    source: str | None,
 ) -> Measurement:
     """One package at one setting, in the current process (importing it from ``source`` if given)."""
     if source is not None:
@@ -149,7 +161,6 @@ def measure(
         mfu = statistics.median(rates) * flops_per_molecule / peak if peak else None
 
     model.eval()
-    sample_batch = max(batch_size, 1024) if setting_name != "tiny" else batch_size
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         model.sample(sample_batch)
         synchronize(device)
@@ -173,6 +184,7 @@ def measure(
         batch_size=batch_size,
         parameters=sum(p.numel() for p in model.parameters()),
         train_molecules_per_s=statistics.median(rates),
+        sample_batch=sample_batch,
         sample_conformations_per_s=sample_rate,
         peak_memory_mib=peak_memory,
         flops_per_molecule=flops_per_molecule,
@@ -182,6 +194,16 @@ def measure(
 
 def _measure_in_child(arguments: tuple) -> dict:
     return asdict(measure(*arguments))
+
+
+def measure_in_fresh_process(job: tuple) -> Measurement:
+    """Run ``measure(*job)`` in a new process, so that its peak memory is its own.
+
+    Raises:
+        BrokenProcessPool: the process died (on Linux usually the out-of-memory killer).
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return Measurement(**pool.submit(_measure_in_child, job).result())
 
 
 def format_table(rows: list[Measurement]) -> str:
@@ -205,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
+    parser.add_argument("--sample-batch", type=int, default=1024, help="conformations decoded per sampling call")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the forward pass, as training does (default: on)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU")
     parser.add_argument("--source", help="measure the packages of this checkout (its root folder) instead of this one's")
@@ -213,18 +236,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device} requested but CUDA is not available")
     jobs = [
-        (p, s, args.device, args.warmup, args.repeats, args.steps, args.compile, args.precision, args.source) for p in args.packages for s in args.settings
+        (p, s, args.device, args.warmup, args.repeats, args.steps, args.sample_batch, args.compile, args.precision, args.source) for p in args.packages for s in args.settings
     ]
-    rows = []
-    context = multiprocessing.get_context("spawn")
+    rows, failures = [], []
     for job in jobs:
         print(f"measuring {job[0]} at {job[1]} settings on {job[2]}...", file=sys.stderr, flush=True)
-        with context.Pool(1) as pool:
-            rows.append(Measurement(**pool.apply(_measure_in_child, (job,))))
-    print(format_table(rows))
+        try:
+            rows.append(measure_in_fresh_process(job))
+        except (BrokenProcessPool, RuntimeError) as error:  # killed (out of host memory) or e.g. CUDA out of memory
+            reason = "the measuring process died (out of memory?)" if isinstance(error, BrokenProcessPool) else str(error).splitlines()[0]
+            failures.append(f"{job[0]} at {job[1]} settings: {reason}")
+            print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
+    if rows:
+        print(format_table(rows))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
+    if failures:
+        sys.exit(f"error: {len(failures)} of {len(jobs)} measurements failed: " + "; ".join(failures))
 
 
 if __name__ == "__main__":
