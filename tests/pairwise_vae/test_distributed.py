@@ -1,8 +1,10 @@
-"""Data-parallel training: per-rank batches, two gloo processes in step, --devices on the CLI."""
+"""Data-parallel training: per-rank batches, two gloo processes in step, the launcher, --devices on the CLI."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +58,41 @@ def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
     assert load_checkpoint(run / "last.pt")["step"] == 10
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["split"] == "train"] == [1, 2]
+
+
+FAKE_RANK = """
+import json, os, signal, sys
+from pathlib import Path
+names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+Path(sys.argv[1], "rank" + os.environ["RANK"] + ".json").write_text(json.dumps({n: os.environ[n] for n in names}))
+if sys.argv[2] == "fail" and os.environ["RANK"] == "1":
+    sys.exit(3)
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+def start_launcher(tmp_path, mode: str) -> subprocess.Popen:
+    """launch_local_ranks(2, ...) in its own session, running FAKE_RANK as both ranks."""
+    (tmp_path / "fake_rank.py").write_text(FAKE_RANK)
+    code = ("import sys; from pairwise_vae.distributed import launch_local_ranks; "
+            f"sys.exit(launch_local_ranks(2, 'fake_rank', [{str(tmp_path)!r}, {mode!r}]))")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+
+def test_launcher_gives_each_rank_the_torchrun_environment_and_stops_the_others_when_one_fails(tmp_path):
+    launcher = start_launcher(tmp_path, "fail")
+    assert launcher.wait(timeout=120) == 3, "the failed rank's exit status, after the waiting rank was stopped"
+    environments = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"], e["LOCAL_WORLD_SIZE"]) for e in environments] == [
+        ("0", "0", "2", "2"), ("1", "1", "2", "2")]
+    assert environments[0]["MASTER_PORT"] == environments[1]["MASTER_PORT"]
+
+
+def test_launcher_passes_a_sigint_on_to_the_ranks(tmp_path):
+    launcher = start_launcher(tmp_path, "wait")
+    assert [launcher.stdout.readline() for _ in range(2)] == ["ready\n", "ready\n"]
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=120) == 130

@@ -56,7 +56,7 @@ from bond_vae.distributed import (
     leave_process_group,
     mean_over_ranks,
     ranks_from_environment,
-    relaunch_with_torchrun,
+    launch_local_ranks,
     wait_for_all,
 )
 from bond_vae.evaluate import compare_ensembles, write_figures
@@ -101,7 +101,7 @@ class TrainConfig:
     max_frames: int | None = field(default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"})
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    devices: int = field(default=1, metadata={"help": "data-parallel processes (DDP through torchrun): one per GPU, or gloo processes on the CPU"})
+    devices: int = field(default=1, metadata={"help": "data-parallel processes (DDP), started on this machine: one per GPU, or gloo processes on the CPU"})
     precision: str = field(
         default="auto",
         metadata={"help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; auto: bf16 on CUDA, fp32 on the CPU (bf16 pays on CPUs with AVX-512 BF16 or AMX)", "choices": PRECISIONS},
@@ -185,7 +185,7 @@ class StopRequested:
     """Turns SIGINT/SIGTERM into a flag the training loop checks after each step.
 
     A second signal interrupts at once, unless ``patient``: the ranks of a data-parallel run
-    get each signal twice (from the terminal and from torchrun) and must reach the step at
+    get each signal twice (from the terminal and from their launcher) and must reach the step at
     which they agree to stop.
     """
 
@@ -645,7 +645,7 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``bond-vae-train``; with ``--devices N`` it re-executes itself under torchrun."""
+    """Entry point of ``bond-vae-train``; with ``--devices N`` it runs N copies of itself as the ranks of one run."""
     argv = sys.argv[1:] if argv is None else argv
     ranks = Ranks()
     try:
@@ -654,12 +654,13 @@ def main(argv: list[str] | None = None) -> None:
             config, checkpoint = parse_config(argv)
             if ranks.distributed:
                 config.devices = ranks.world_size
-            elif config.devices > 1:
+            if config.devices > 1 and not ranks.distributed:
                 check_device_count(config.device, config.devices)
                 load_dataset(config.data, config.topology)  # a bad file: one message here, not one per rank
-                print(f"launching {config.devices} data-parallel processes with torchrun", file=sys.stderr)
-                relaunch_with_torchrun(config.devices, "bond_vae", argv)
-            exit_code = train(config, checkpoint, ranks)
+                print(f"launching {config.devices} data-parallel processes", file=sys.stderr)
+                exit_code = launch_local_ranks(config.devices, "bond_vae", argv)
+            else:
+                exit_code = train(config, checkpoint, ranks)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         exit_code = 130

@@ -1,20 +1,24 @@
 """Data-parallel training of one model on several devices with torch.distributed (DDP).
 
-``pairwise-vae-train --devices N`` re-executes itself under torchrun
-(``python -m torch.distributed.run --standalone --nproc-per-node N``); a process that torchrun
-started (``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in its environment) joins the process
-group: NCCL on CUDA, where rank r uses ``cuda:LOCAL_RANK``, and gloo on the CPU. Every rank
-trains on its own slice of each global batch and DDP averages the gradients, so all ranks hold
-the same weights after every step. Rank 0 alone validates and writes files.
+``pairwise-vae-train --devices N`` starts N copies of itself on this machine with the
+environment torchrun gives its workers (``launch_local_ranks``); ``torchrun`` itself works as
+well, on one node or several. A process with ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in its
+environment joins the process group: NCCL on CUDA, where rank r uses ``cuda:LOCAL_RANK``, and
+gloo on the CPU. Every rank trains on its own slice of each global batch and DDP averages the
+gradients, so all ranks hold the same weights after every step. Rank 0 alone validates and
+writes files.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -24,6 +28,11 @@ from pairwise_vae.utils import resolve_device
 
 # rank 0 validates and writes plots while the other ranks wait in their next collective
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+# exit statuses of a run stopped by SIGINT / SIGTERM (after saving its checkpoint)
+STOP_EXIT_CODES = (130, 143)
+# after one rank fails, the others get this long to exit on SIGTERM before SIGKILL
+FAILURE_GRACE_S = 30.0
+POLL_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -55,16 +64,90 @@ def ranks_from_environment() -> Ranks:
     return Ranks(rank=rank, local_rank=local_rank, world_size=world_size)
 
 
-def relaunch_with_torchrun(n_processes: int, module: str, argv: list[str]) -> NoReturn:
-    """Replace this process by torchrun running ``python -m module argv`` in ``n_processes`` ranks.
+def free_local_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now (for the rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    Signals (Ctrl-C, SIGTERM from a scheduler) then reach torchrun, which passes them on to
-    every rank; the ranks agree on when to stop, and rank 0 saves the checkpoint.
+
+def rank_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """The environment of one local rank: what torchrun sets, and a fair share of the CPU threads."""
+    environment = dict(os.environ)
+    environment.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
+    return environment
+
+
+def launch_local_ranks(n_processes: int, module: str, argv: list[str]) -> int:
+    """Run ``python -m module argv`` as ranks 0..n_processes-1 of one run on this machine.
+
+    Ctrl-C reaches the ranks from the terminal (they share its process group), and a SIGINT or
+    SIGTERM sent to this process is passed on to them; the ranks agree on when to stop and rank 0
+    saves the checkpoint, while this process waits. When a rank fails, the others are stopped:
+    they would otherwise wait in their next collective operation until it times out.
+
+    Returns:
+        The exit code of the run: that of the first rank that failed, else that of a requested
+        stop (130 or 143), else 0.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_processes}", "-m", module, *argv]
-    os.execv(sys.executable, command)
+    port = free_local_port()
+    ranks = [
+        subprocess.Popen([sys.executable, "-m", module, *argv], env=rank_environment(rank, n_processes, port))
+        for rank in range(n_processes)
+    ]
+
+    def pass_on(signal_number: int, _frame: object) -> None:
+        signal_running(ranks, signal_number)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return wait_for_ranks(ranks)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def signal_running(processes: list[subprocess.Popen], signal_number: int) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal_number)
+
+
+def exit_status(return_code: int) -> int:
+    """A shell's exit status for a ``Popen.returncode`` (killed by signal N: 128 + N)."""
+    return return_code if return_code >= 0 else 128 - return_code
+
+
+def wait_for_ranks(ranks: list[subprocess.Popen]) -> int:
+    """Wait for every rank to exit; once one has failed, stop the others (SIGTERM, later SIGKILL).
+
+    Returns:
+        The exit status of the first failure seen, else of a requested stop, else 0.
+    """
+    first_failure: int | None = None
+    kill_at = float("inf")
+    while None in [process.poll() for process in ranks]:  # polls every rank (any() would stop at the first)
+        if first_failure is None:
+            failed = [exit_status(process.returncode) for process in ranks if process.returncode is not None]
+            first_failure = next((code for code in failed if code not in (0, *STOP_EXIT_CODES)), None)
+            if first_failure is not None:
+                kill_at = time.monotonic() + FAILURE_GRACE_S
+                signal_running(ranks, signal.SIGTERM)
+        elif time.monotonic() > kill_at:
+            signal_running(ranks, signal.SIGKILL)
+        time.sleep(POLL_INTERVAL_S)
+    if first_failure is not None:
+        return first_failure
+    codes = [exit_status(process.returncode) for process in ranks]
+    return next((code for code in codes if code not in (0, *STOP_EXIT_CODES)), max(codes))
 
 
 def device_for_rank(requested: str, ranks: Ranks) -> torch.device:
