@@ -53,10 +53,10 @@ from pairwise_vae.distributed import (
     check_device_count,
     device_for_rank,
     init_process_group,
+    launch_local_ranks,
     leave_process_group,
     mean_over_ranks,
     ranks_from_environment,
-    launch_local_ranks,
     wait_for_all,
 )
 from pairwise_vae.evaluate import compare_ensembles, write_figures
