@@ -102,7 +102,7 @@ class EGNNLayer(nn.Module):
         pre_activation = (
             self.target_proj(h).unsqueeze(2)
             + self.source_proj(h).unsqueeze(1)
-            + squared_distance * self.distance_proj.weight.squeeze(-1)
+            + squared_distance * self.distance_proj.weight.squeeze(-1)  # = distance_proj(squared_distance), without a K=1 matmul
             + pair_attributes
         )
         messages = self.edge_mlp(pre_activation) * pair_mask.unsqueeze(-1)

@@ -121,9 +121,15 @@ def signal_running(processes: list[subprocess.Popen], signal_number: int) -> Non
             process.send_signal(signal_number)
 
 
-def exit_status(return_code: int) -> int:
-    """A shell's exit status for a ``Popen.returncode`` (killed by signal N: 128 + N)."""
-    return return_code if return_code >= 0 else 128 - return_code
+def exit_statuses(processes: list[subprocess.Popen]) -> list[int]:
+    """A shell's exit status of each process that has ended (killed by signal N: 128 + N)."""
+    codes = [process.returncode for process in processes if process.returncode is not None]
+    return [code if code >= 0 else 128 - code for code in codes]
+
+
+def first_failure(codes: list[int]) -> int | None:
+    """The first exit status that is neither success nor a requested stop."""
+    return next((code for code in codes if code not in (0, *STOP_EXIT_CODES)), None)
 
 
 def wait_for_ranks(ranks: list[subprocess.Popen]) -> int:
@@ -132,22 +138,21 @@ def wait_for_ranks(ranks: list[subprocess.Popen]) -> int:
     Returns:
         The exit status of the first failure seen, else of a requested stop, else 0.
     """
-    first_failure: int | None = None
+    failure: int | None = None
     kill_at = float("inf")
     while None in [process.poll() for process in ranks]:  # polls every rank (any() would stop at the first)
-        if first_failure is None:
-            failed = [exit_status(process.returncode) for process in ranks if process.returncode is not None]
-            first_failure = next((code for code in failed if code not in (0, *STOP_EXIT_CODES)), None)
-            if first_failure is not None:
+        if failure is None:
+            failure = first_failure(exit_statuses(ranks))
+            if failure is not None:
                 kill_at = time.monotonic() + FAILURE_GRACE_S
                 signal_running(ranks, signal.SIGTERM)
         elif time.monotonic() > kill_at:
             signal_running(ranks, signal.SIGKILL)
         time.sleep(POLL_INTERVAL_S)
-    if first_failure is not None:
-        return first_failure
-    codes = [exit_status(process.returncode) for process in ranks]
-    return next((code for code in codes if code not in (0, *STOP_EXIT_CODES)), max(codes))
+    codes = exit_statuses(ranks)
+    if failure is None:
+        failure = first_failure(codes)
+    return failure if failure is not None else max(codes)
 
 
 def device_for_rank(requested: str, ranks: Ranks) -> torch.device:

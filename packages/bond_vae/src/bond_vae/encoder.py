@@ -273,7 +273,6 @@ class GatedEquivariantBlock(nn.Module):
     def __init__(self, hidden_channels: int, out_channels: int, scalar_only: bool = False) -> None:
         super().__init__()
         self.out_channels = out_channels
-        self.scalar_only = scalar_only
         self.vec1_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
         self.vec2_proj = None if scalar_only else nn.Linear(hidden_channels, out_channels, bias=False)
         self.update_net = nn.Sequential(

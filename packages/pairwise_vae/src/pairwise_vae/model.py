@@ -132,12 +132,16 @@ class MolecularVAEMSE(nn.Module):
             reconstruction: (B, N, 3) decoded conformations in Angstrom.
             mu, log_var: (B, latent_dim) posterior parameters.
             beta: weight of the KL term.
+
+        The terms are computed in the dtype of ``positions`` (float32 under bf16 autocast,
+        whose outputs are bfloat16).
         """
-        reconstruction_loss = pairwise_distance_loss(reconstruction.float(), positions.float())
-        kl = kl_divergence(mu.float(), log_var.float()).mean()
+        reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
+        reconstruction_loss = pairwise_distance_loss(reconstruction, positions)
+        kl = kl_divergence(mu, log_var).mean()
         chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
-            chirality = chirality_loss(reconstruction.float(), positions.float(), self.encoder.quadruplets)
+            chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
         total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
         return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
 
