@@ -7,7 +7,8 @@
 
 For each package and setting it times the full training step (forward, loss, backward,
 optimiser step) on batches of the embedded AIB9 data after warm-up steps, and reports the
-median over repeats in molecules/s; then prior sampling in conformations/s. Each
+median over repeats in molecules/s; then prior sampling in conformations/s, as the sampling
+commands decode (eager, float32, whatever ``--compile`` and ``--precision`` say). Each
 measurement runs in a fresh process so that the peak memory (resident set size on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone. On CUDA it also counts the
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
@@ -161,7 +162,7 @@ def measure(
         mfu = statistics.median(rates) * flops_per_molecule / peak if peak else None
 
     model.eval()
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad():  # as bond-vae-sample and pairwise-vae-sample decode: eager, float32
         model.sample(sample_batch)
         synchronize(device)
         start = time.perf_counter()
