@@ -68,7 +68,7 @@ Path(sys.argv[1], "rank" + os.environ["RANK"] + ".json").write_text(json.dumps({
 if sys.argv[2] == "fail" and os.environ["RANK"] == "1":
     sys.exit(3)
 signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-print("ready", flush=True)
+os.write(1, b"ready\\n")  # one write: the two ranks share the pipe, and PYTHONUNBUFFERED would split a print
 signal.pause()
 """
 
