@@ -223,21 +223,48 @@ def format_table(rows: list[Measurement]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES), choices=list(PACKAGES))
-    parser.add_argument("--settings", nargs="+", default=["default", "reference"], choices=["default", "reference", "tiny"])
+    parser.add_argument(
+        "--settings", nargs="+", default=["default", "reference"], choices=["default", "reference", "tiny"]
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed repeat")
     parser.add_argument("--sample-batch", type=int, default=1024, help="conformations decoded per sampling call")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the forward pass, as training does (default: on)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU")
-    parser.add_argument("--source", help="measure the packages of this checkout (its root folder) instead of this one's")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="torch.compile the forward pass, as training does (default: on)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU",
+    )
+    parser.add_argument(
+        "--source", help="measure the packages of this checkout (its root folder) instead of this one's"
+    )
     parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device} requested but CUDA is not available")
     jobs = [
-        (p, s, args.device, args.warmup, args.repeats, args.steps, args.sample_batch, args.compile, args.precision, args.source) for p in args.packages for s in args.settings
+        (
+            p,
+            s,
+            args.device,
+            args.warmup,
+            args.repeats,
+            args.steps,
+            args.sample_batch,
+            args.compile,
+            args.precision,
+            args.source,
+        )
+        for p in args.packages
+        for s in args.settings
     ]
     rows, failures = [], []
     for job in jobs:
@@ -245,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             rows.append(measure_in_fresh_process(job))
         except (BrokenProcessPool, RuntimeError) as error:  # killed (out of host memory) or e.g. CUDA out of memory
-            reason = "the measuring process died (out of memory?)" if isinstance(error, BrokenProcessPool) else str(error).splitlines()[0]
+            reason = (
+                "the measuring process died (out of memory?)"
+                if isinstance(error, BrokenProcessPool)
+                else str(error).splitlines()[0]
+            )
             failures.append(f"{job[0]} at {job[1]} settings: {reason}")
             print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
     if rows:

@@ -163,7 +163,9 @@ def add_implicit_solvent(system: openmm.System, mol: Chem.Mol, order: list[int],
     system.addForce(gb)
 
 
-def simulate(replica: Replica, config: DatasetConfig, forcefield: app.ForceField) -> tuple[np.ndarray, list[dict], np.ndarray]:
+def simulate(
+    replica: Replica, config: DatasetConfig, forcefield: app.ForceField
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
     """Run one replica; return heavy-atom frames (frames, 58, 3) in Angstrom, atom table, bonds."""
     mol, heavy_atoms = build_molecule(replica.start, replica.seed)
     topology, order = openmm_topology(mol)
@@ -175,7 +177,9 @@ def simulate(replica: Replica, config: DatasetConfig, forcefield: app.ForceField
     )
     add_implicit_solvent(system, mol, order, config)
     integrator = openmm.LangevinMiddleIntegrator(
-        replica.temperature_k * unit.kelvin, config.friction_per_ps / unit.picosecond, config.timestep_fs * unit.femtosecond
+        replica.temperature_k * unit.kelvin,
+        config.friction_per_ps / unit.picosecond,
+        config.timestep_fs * unit.femtosecond,
     )
     integrator.setRandomNumberSeed(replica.seed)
     platform_cpu = openmm.Platform.getPlatformByName("CPU")
@@ -208,11 +212,15 @@ def parse_args(argv: list[str] | None) -> tuple[DatasetConfig, int]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = DatasetConfig()
     parser.add_argument("--output", type=Path, default=defaults.output, help="where to write the .npz")
-    parser.add_argument("--frames-per-replica", type=int, default=defaults.frames_per_replica, help="frames saved per replica")
+    parser.add_argument(
+        "--frames-per-replica", type=int, default=defaults.frames_per_replica, help="frames saved per replica"
+    )
     parser.add_argument("--stride-steps", type=int, default=defaults.stride_steps, help="MD steps between saved frames")
     parser.add_argument("--workers", type=int, default=1, help="replicas simulated in parallel (one CPU thread each)")
     args = parser.parse_args(argv)
-    config = DatasetConfig(output=args.output, frames_per_replica=args.frames_per_replica, stride_steps=args.stride_steps)
+    config = DatasetConfig(
+        output=args.output, frames_per_replica=args.frames_per_replica, stride_steps=args.stride_steps
+    )
     return config, args.workers
 
 
@@ -220,7 +228,10 @@ def simulate_replica(job: tuple[int, Replica, DatasetConfig]) -> tuple[np.ndarra
     index, replica, config = job
     started = time.perf_counter()
     result = simulate(replica, config, app.ForceField("charmm36.xml"))
-    print(f"replica {index} ({replica.start}, {replica.temperature_k:g} K): {len(result[0])} frames in {time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"replica {index} ({replica.start}, {replica.temperature_k:g} K): {len(result[0])} frames in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     return result
 
 
@@ -235,7 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     all_frames = [frames for frames, _, _ in results]
     heavy_atoms, bonds = results[0][1], results[0][2]
     replica_of_frame = [np.full(len(f), index, dtype=np.int16) for index, f in enumerate(all_frames)]
-    temperature_of_frame = [np.full(len(f), r.temperature_k, dtype=np.float32) for f, r in zip(all_frames, config.replicas)]
+    temperature_of_frame = [
+        np.full(len(f), r.temperature_k, dtype=np.float32) for f, r in zip(all_frames, config.replicas)
+    ]
 
     ns_per_frame = config.stride_steps * config.timestep_fs * 1e-6
     metadata = {

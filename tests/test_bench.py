@@ -12,9 +12,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_runs_on_a_tiny_setting(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--settings", "tiny", "--device", "cpu", "--no-compile",
-         "--warmup", "0", "--repeats", "1", "--steps", "1", "--sample-batch", "8", "--json", str(tmp_path / "bench.json")],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--settings",
+            "tiny",
+            "--device",
+            "cpu",
+            "--no-compile",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--steps",
+            "1",
+            "--sample-batch",
+            "8",
+            "--json",
+            str(tmp_path / "bench.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "train mol/s" in result.stdout

@@ -35,16 +35,25 @@ def test_sources_do_not_import_the_other_package(name):
     for source in sources:
         assert other(name) not in imported_modules(source), f"{source} imports {other(name)}"
         text = source.read_text()
-        assert f"importlib.import_module(\"{other(name)}" not in text and f"__import__(\"{other(name)}" not in text
+        assert f'importlib.import_module("{other(name)}' not in text and f'__import__("{other(name)}' not in text
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
 def test_pyproject_does_not_depend_on_the_other_package(name):
     project = tomllib.loads((PACKAGES / name / "pyproject.toml").read_text())
-    requirements = project["project"].get("dependencies", []) + [
-        requirement for group in project.get("dependency-groups", {}).values() for requirement in group
-    ] + [requirement for extra in project["project"].get("optional-dependencies", {}).values() for requirement in extra]
-    names = {requirement.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() for requirement in requirements}
+    requirements = (
+        project["project"].get("dependencies", [])
+        + [requirement for group in project.get("dependency-groups", {}).values() for requirement in group]
+        + [
+            requirement
+            for extra in project["project"].get("optional-dependencies", {}).values()
+            for requirement in extra
+        ]
+    )
+    names = {
+        requirement.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower()
+        for requirement in requirements
+    }
     assert NAMES[other(name)] not in names and other(name) not in names
     assert other(name) not in str(project.get("tool", {}).get("uv", {}).get("sources", {}))
 

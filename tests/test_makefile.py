@@ -12,12 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def dry_run(*arguments: str) -> str:
     """The training command `make` would run (the last line of a dry run)."""
-    result = subprocess.run(["make", "--no-print-directory", "-n", "-C", str(ROOT), *arguments],
-                            capture_output=True, text=True, check=True, timeout=60)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-C", str(ROOT), *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return result.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize(("target", "command"), [("train-bond", "bond-vae-train"), ("train-pairwise", "pairwise-vae-train")])
+@pytest.mark.parametrize(
+    ("target", "command"), [("train-bond", "bond-vae-train"), ("train-pairwise", "pairwise-vae-train")]
+)
 def test_gpus_sets_the_visible_gpus_and_the_process_count(target, command):
     line = dry_run(target, "GPUS=0,2,3", "ARGS=--epochs 2")
     assert line.startswith("CUDA_VISIBLE_DEVICES=0,2,3 ")

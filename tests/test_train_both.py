@@ -28,9 +28,20 @@ def tiny_dataset(tmp_path: Path) -> Path:
 def make_train_both(tmp_path: Path, *variables: str) -> subprocess.CompletedProcess:
     data = tiny_dataset(tmp_path)
     return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(ROOT), "train-both", f"RUNS_DIR={tmp_path / 'runs'}",
-         f"ARGS=--data {data} {TINY}", *variables],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(ROOT),
+            "train-both",
+            f"RUNS_DIR={tmp_path / 'runs'}",
+            f"ARGS=--data {data} {TINY}",
+            *variables,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 

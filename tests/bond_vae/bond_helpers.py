@@ -12,9 +12,20 @@ from bond_vae.encoder import EncoderConfig
 from bond_vae.model import ModelConfig, MolecularVAE
 
 TINY_MODEL_FLAGS = [
-    "--latent-dim", "4",
-    "--encoder-hidden-channels", "16", "--encoder-num-layers", "2", "--encoder-num-heads", "2", "--encoder-num-rbf", "8",
-    "--decoder-hidden-channels", "16", "--decoder-num-layers", "2",
+    "--latent-dim",
+    "4",
+    "--encoder-hidden-channels",
+    "16",
+    "--encoder-num-layers",
+    "2",
+    "--encoder-num-heads",
+    "2",
+    "--encoder-num-rbf",
+    "8",
+    "--decoder-hidden-channels",
+    "16",
+    "--decoder-num-layers",
+    "2",
 ]
 
 
@@ -36,7 +47,9 @@ def make_model(aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int
     )
 
 
-def write_npz(path: Path, dataset: ConformationDataset, coords: np.ndarray | None = None, **overrides: np.ndarray) -> Path:
+def write_npz(
+    path: Path, dataset: ConformationDataset, coords: np.ndarray | None = None, **overrides: np.ndarray
+) -> Path:
     """Write ``dataset`` (optionally with other coords or arrays) in the dataset format."""
     topology = dataset.topology
     arrays = {

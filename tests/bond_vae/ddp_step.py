@@ -14,7 +14,7 @@ import torch
 from bond_helpers import tiny_model_config
 from bond_vae.data import load_dataset
 from bond_vae.distributed import init_process_group, leave_process_group, ranks_from_environment
-from bond_vae.train import Trainer, TrainConfig, rank_slice
+from bond_vae.train import TrainConfig, Trainer, rank_slice
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 ranks = ranks_from_environment()

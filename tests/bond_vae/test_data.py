@@ -12,7 +12,9 @@ def test_embedded_dataset_is_aib9(aib9):
     assert aib9.coords.shape[1:] == (58, 3) and aib9.coords.dtype == np.float32
     assert len(aib9.topology.bonds) == 57
     assert sorted(set(aib9.topology.residue_names)) == ["ACE", "AIB", "NH2"]
-    lengths = np.linalg.norm(aib9.coords[:, aib9.topology.bonds[:, 0]] - aib9.coords[:, aib9.topology.bonds[:, 1]], axis=-1)
+    lengths = np.linalg.norm(
+        aib9.coords[:, aib9.topology.bonds[:, 0]] - aib9.coords[:, aib9.topology.bonds[:, 1]], axis=-1
+    )
     assert 1.1 < lengths.min() and lengths.max() < 1.8
 
 
@@ -35,7 +37,9 @@ def test_npy_with_pdb_topology(aib9, tmp_path):
     dataset = load_dataset(coords, pdb)
     assert dataset.coords.shape == (5, 58, 3)
     assert (dataset.topology.atomic_numbers == aib9.topology.atomic_numbers).all()
-    assert {tuple(b) for b in dataset.topology.bonds.tolist()} == {tuple(sorted(b)) for b in aib9.topology.bonds.tolist()}
+    assert {tuple(b) for b in dataset.topology.bonds.tolist()} == {
+        tuple(sorted(b)) for b in aib9.topology.bonds.tolist()
+    }
 
 
 def test_npy_with_atom_table(aib9, tmp_path):

@@ -23,8 +23,23 @@ from bond_vae.train import TrainConfig, main, new_run_folder
 
 def tiny_run_flags(data, output_dir, epochs=1, *extra):
     return [
-        "--data", str(data), "--epochs", str(epochs), "--batch-size", "8", "--warmup-steps", "2",
-        "--wandb", "disabled", "--output-dir", str(output_dir), "--device", "cpu", "--no-compile", *TINY_MODEL_FLAGS, *extra,
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "2",
+        "--wandb",
+        "disabled",
+        "--output-dir",
+        str(output_dir),
+        "--device",
+        "cpu",
+        "--no-compile",
+        *TINY_MODEL_FLAGS,
+        *extra,
     ]
 
 
@@ -53,7 +68,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
     model = make_model(aib9)
     config = TrainConfig(model=tiny_model_config())
     topology = {"atomic_numbers": model.atomic_numbers, "bonds": model.bonds}
-    save_checkpoint(tmp_path / "model.pt", {"config": to_dict(config), "topology": topology, "model": model.state_dict()})
+    save_checkpoint(
+        tmp_path / "model.pt", {"config": to_dict(config), "topology": topology, "model": model.state_dict()}
+    )
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
     batch = torch.from_numpy(aib9.coords[:4])
     z = torch.randn(3, model.latent_dim)
@@ -140,7 +157,9 @@ def test_non_finite_steps_are_skipped_then_the_run_stops_with_a_good_state(tiny_
     checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
     assert checkpoint["step"] == 10 and checkpoint["skipped_steps"] == 8
     assert all(torch.isfinite(value).all() for value in checkpoint["model"].values() if value.is_floating_point())
-    assert all(state["step"] == 2 for state in checkpoint["optimizer"]["state"].values()), "skipped steps left the optimiser as it was"
+    assert all(state["step"] == 2 for state in checkpoint["optimizer"]["state"].values()), (
+        "skipped steps left the optimiser as it was"
+    )
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 from pairwise_helpers import tiny_model_config
 from pairwise_vae.data import load_dataset
 from pairwise_vae.distributed import init_process_group, leave_process_group, ranks_from_environment
-from pairwise_vae.train import Trainer, TrainConfig, rank_slice
+from pairwise_vae.train import TrainConfig, Trainer, rank_slice
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 ranks = ranks_from_environment()

@@ -13,7 +13,9 @@ from pairwise_vae.train import main
 
 
 def test_help_explains_the_options():
-    result = subprocess.run([sys.executable, "-m", "pairwise_vae", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pairwise_vae", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0
     for flag in ("--data", "--epochs", "--resume", "--device", "--wandb", "--encoder-cutoff", "--beta"):
         assert flag in result.stdout
@@ -59,19 +61,51 @@ def bad_inputs(tmp_path, aib9):
     return [
         ("truncated archive", ["--data", str(truncated)], "not a readable .npz"),
         ("unsupported type", ["--data", str(xyz)], "unsupported file type"),
-        ("integer coordinates", ["--data", str(write_npz(tmp_path / "i.npz", aib9, coords.astype(np.int32)))], "floating point"),
+        (
+            "integer coordinates",
+            ["--data", str(write_npz(tmp_path / "i.npz", aib9, coords.astype(np.int32)))],
+            "floating point",
+        ),
         ("infinite coordinates", ["--data", str(write_npz(tmp_path / "inf.npz", aib9, infinite))], "frame 12"),
         ("duplicate atoms", ["--data", str(write_npz(tmp_path / "dup.npz", aib9, duplicate))], "duplicate atoms"),
-        ("disconnected molecule", ["--data", str(write_npz(tmp_path / "cut.npz", aib9, coords, bonds=aib9.topology.bonds[1:]))], "one molecule"),
-        ("float bonds", ["--data", str(write_npz(tmp_path / "fb.npz", aib9, coords, bonds=aib9.topology.bonds.astype(float)))], "integer array"),
-        ("missing atomic numbers", ["--data", str(write_npz(tmp_path / "noz.npz", aib9, coords, atomic_numbers=np.zeros(3, dtype=np.int64)))], "atomic_numbers lists 3"),
-        ("metadata not json", ["--data", str(write_npz(tmp_path / "meta.npz", aib9, coords, metadata=np.array("{oops")))], "metadata is not valid JSON"),
+        (
+            "disconnected molecule",
+            ["--data", str(write_npz(tmp_path / "cut.npz", aib9, coords, bonds=aib9.topology.bonds[1:]))],
+            "one molecule",
+        ),
+        (
+            "float bonds",
+            ["--data", str(write_npz(tmp_path / "fb.npz", aib9, coords, bonds=aib9.topology.bonds.astype(float)))],
+            "integer array",
+        ),
+        (
+            "missing atomic numbers",
+            ["--data", str(write_npz(tmp_path / "noz.npz", aib9, coords, atomic_numbers=np.zeros(3, dtype=np.int64)))],
+            "atomic_numbers lists 3",
+        ),
+        (
+            "metadata not json",
+            ["--data", str(write_npz(tmp_path / "meta.npz", aib9, coords, metadata=np.array("{oops")))],
+            "metadata is not valid JSON",
+        ),
         ("npy without topology", ["--data", str(other_atoms)], "need a topology"),
-        ("missing topology", ["--data", str(other_atoms), "--topology", str(tmp_path / "none.pdb")], "topology file not found"),
-        ("atom table shape", ["--data", str(other_atoms), "--topology", str(table_wrong_shape)], "atom table must have shape"),
+        (
+            "missing topology",
+            ["--data", str(other_atoms), "--topology", str(tmp_path / "none.pdb")],
+            "topology file not found",
+        ),
+        (
+            "atom table shape",
+            ["--data", str(other_atoms), "--topology", str(table_wrong_shape)],
+            "atom table must have shape",
+        ),
         ("pdb without atoms", ["--data", str(other_atoms), "--topology", str(no_atoms_pdb)], "no ATOM or HETATM"),
         ("newer checkpoint format", ["--resume", str(newer)], "upgrade"),
-        ("output folder is a file", ["--data", str(full), "--batch-size", "8", "--output-dir", str(not_a_dir / "runs")], "cannot create the run folder"),
+        (
+            "output folder is a file",
+            ["--data", str(full), "--batch-size", "8", "--output-dir", str(not_a_dir / "runs")],
+            "cannot create the run folder",
+        ),
         ("validation fraction", ["--validation-fraction", "1.5"], "--validation-fraction"),
         ("latent dimension", ["--latent-dim", "0"], "--latent-dim"),
         ("heads do not divide channels", ["--encoder-hidden-channels", "30", "--encoder-num-heads", "4"], "divisible"),
@@ -81,10 +115,22 @@ def bad_inputs(tmp_path, aib9):
         ("wrong shape", ["--data", str(wrong_shape), "--topology", str(atom_table)], "shape (..., atoms, 3)"),
         ("nan coordinates", ["--data", str(write_npz(tmp_path / "nan.npz", aib9, nan_coords))], "frame 7"),
         ("atom count vs topology", ["--data", str(other_atoms), "--topology", str(atom_table)], "coordinates have 50"),
-        ("atom count vs atomic numbers", ["--data", str(write_npz(tmp_path / "n.npz", aib9, coords[:, :57]))], "57 atoms"),
-        ("bond out of range", ["--data", str(write_npz(tmp_path / "b.npz", aib9, coords, bonds=aib9.topology.bonds + 5))], "bond atom indices"),
+        (
+            "atom count vs atomic numbers",
+            ["--data", str(write_npz(tmp_path / "n.npz", aib9, coords[:, :57]))],
+            "57 atoms",
+        ),
+        (
+            "bond out of range",
+            ["--data", str(write_npz(tmp_path / "b.npz", aib9, coords, bonds=aib9.topology.bonds + 5))],
+            "bond atom indices",
+        ),
         ("nanometres", ["--data", str(write_npz(tmp_path / "nm.npz", aib9, coords / 10))], "nanometres"),
-        ("fewer frames than a batch", ["--data", str(write_npz(tmp_path / "few.npz", aib9, coords[:10]))], "fewer than --batch-size"),
+        (
+            "fewer frames than a batch",
+            ["--data", str(write_npz(tmp_path / "few.npz", aib9, coords[:10]))],
+            "fewer than --batch-size",
+        ),
         ("unknown device", ["--device", "tpu"], "tpu"),
         ("cuda absent", ["--device", "cuda:0"], "cuda:0"),
         ("foreign checkpoint", ["--resume", str(foreign)], "bond_vae checkpoint"),
@@ -101,13 +147,25 @@ def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
     assert len(cases) >= 25
     for name, argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
-            main(["--wandb", "disabled", "--no-compile", "--output-dir", str(tmp_path / "runs"), *TINY_MODEL_FLAGS, *argv])
+            main(
+                [
+                    "--wandb",
+                    "disabled",
+                    "--no-compile",
+                    "--output-dir",
+                    str(tmp_path / "runs"),
+                    *TINY_MODEL_FLAGS,
+                    *argv,
+                ]
+            )
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code != 0, name
         assert len(err.splitlines()) == 1 and err.startswith("error: "), f"{name}: {err!r}"
         assert expected in err, f"{name}: {err!r}"
         assert "Traceback" not in err
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "no run folder for a failed start"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), (
+        "no run folder for a failed start"
+    )
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "many"], ["--wandb", "sometimes"], ["--no-such-flag"]])

@@ -27,8 +27,17 @@ def test_ranks_split_each_global_batch_into_disjoint_slices():
 
 
 def test_two_gloo_ranks_hold_the_same_weights_after_a_step(tiny_npz, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(HERE / "ddp_step.py"), str(tiny_npz), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HERE / "ddp_step.py"),
+        str(tiny_npz),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
@@ -41,10 +50,31 @@ def test_two_gloo_ranks_hold_the_same_weights_after_a_step(tiny_npz, tmp_path):
 
 
 def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
-    flags = ["--data", str(tiny_npz), "--batch-size", "4", "--warmup-steps", "2", "--wandb", "disabled", "--device", "cpu",
-             "--no-compile", "--output-dir", str(tmp_path / "runs"), "--run-name", "ddp", *TINY_MODEL_FLAGS]
-    first = subprocess.run([sys.executable, "-m", "pairwise_vae", "--devices", "2", "--epochs", "1", *flags],
-                           capture_output=True, text=True, timeout=300, check=False)
+    flags = [
+        "--data",
+        str(tiny_npz),
+        "--batch-size",
+        "4",
+        "--warmup-steps",
+        "2",
+        "--wandb",
+        "disabled",
+        "--device",
+        "cpu",
+        "--no-compile",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--run-name",
+        "ddp",
+        *TINY_MODEL_FLAGS,
+    ]
+    first = subprocess.run(
+        [sys.executable, "-m", "pairwise_vae", "--devices", "2", "--epochs", "1", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"], "one run folder, written by rank 0"
@@ -52,8 +82,13 @@ def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
     after_one_epoch = load_checkpoint(run / "last.pt")
     assert after_one_epoch["step"] == 5, "43 training frames / (2 ranks x 4) = 5 steps"
 
-    resumed = subprocess.run([sys.executable, "-m", "pairwise_vae", "--resume", str(run / "last.pt"), "--epochs", "2"],
-                             capture_output=True, text=True, timeout=300, check=False)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pairwise_vae", "--resume", str(run / "last.pt"), "--epochs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_checkpoint(run / "last.pt")["step"] == 10
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -76,10 +111,17 @@ signal.pause()
 def start_launcher(tmp_path, mode: str) -> subprocess.Popen:
     """launch_local_ranks(2, ...) in its own session, running FAKE_RANK as both ranks."""
     (tmp_path / "fake_rank.py").write_text(FAKE_RANK)
-    code = ("import sys; from pairwise_vae.distributed import launch_local_ranks; "
-            f"sys.exit(launch_local_ranks(2, 'fake_rank', [{str(tmp_path)!r}, {mode!r}]))")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    code = (
+        "import sys; from pairwise_vae.distributed import launch_local_ranks; "
+        f"sys.exit(launch_local_ranks(2, 'fake_rank', [{str(tmp_path)!r}, {mode!r}]))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
 
 
 def test_launcher_gives_each_rank_the_torchrun_environment_and_stops_the_others_when_one_fails(tmp_path):
@@ -87,7 +129,9 @@ def test_launcher_gives_each_rank_the_torchrun_environment_and_stops_the_others_
     assert launcher.wait(timeout=120) == 3, "the failed rank's exit status, after the waiting rank was stopped"
     environments = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"], e["LOCAL_WORLD_SIZE"]) for e in environments] == [
-        ("0", "0", "2", "2"), ("1", "1", "2", "2")]
+        ("0", "0", "2", "2"),
+        ("1", "1", "2", "2"),
+    ]
     assert environments[0]["MASTER_PORT"] == environments[1]["MASTER_PORT"]
 
 

@@ -102,7 +102,9 @@ def tiny_checkpoint(aib9, tmp_path, tiny_npz):
 
 
 def test_sample_writes_npz_and_pdb_that_read_back(tiny_checkpoint, tmp_path, aib9, capsys):
-    sample_main([str(tiny_checkpoint), "--num-samples", "5", "--output", str(tmp_path / "out" / "samples"), "--device", "cpu"])
+    sample_main(
+        [str(tiny_checkpoint), "--num-samples", "5", "--output", str(tmp_path / "out" / "samples"), "--device", "cpu"]
+    )
     samples = load_dataset(tmp_path / "out" / "samples.npz")
     assert samples.coords.shape == (5, 58, 3)
     pdb = (tmp_path / "out" / "samples.pdb").read_text()
@@ -111,24 +113,52 @@ def test_sample_writes_npz_and_pdb_that_read_back(tiny_checkpoint, tmp_path, aib
     from_pdb = load_dataset(tmp_path / "first.npy", tmp_path / "out" / "samples.pdb")
     assert from_pdb.topology.atom_names.tolist() == aib9.topology.atom_names.tolist()
     assert from_pdb.topology.residue_names.tolist() == aib9.topology.residue_names.tolist()
-    assert {tuple(b) for b in from_pdb.topology.bonds.tolist()} == {tuple(sorted(b)) for b in aib9.topology.bonds.tolist()}
+    assert {tuple(b) for b in from_pdb.topology.bonds.tolist()} == {
+        tuple(sorted(b)) for b in aib9.topology.bonds.tolist()
+    }
     np.testing.assert_allclose(
-        np.array([[float(line[30:38]), float(line[38:46]), float(line[46:54])] for line in pdb.splitlines() if line.startswith("HETATM")][:58]),
-        samples.coords[0], atol=1e-3,
+        np.array(
+            [
+                [float(line[30:38]), float(line[38:46]), float(line[46:54])]
+                for line in pdb.splitlines()
+                if line.startswith("HETATM")
+            ][:58]
+        ),
+        samples.coords[0],
+        atol=1e-3,
     )
 
 
 def test_sample_interpolates_and_decodes_given_latents(tiny_checkpoint, tmp_path, tiny_npz):
-    sample_main([str(tiny_checkpoint), "--interpolate", "0,40", "--steps", "4", "--data", str(tiny_npz), "--output", str(tmp_path / "path"), "--no-pdb", "--device", "cpu"])
+    sample_main(
+        [
+            str(tiny_checkpoint),
+            "--interpolate",
+            "0,40",
+            "--steps",
+            "4",
+            "--data",
+            str(tiny_npz),
+            "--output",
+            str(tmp_path / "path"),
+            "--no-pdb",
+            "--device",
+            "cpu",
+        ]
+    )
     assert load_dataset(tmp_path / "path.npz").coords.shape == (4, 58, 3)
     np.save(tmp_path / "z.npy", np.zeros((3, 4), dtype=np.float32))
-    sample_main([str(tiny_checkpoint), "--latents", str(tmp_path / "z.npy"), "--output", str(tmp_path / "z"), "--device", "cpu"])
+    sample_main(
+        [str(tiny_checkpoint), "--latents", str(tmp_path / "z.npy"), "--output", str(tmp_path / "z"), "--device", "cpu"]
+    )
     coords = load_dataset(tmp_path / "z.npz").coords
     np.testing.assert_allclose(coords[0], coords[2], atol=1e-6)
 
 
 def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path):
-    evaluate_main([str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--device", "cpu"])
+    evaluate_main(
+        [str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--device", "cpu"]
+    )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["reference"]["frames"] > 0
     for key in ("kabsch_rmsd", "kabsch_rmsd_reflection_allowed", "bond_mae", "distance_mae"):
@@ -159,13 +189,26 @@ def test_sample_and_evaluate_reject_bad_input(command, argv, expected, tiny_chec
     np.save(tmp_path / "bad_latents.npy", np.zeros((3, 7), dtype=np.float32))
     torch.save({"format": "bond_vae.checkpoint", "format_version": 2}, tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 broken")
-    other = Topology(aib9.topology.atomic_numbers.copy(), aib9.topology.atom_names, aib9.topology.residue_ids, aib9.topology.residue_names, aib9.topology.bonds)
+    other = Topology(
+        aib9.topology.atomic_numbers.copy(),
+        aib9.topology.atom_names,
+        aib9.topology.residue_ids,
+        aib9.topology.residue_names,
+        aib9.topology.bonds,
+    )
     other.atomic_numbers[0] = 7
-    np.savez(tmp_path / "wrong.npz", coords=aib9.coords[:5], atomic_numbers=other.atomic_numbers, bonds=aib9.topology.bonds)
+    np.savez(
+        tmp_path / "wrong.npz", coords=aib9.coords[:5], atomic_numbers=other.atomic_numbers, bonds=aib9.topology.bonds
+    )
     paths = {
-        "missing": tmp_path / "missing.pt", "checkpoint": tiny_checkpoint, "existing": tmp_path / "existing",
-        "existing_dir": tmp_path / "existing_dir", "bad_latents": tmp_path / "bad_latents.npy", "foreign": tmp_path / "foreign.pt",
-        "corrupt": tmp_path / "corrupt.pt", "wrong_molecule": tmp_path / "wrong.npz",
+        "missing": tmp_path / "missing.pt",
+        "checkpoint": tiny_checkpoint,
+        "existing": tmp_path / "existing",
+        "existing_dir": tmp_path / "existing_dir",
+        "bad_latents": tmp_path / "bad_latents.npy",
+        "foreign": tmp_path / "foreign.pt",
+        "corrupt": tmp_path / "corrupt.pt",
+        "wrong_molecule": tmp_path / "wrong.npz",
     }
     with pytest.raises(SystemExit) as exit_info:
         command([arg.format(**paths) for arg in argv] + ["--device", "cpu"])

@@ -68,7 +68,10 @@ def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(ai
     config.encoder.chiral_features = True
     config.chirality_weight = 1.0
     model = MODEL_CLASS(
-        config, torch.from_numpy(aib9.topology.atomic_numbers), torch.from_numpy(aib9.topology.bonds), torch.from_numpy(aib9.coords[0])
+        config,
+        torch.from_numpy(aib9.topology.atomic_numbers),
+        torch.from_numpy(aib9.topology.bonds),
+        torch.from_numpy(aib9.coords[0]),
     ).double()
     generator = torch.Generator().manual_seed(4)
     mu, _ = model.encode(positions)

@@ -38,7 +38,12 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         CheckpointError: the file could not be written (a full disk, say); an older file at
             ``path`` is left as it was.
     """
-    tagged = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "package_version": __version__, **payload}
+    tagged = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "package_version": __version__,
+        **payload,
+    }
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +54,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        raise CheckpointError(f"{path}: could not write the checkpoint ({error.strerror or error}); the previous one is intact") from None
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint ({error.strerror or error}); the previous one is intact"
+        ) from None
     finally:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
@@ -70,7 +77,9 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, truncated or not written by bond_vae): {reason[:200]}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt, truncated or not written by bond_vae): {reason[:200]}"
+        ) from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(f"{path}: not a bond_vae checkpoint")
     if payload["format"] != CHECKPOINT_FORMAT:
@@ -97,7 +106,9 @@ def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoin
         model = MolecularVAE(model_config, topology["atomic_numbers"], topology["bonds"], torch.zeros(n_atoms, 3))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: checkpoint does not describe a valid model ({str(error).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: checkpoint does not describe a valid model ({str(error).splitlines()[0][:200]})"
+        ) from None
     return model
 
 

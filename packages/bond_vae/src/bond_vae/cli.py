@@ -33,9 +33,13 @@ def exit_on_user_error() -> Iterator[None]:
         sys.exit(1)
 
 
-def parse_checkpoint_command(prog: str, description: str, config_class: type[T], argv: list[str] | None) -> tuple[Path, T]:
+def parse_checkpoint_command(
+    prog: str, description: str, config_class: type[T], argv: list[str] | None
+) -> tuple[Path, T]:
     """Parse '<prog> CHECKPOINT [flags of config_class]'."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", type=Path, help="a bond_vae checkpoint (best.pt or last.pt of a run)")
     parser.add_argument("--version", action="version", version=f"bond_vae {__version__}")
     add_dataclass_arguments(parser, config_class)

@@ -165,9 +165,13 @@ def device_for_rank(requested: str, ranks: Ranks) -> torch.device:
     if not ranks.distributed or device.type == "cpu":
         return device
     if device.index is not None:
-        raise ConfigError(f"--device {requested} names one GPU, but --devices {ranks.world_size} uses one per process: choose them with CUDA_VISIBLE_DEVICES (make train-bond GPUS=0,1)")
+        raise ConfigError(
+            f"--device {requested} names one GPU, but --devices {ranks.world_size} uses one per process: choose them with CUDA_VISIBLE_DEVICES (make train-bond GPUS=0,1)"
+        )
     if ranks.local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"--devices {ranks.world_size} needs {ranks.world_size} GPUs, but {torch.cuda.device_count()} are visible")
+        raise ConfigError(
+            f"--devices {ranks.world_size} needs {ranks.world_size} GPUs, but {torch.cuda.device_count()} are visible"
+        )
     return torch.device("cuda", ranks.local_rank)
 
 

@@ -39,12 +39,17 @@ class EncoderConfig:
     cutoff: float = field(default=5.0, metadata={"help": "radial cutoff in Angstrom"})
     graph: str = field(
         default="bonds",
-        metadata={"help": "message-passing graph: covalent bonds only (the seed's choice), or bonds plus all pairs within the cutoff", "choices": ENCODER_GRAPHS},
+        metadata={
+            "help": "message-passing graph: covalent bonds only (the seed's choice), or bonds plus all pairs within the cutoff",
+            "choices": ENCODER_GRAPHS,
+        },
     )
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
     chiral_features: bool = field(
         default=False,
-        metadata={"help": "add parity-odd inputs (signed volumes of bonded atom chains), so that mirror images get different latents"},
+        metadata={
+            "help": "add parity-odd inputs (signed volumes of bonded atom chains), so that mirror images get different latents"
+        },
     )
 
 
@@ -306,7 +311,9 @@ class ViSNetEncoder(nn.Module):
         self.config = config
         hidden = config.hidden_channels
         self.register_buffer("bonds", bonds.long().clone(), persistent=False)
-        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False)
+        self.register_buffer(
+            "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
+        )
         irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
         self.sh_dim = irreps_sh.dim
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")

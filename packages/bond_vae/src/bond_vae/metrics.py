@@ -197,7 +197,9 @@ def per_type_deviation(values: np.ndarray, reference: np.ndarray, labels: list[s
         result[label] = {
             "reference_mean": float(reference[:, columns].mean()),
             "sample_mean": float(values[:, columns].mean()),
-            "mean_abs_deviation": float(np.abs(values[:, columns].mean(axis=0) - reference[:, columns].mean(axis=0)).mean()),
+            "mean_abs_deviation": float(
+                np.abs(values[:, columns].mean(axis=0) - reference[:, columns].mean(axis=0)).mean()
+            ),
             "count": len(columns),
         }
     return result

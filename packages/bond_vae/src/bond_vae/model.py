@@ -25,7 +25,9 @@ class ModelConfig:
     latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
     chirality_weight: float = field(
         default=0.0,
-        metadata={"help": "weight of a parity-odd loss term: MSE of signed volumes of bonded atom chains (Angstrom^6); 0 keeps the loss mirror-blind"},
+        metadata={
+            "help": "weight of a parity-odd loss term: MSE of signed volumes of bonded atom chains (Angstrom^6); 0 keeps the loss mirror-blind"
+        },
     )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
@@ -101,7 +103,9 @@ class MolecularVAE(nn.Module):
         return self.encoder(self.atomic_numbers, positions)
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mu: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Draw z = mu + sigma * eps with eps ~ N(0, I); (B, D) -> (B, D)."""
         noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
         return mu + torch.exp(0.5 * log_var) * noise
@@ -120,7 +124,12 @@ class MolecularVAE(nn.Module):
         return self.criterion(positions, *self(positions), beta=beta)
 
     def criterion(
-        self, positions: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor, beta: float
+        self,
+        positions: torch.Tensor,
+        reconstruction: torch.Tensor,
+        mu: torch.Tensor,
+        log_var: torch.Tensor,
+        beta: float,
     ) -> LossTerms:
         """Loss terms of a batch from the outputs of :meth:`forward` (which the trainer may run
         compiled or data-parallel).

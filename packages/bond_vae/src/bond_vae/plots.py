@@ -37,8 +37,14 @@ def plot_bond_lengths(reference: np.ndarray, reconstructed: np.ndarray, sampled:
     """Histograms of all bond lengths (Angstrom): reference data, reconstructions, prior samples."""
     figure, axis = plt.subplots(figsize=(6.5, 4))
     bins = np.linspace(min(reference.min(), 1.0), max(reference.max(), 1.8), 80)
-    for values, label in ((reference, "validation data"), (reconstructed, "reconstruction"), (sampled, "prior samples")):
-        axis.hist(np.clip(values.ravel(), bins[0], bins[-1]), bins=bins, histtype="step", density=True, lw=1.5, label=label)
+    for values, label in (
+        (reference, "validation data"),
+        (reconstructed, "reconstruction"),
+        (sampled, "prior samples"),
+    ):
+        axis.hist(
+            np.clip(values.ravel(), bins[0], bins[-1]), bins=bins, histtype="step", density=True, lw=1.5, label=label
+        )
     axis.set_xlabel("bond length (Angstrom)")
     axis.set_ylabel("density")
     axis.legend()
@@ -74,7 +80,9 @@ def plot_ramachandran(phi: dict[str, np.ndarray], psi: dict[str, np.ndarray], pa
     return _save(figure, path)
 
 
-def plot_free_energy(cv1: dict[str, np.ndarray], cv2: dict[str, np.ndarray], labels: tuple[str, str], path: Path) -> Path:
+def plot_free_energy(
+    cv1: dict[str, np.ndarray], cv2: dict[str, np.ndarray], labels: tuple[str, str], path: Path
+) -> Path:
     """-ln p on two collective variables, same bins and colour scale for every ensemble (kT units)."""
     all_x = np.concatenate(list(cv1.values()))
     all_y = np.concatenate(list(cv2.values()))
@@ -88,8 +96,13 @@ def plot_free_energy(cv1: dict[str, np.ndarray], cv2: dict[str, np.ndarray], lab
             free_energy = -np.log(density)
         free_energy -= np.nanmin(free_energy[np.isfinite(free_energy)])
         image = axis.imshow(
-            np.where(np.isfinite(free_energy), free_energy, np.nan).T, origin="lower", aspect="auto", cmap="magma",
-            extent=(x_edges[0], x_edges[-1], y_edges[0], y_edges[-1]), vmin=0, vmax=8,
+            np.where(np.isfinite(free_energy), free_energy, np.nan).T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            extent=(x_edges[0], x_edges[-1], y_edges[0], y_edges[-1]),
+            vmin=0,
+            vmax=8,
         )
         axis.set_title(f"{name}: free energy (kT)")
         axis.set_xlabel(labels[0])

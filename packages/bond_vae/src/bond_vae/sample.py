@@ -28,11 +28,26 @@ class SampleConfig:
     """Sampling"""
 
     num_samples: int = field(default=1000, metadata={"help": "conformations to draw from the prior"})
-    output: Path = field(default=Path("samples"), metadata={"help": "output path without suffix: writes .npz and .pdb", "metavar": "PATH"})
-    latents: Path | None = field(default=None, metadata={"help": "decode these latent vectors (.npy of shape (K, latent_dim)) instead", "metavar": "FILE"})
-    interpolate: str | None = field(default=None, metadata={"help": "'I,J': decode the line between the posterior means of frames I and J of --data", "metavar": "I,J"})
+    output: Path = field(
+        default=Path("samples"),
+        metadata={"help": "output path without suffix: writes .npz and .pdb", "metavar": "PATH"},
+    )
+    latents: Path | None = field(
+        default=None,
+        metadata={"help": "decode these latent vectors (.npy of shape (K, latent_dim)) instead", "metavar": "FILE"},
+    )
+    interpolate: str | None = field(
+        default=None,
+        metadata={
+            "help": "'I,J': decode the line between the posterior means of frames I and J of --data",
+            "metavar": "I,J",
+        },
+    )
     steps: int = field(default=10, metadata={"help": "conformations along an interpolation, ends included"})
-    data: Path | None = field(default=None, metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"})
+    data: Path | None = field(
+        default=None,
+        metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"},
+    )
     batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
@@ -49,7 +64,9 @@ def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology
         except (OSError, ValueError, EOFError) as error:
             raise DataError(f"{config.latents}: not a readable .npy array ({error})") from None
         if latents.ndim != 2 or latents.shape[1] != model.latent_dim or not np.isfinite(latents).all():
-            raise DataError(f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}")
+            raise DataError(
+                f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
+            )
         return torch.from_numpy(latents.astype(np.float32)).to(device)
     if config.interpolate is not None:
         try:
@@ -76,7 +93,9 @@ def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: in
     """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom."""
     model.eval()
     chunks = []
-    for start in tqdm(range(0, len(latents), batch_size), desc="decoding", unit="batch", disable=len(latents) <= batch_size):
+    for start in tqdm(
+        range(0, len(latents), batch_size), desc="decoding", unit="batch", disable=len(latents) <= batch_size
+    ):
         chunks.append(model.decode(latents[start : start + batch_size]).float().cpu())
     return torch.cat(chunks).numpy()
 
@@ -99,7 +118,9 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     }
     written = [write_conformations_npz(outputs[0], coords, topology, metadata)]
     if config.pdb:
-        written.append(write_pdb(outputs[1], coords, topology, f"bond_vae {source} samples from {checkpoint_path.name}"))
+        written.append(
+            write_pdb(outputs[1], coords, topology, f"bond_vae {source} samples from {checkpoint_path.name}")
+        )
     return written
 
 

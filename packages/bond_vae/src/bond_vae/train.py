@@ -85,33 +85,76 @@ STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "grad_norm")
 class TrainConfig:
     """Training run"""
 
-    data: Path | None = field(default=None, metadata={"help": "dataset .npz, or .npy coordinates with --topology; none: the embedded AIB9 ensemble", "metavar": "FILE"})
-    topology: Path | None = field(default=None, metadata={"help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows", "metavar": "FILE"})
-    output_dir: Path = field(default=Path("runs/bond_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"})
+    data: Path | None = field(
+        default=None,
+        metadata={
+            "help": "dataset .npz, or .npy coordinates with --topology; none: the embedded AIB9 ensemble",
+            "metavar": "FILE",
+        },
+    )
+    topology: Path | None = field(
+        default=None,
+        metadata={
+            "help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows",
+            "metavar": "FILE",
+        },
+    )
+    output_dir: Path = field(
+        default=Path("runs/bond_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"}
+    )
     run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
     epochs: int = field(default=50, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=64, metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"})
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"},
+    )
     learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
     beta: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
     beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
-    validation_fraction: float = field(default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"})
-    max_frames: int | None = field(default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"}
+    )
+    max_frames: int | None = field(
+        default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    devices: int = field(default=1, metadata={"help": "data-parallel processes (DDP), started on this machine: one per GPU, or gloo processes on the CPU"})
+    devices: int = field(
+        default=1,
+        metadata={
+            "help": "data-parallel processes (DDP), started on this machine: one per GPU, or gloo processes on the CPU"
+        },
+    )
     precision: str = field(
         default="auto",
-        metadata={"help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; auto: bf16 on CUDA, fp32 on the CPU (bf16 pays on CPUs with AVX-512 BF16 or AMX)", "choices": PRECISIONS},
+        metadata={
+            "help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; auto: bf16 on CUDA, fp32 on the CPU (bf16 pays on CPUs with AVX-512 BF16 or AMX)",
+            "choices": PRECISIONS,
+        },
     )
-    compile: bool = field(default=True, metadata={"help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"})
+    compile: bool = field(
+        default=True,
+        metadata={
+            "help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"
+        },
+    )
     wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
     checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
-    evaluate_every: int = field(default=5, metadata={"help": "every N epochs (and at the end): structural metrics of the validation split and plots"})
-    max_bad_steps: int = field(default=20, metadata={"help": f"stop after this many consecutive non-finite steps (checked every {SYNC_INTERVAL} steps)"})
-    resume: Path | None = field(default=None, metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"})
+    evaluate_every: int = field(
+        default=5,
+        metadata={"help": "every N epochs (and at the end): structural metrics of the validation split and plots"},
+    )
+    max_bad_steps: int = field(
+        default=20,
+        metadata={"help": f"stop after this many consecutive non-finite steps (checked every {SYNC_INTERVAL} steps)"},
+    )
+    resume: Path | None = field(
+        default=None,
+        metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"},
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def validate(self) -> None:
@@ -127,7 +170,9 @@ class TrainConfig:
         if self.max_frames is not None and self.max_frames < 2:
             raise ConfigError(f"--max-frames must be at least 2, got {self.max_frames}")
         if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:
-            raise ConfigError("--latent-dim must be positive and --encoder-hidden-channels divisible by --encoder-num-heads")
+            raise ConfigError(
+                "--latent-dim must be positive and --encoder-hidden-channels divisible by --encoder-num-heads"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +260,9 @@ class StopRequested:
 class Trainer:
     """Owns the model, optimiser, data and run folder of one training run."""
 
-    def __init__(self, config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None, ranks: Ranks = Ranks()) -> None:
+    def __init__(
+        self, config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None, ranks: Ranks = Ranks()
+    ) -> None:
         self.config = config
         self.ranks = ranks
         self.run_dir: Path | None = None
@@ -284,7 +331,9 @@ class Trainer:
             if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
                 return torch.compile(network)
             if self.ranks.is_main:
-                print("warning: no C compiler on PATH, so torch.compile is off (--no-compile hides this)", file=sys.stderr)
+                print(
+                    "warning: no C compiler on PATH, so torch.compile is off (--no-compile hides this)", file=sys.stderr
+                )
         return network
 
     def _learning_rate_factor(self, step: int) -> float:
@@ -304,7 +353,9 @@ class Trainer:
             torch.equal(stored["atomic_numbers"], self.topology_record["atomic_numbers"])
             and torch.equal(stored["bonds"], self.topology_record["bonds"])
         ):
-            raise CheckpointError(f"{self.config.resume}: the checkpoint's molecule (atoms or bonds) differs from the data's")
+            raise CheckpointError(
+                f"{self.config.resume}: the checkpoint's molecule (atoms or bonds) differs from the data's"
+            )
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint["config"].get("devices", 1) != self.ranks.world_size:
@@ -312,7 +363,11 @@ class Trainer:
                 f"{self.config.resume}: the run was trained with {checkpoint['config'].get('devices', 1)} processes, "
                 f"not {self.ranks.world_size}: resume it with as many (--devices)"
             )
-        self.epoch, self.batch_in_epoch, self.step = checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["step"]
+        self.epoch, self.batch_in_epoch, self.step = (
+            checkpoint["epoch"],
+            checkpoint["batch_in_epoch"],
+            checkpoint["step"],
+        )
         self.best_validation = checkpoint["best_validation"]
         self.skipped_steps.fill_(checkpoint["skipped_steps"])
         if not self.ranks.distributed:
@@ -368,7 +423,9 @@ class Trainer:
         self.optimizer.step()
         del self.optimizer.found_inf
         self.scheduler.step()
-        metrics = torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, grad_norm]).detach().float()
+        metrics = (
+            torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, grad_norm]).detach().float()
+        )
         return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
     @torch.no_grad()
@@ -397,9 +454,12 @@ class Trainer:
         metrics["kabsch_rmsd"] = torch.cat(rmsd).mean().item()
         metrics["distance_mae"] = (pairwise_distances(reconstructed) - pairwise_distances(coords)).abs().mean().item()
         metrics["sample_bond_mae"] = (sample_lengths - reference_mean).abs().mean().item()
-        self.validation_ensembles = (coords.double().cpu().numpy(), reconstructed.double().cpu().numpy(), samples.double().cpu().numpy())
+        self.validation_ensembles = (
+            coords.double().cpu().numpy(),
+            reconstructed.double().cpu().numpy(),
+            samples.double().cpu().numpy(),
+        )
         return metrics
-
 
     def structural_metrics(self) -> dict[str, float]:
         """Headline structural metrics of the last validation pass (see ``evaluate``)."""
@@ -431,7 +491,9 @@ class Trainer:
         }
         folder = self.run_dir / "evaluation"
         folder.mkdir(exist_ok=True)
-        images.update({path.stem: path for path in write_figures(reference, reconstructed, samples, self.topology, folder)})
+        images.update(
+            {path.stem: path for path in write_figures(reference, reconstructed, samples, self.topology, folder)}
+        )
         return {f"plots/{name}": path for name, path in images.items()}
 
     def attach(self, run_dir: Path) -> None:
@@ -449,7 +511,12 @@ class Trainer:
     def fit(self, stop: StopRequested) -> int:
         """Train until the last epoch or a stop request; returns the exit code."""
         progress = tqdm(
-            total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc="training", disable=not self.ranks.is_main
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            dynamic_ncols=True,
+            desc="training",
+            disable=not self.ranks.is_main,
         )
         exit_code, stopped = 0, False
         while self.epoch < self.config.epochs and not stopped and exit_code == 0:
@@ -484,11 +551,15 @@ class Trainer:
         """
         config = self.config
         order = self.epoch_order(self.epoch)
-        sums = torch.zeros(len(STEP_METRICS) + 1, device=self.device)  # metric sums over applied steps, then their count
+        sums = torch.zeros(
+            len(STEP_METRICS) + 1, device=self.device
+        )  # metric sums over applied steps, then their count
         epoch_start = time.perf_counter()
         steps_done = 0
         while self.batch_in_epoch < self.steps_per_epoch:
-            step_metrics = self.train_step(self.train_coords[rank_slice(order, self.batch_in_epoch, config.batch_size, self.ranks)])
+            step_metrics = self.train_step(
+                self.train_coords[rank_slice(order, self.batch_in_epoch, config.batch_size, self.ranks)]
+            )
             applied = step_metrics[-1]
             sums += torch.where(applied > 0, step_metrics, torch.zeros_like(step_metrics))
             self.consecutive_bad_steps = (self.consecutive_bad_steps + 1.0) * (1.0 - applied)
@@ -515,7 +586,10 @@ class Trainer:
             epoch=self.epoch,
             step=self.step,
             skipped_steps=int(self.skipped_steps.item()),
-            molecules_per_s=steps_done * config.batch_size * self.ranks.world_size / (time.perf_counter() - epoch_start),
+            molecules_per_s=steps_done
+            * config.batch_size
+            * self.ranks.world_size
+            / (time.perf_counter() - epoch_start),
         )
         if self.ranks.is_main:
             self.end_epoch(train_record, progress)
@@ -542,7 +616,10 @@ class Trainer:
             metrics = dict(zip(STEP_METRICS, values)) | {"beta": self.beta_at(self.step - 1)}
             progress.set_postfix(loss=f"{metrics['loss']:.4g}", epoch=self.epoch + 1)
             if self.wandb_run is not None:
-                self.wandb_run.log({f"train/{k}": v for k, v in metrics.items()} | {"lr": self.scheduler.get_last_lr()[0]}, step=self.step)
+                self.wandb_run.log(
+                    {f"train/{k}": v for k, v in metrics.items()} | {"lr": self.scheduler.get_last_lr()[0]},
+                    step=self.step,
+                )
         return False
 
     def end_epoch(self, train_record: dict[str, float], progress: tqdm) -> None:

@@ -53,11 +53,7 @@ def torsion_quadruplets(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
         neighbours[i].append(j)
         neighbours[j].append(i)
     chains = [
-        (i, j, k, l)
-        for j, k in bonds.tolist()
-        for i in neighbours[j]
-        for l in neighbours[k]
-        if len({i, j, k, l}) == 4
+        (i, j, k, l) for j, k in bonds.tolist() for i in neighbours[j] for l in neighbours[k] if len({i, j, k, l}) == 4
     ]
     return torch.tensor(chains, dtype=torch.long).reshape(-1, 4)
 
@@ -141,7 +137,9 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ConfigError(
+                f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     elif device.type != "cpu":
         raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return device

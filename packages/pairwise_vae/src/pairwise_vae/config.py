@@ -68,7 +68,9 @@ def dataclass_from_namespace(cls: type[T], namespace: argparse.Namespace, prefix
     for field in dataclasses.fields(cls):
         annotation, _ = _unwrap_optional(hints[field.name])
         if dataclasses.is_dataclass(annotation):
-            values[field.name] = dataclass_from_namespace(annotation, namespace, prefix + field.metadata.get("prefix", ""))
+            values[field.name] = dataclass_from_namespace(
+                annotation, namespace, prefix + field.metadata.get("prefix", "")
+            )
         else:
             values[field.name] = getattr(namespace, prefix + field.name)
     return cls(**values)

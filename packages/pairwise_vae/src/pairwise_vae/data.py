@@ -127,7 +127,9 @@ def _load_npz(path: Path) -> ConformationDataset:
     n_atoms = coords.shape[1]
     atomic_numbers = arrays["atomic_numbers"]
     if atomic_numbers.ndim != 1 or not np.issubdtype(atomic_numbers.dtype, np.integer):
-        raise DataError(f"{path}: atomic_numbers must be a 1-D integer array, got shape {atomic_numbers.shape} {atomic_numbers.dtype}")
+        raise DataError(
+            f"{path}: atomic_numbers must be a 1-D integer array, got shape {atomic_numbers.shape} {atomic_numbers.dtype}"
+        )
     if len(atomic_numbers) != n_atoms:
         raise DataError(f"{path}: coords have {n_atoms} atoms but atomic_numbers lists {len(atomic_numbers)}")
     unknown = sorted(set(int(z) for z in atomic_numbers) - set(ELEMENTS))
@@ -170,7 +172,9 @@ def _load_npy(path: Path, topology_path: Path) -> ConformationDataset:
     coords = _as_coordinates(raw.reshape(-1, *raw.shape[-2:]), path)
     topology = load_topology(topology_path, coords)
     if topology.n_atoms != coords.shape[1]:
-        raise DataError(f"{path}: coordinates have {coords.shape[1]} atoms but topology {topology_path} has {topology.n_atoms}")
+        raise DataError(
+            f"{path}: coordinates have {coords.shape[1]} atoms but topology {topology_path} has {topology.n_atoms}"
+        )
     return ConformationDataset(coords=coords, topology=topology, source=path, metadata={"topology": str(topology_path)})
 
 
@@ -189,7 +193,9 @@ def load_topology(path: Path, coords: np.ndarray) -> Topology:
         except (OSError, ValueError, EOFError) as error:
             raise DataError(f"{path}: not a readable atom table ({error})") from None
         if table.ndim != 2 or table.shape[1] != 2:
-            raise DataError(f"{path}: atom table must have shape (atoms, 2) of [atom_name, residue_index], got {table.shape}")
+            raise DataError(
+                f"{path}: atom table must have shape (atoms, 2) of [atom_name, residue_index], got {table.shape}"
+            )
         names = [str(name).strip() for name in table[:, 0]]
         try:
             residue_ids = [int(residue) for residue in table[:, 1]]
@@ -235,7 +241,11 @@ def _read_pdb(path: Path) -> tuple[list[str], list[int], list[str], list[tuple[i
             break
     if not names:
         raise DataError(f"{path}: no ATOM or HETATM records")
-    known = [(serial_to_index[a], serial_to_index[b]) for a, b in sorted(bonds) if a in serial_to_index and b in serial_to_index]
+    known = [
+        (serial_to_index[a], serial_to_index[b])
+        for a, b in sorted(bonds)
+        if a in serial_to_index and b in serial_to_index
+    ]
     return names, residue_ids, residue_names, known or None
 
 
@@ -255,7 +265,9 @@ def _as_coordinates(array: np.ndarray, path: Path) -> np.ndarray:
 
 def _as_bonds(bonds: np.ndarray, path: Path) -> np.ndarray:
     if bonds.ndim != 2 or bonds.shape[1] != 2 or not np.issubdtype(bonds.dtype, np.integer):
-        raise DataError(f"{path}: bonds must be an integer array of shape (n_bonds, 2), got {bonds.shape} {bonds.dtype}")
+        raise DataError(
+            f"{path}: bonds must be an integer array of shape (n_bonds, 2), got {bonds.shape} {bonds.dtype}"
+        )
     return bonds.astype(np.int64)
 
 
@@ -280,7 +292,9 @@ def validate(dataset: ConformationDataset) -> None:
     separation = np.linalg.norm(first[:, None] - first[None, :], axis=-1) + np.eye(n_atoms) * 1e9
     if separation.min() < MIN_ATOM_SEPARATION:
         i, j = np.unravel_index(separation.argmin(), separation.shape)
-        raise DataError(f"{path}: atoms {i} and {j} of frame 0 are {separation.min():.3f} Angstrom apart (duplicate atoms?)")
+        raise DataError(
+            f"{path}: atoms {i} and {j} of frame 0 are {separation.min():.3f} Angstrom apart (duplicate atoms?)"
+        )
 
 
 def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
@@ -297,7 +311,9 @@ def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
     return len({root(i) for i in range(n_atoms)})
 
 
-def split_frames(n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def split_frames(
+    n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
     """Split frame indices into training and validation sets by contiguous blocks.
 
     MD frames close in time are nearly identical, so a random split would leak them into

@@ -24,8 +24,12 @@ class DecoderConfig:
 
     hidden_channels: int = field(default=64, metadata={"help": "node and edge channels"})
     num_layers: int = field(default=4, metadata={"help": "EGNN layers"})
-    max_topological_distance: int = field(default=8, metadata={"help": "bond-path lengths above this share one pair embedding"})
-    coordinate_range: float = field(default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)"})
+    max_topological_distance: int = field(
+        default=8, metadata={"help": "bond-path lengths above this share one pair embedding"}
+    )
+    coordinate_range: float = field(
+        default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)"}
+    )
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
 
 
@@ -78,7 +82,9 @@ class EGNNLayer(nn.Module):
         nn.init.xavier_uniform_(last.weight, gain=0.001)
         self.coordinate_mlp = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), last)
         self.node_mlp = (
-            nn.Sequential(nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels))
+            nn.Sequential(
+                nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels)
+            )
             if update_nodes
             else None
         )
@@ -102,7 +108,8 @@ class EGNNLayer(nn.Module):
         pre_activation = (
             self.target_proj(h).unsqueeze(2)
             + self.source_proj(h).unsqueeze(1)
-            + squared_distance * self.distance_proj.weight.squeeze(-1)  # = distance_proj(squared_distance), without a K=1 matmul
+            + squared_distance
+            * self.distance_proj.weight.squeeze(-1)  # = distance_proj(squared_distance), without a K=1 matmul
             + pair_attributes
         )
         messages = self.edge_mlp(pre_activation) * pair_mask.unsqueeze(-1)
@@ -151,7 +158,8 @@ class EGNNDecoderMSE(nn.Module):
         self.latent_proj = nn.Linear(latent_dim, hidden)
         self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, hidden)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, config.coordinate_range, update_nodes=i < config.num_layers - 1) for i in range(config.num_layers)
+            EGNNLayer(hidden, config.coordinate_range, update_nodes=i < config.num_layers - 1)
+            for i in range(config.num_layers)
         )
 
     @property

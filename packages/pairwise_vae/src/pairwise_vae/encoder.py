@@ -41,7 +41,9 @@ class EncoderConfig:
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
     chiral_features: bool = field(
         default=False,
-        metadata={"help": "add parity-odd inputs (signed volumes of bonded atom chains), so that mirror images get different latents"},
+        metadata={
+            "help": "add parity-odd inputs (signed volumes of bonded atom chains), so that mirror images get different latents"
+        },
     )
 
 
@@ -304,7 +306,9 @@ class ViSNetEncoderMSE(nn.Module):
         super().__init__()
         self.config = config
         hidden = config.hidden_channels
-        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False)
+        self.register_buffer(
+            "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
+        )
         irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
         self.sh_dim = irreps_sh.dim
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")

@@ -60,9 +60,20 @@ from pairwise_vae.utils import kabsch_rmsd
 class EvaluateConfig:
     """Evaluation"""
 
-    data: Path | None = field(default=None, metadata={"help": "reference conformations (any file the loaders accept); none: the validation split of the checkpoint's training data", "metavar": "FILE"})
-    topology: Path | None = field(default=None, metadata={"help": "topology of .npy reference coordinates", "metavar": "FILE"})
-    output: Path = field(default=Path("evaluation"), metadata={"help": "new folder for the report (must not exist yet)", "metavar": "DIR"})
+    data: Path | None = field(
+        default=None,
+        metadata={
+            "help": "reference conformations (any file the loaders accept); none: the validation split of the checkpoint's training data",
+            "metavar": "FILE",
+        },
+    )
+    topology: Path | None = field(
+        default=None, metadata={"help": "topology of .npy reference coordinates", "metavar": "FILE"}
+    )
+    output: Path = field(
+        default=Path("evaluation"),
+        metadata={"help": "new folder for the report (must not exist yet)", "metavar": "DIR"},
+    )
     num_samples: int = field(default=2000, metadata={"help": "conformations drawn from the prior"})
     max_frames: int = field(default=2000, metadata={"help": "reference frames used, evenly spaced"})
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
@@ -96,10 +107,14 @@ def backbone_angles(topology: Topology, ensembles: dict[str, np.ndarray]) -> tup
     backbone = find_backbone(topology)
     if backbone is None:
         return None
-    return backbone.residue_ids, {name: (dihedrals(c, backbone.phi), dihedrals(c, backbone.psi)) for name, c in ensembles.items()}
+    return backbone.residue_ids, {
+        name: (dihedrals(c, backbone.phi), dihedrals(c, backbone.psi)) for name, c in ensembles.items()
+    }
 
 
-def compare_ensembles(reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology) -> dict:
+def compare_ensembles(
+    reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology
+) -> dict:
     """Structural agreement of reconstructions and samples with the reference (see module docstring).
 
     Args:
@@ -129,7 +144,9 @@ def compare_ensembles(reference: np.ndarray, reconstructed: np.ndarray, samples:
         "count": len(samples),
         "bond_length_by_type": per_type_deviation(sample_lengths, reference_lengths, type_labels(topology, bonds)),
         "bond_angle_by_type": per_type_deviation(sample_angles, reference_angles, type_labels(topology, triplets)),
-        "bonds_within_0.1_of_reference_mean": float((np.abs(sample_lengths - reference_lengths.mean(axis=0)) < 0.1).mean()),
+        "bonds_within_0.1_of_reference_mean": float(
+            (np.abs(sample_lengths - reference_lengths.mean(axis=0)) < 0.1).mean()
+        ),
         "clash_fraction": {
             "samples": clash_fraction(samples, bonds),
             "reference": clash_fraction(reference, bonds),
@@ -157,7 +174,9 @@ def compare_ensembles(reference: np.ndarray, reconstructed: np.ndarray, samples:
     return report
 
 
-def write_figures(reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology, folder: Path) -> list[Path]:
+def write_figures(
+    reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology, folder: Path
+) -> list[Path]:
     """The evaluation PNGs (Ramachandran and free-energy maps only for peptides)."""
     bonds = topology.bonds
     triplets = angle_triplets(bonds, topology.n_atoms)
@@ -178,7 +197,9 @@ def write_figures(reference: np.ndarray, reconstructed: np.ndarray, samples: np.
             folder / "distances_rg.png",
         ),
         plot_structures(
-            {"reference": reference[0], "reconstruction": reconstructed[0], "prior sample": samples[0]}, bonds, folder / "structures.png"
+            {"reference": reference[0], "reconstruction": reconstructed[0], "prior sample": samples[0]},
+            bonds,
+            folder / "structures.png",
         ),
     ]
     found = backbone_angles(topology, ensembles)
@@ -204,7 +225,9 @@ def write_figures(reference: np.ndarray, reconstructed: np.ndarray, samples: np.
 
 
 @torch.no_grad()
-def encode_in_batches(model: MolecularVAEMSE, coords: np.ndarray, batch_size: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+def encode_in_batches(
+    model: MolecularVAEMSE, coords: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances, each (F, latent_dim)."""
     model.eval()
     mus, log_vars = [], []
@@ -243,15 +266,35 @@ def markdown_report(report: dict) -> str:
         f"| radius of gyration, mean (A): samples / reference | {samples['radius_of_gyration']['sample_mean']:.2f} / {samples['radius_of_gyration']['reference_mean']:.2f} |",
     ]
     if "ramachandran_js_distance" in samples:
-        lines.append(f"| phi/psi Jensen-Shannon distance, mean over residues | {samples['ramachandran_js_distance']['mean']:.3f} |")
-        lines += ["", "## Helix handedness (fraction of frames)", "", "| ensemble | right | left | mixed |", "|---|---|---|---|"]
+        lines.append(
+            f"| phi/psi Jensen-Shannon distance, mean over residues | {samples['ramachandran_js_distance']['mean']:.3f} |"
+        )
+        lines += [
+            "",
+            "## Helix handedness (fraction of frames)",
+            "",
+            "| ensemble | right | left | mixed |",
+            "|---|---|---|---|",
+        ]
         for name, fractions in report["handedness"].items():
             lines.append(f"| {name} | {fractions['right']:.3f} | {fractions['left']:.3f} | {fractions['mixed']:.3f} |")
-    lines += ["", "## Bond lengths by type (A)", "", "| type | reference | samples | mean abs deviation |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Bond lengths by type (A)",
+        "",
+        "| type | reference | samples | mean abs deviation |",
+        "|---|---|---|---|",
+    ]
     for label, values in samples["bond_length_by_type"].items():
-        lines.append(f"| {label} | {values['reference_mean']:.3f} | {values['sample_mean']:.3f} | {values['mean_abs_deviation']:.4f} |")
+        lines.append(
+            f"| {label} | {values['reference_mean']:.3f} | {values['sample_mean']:.3f} | {values['mean_abs_deviation']:.4f} |"
+        )
     latent = report["latent"]
-    lines += ["", f"Latent space: {latent['active_units']} of {latent['latent_dim']} dimensions active; KL {latent['kl_total']:.2f} nats per molecule.", ""]
+    lines += [
+        "",
+        f"Latent space: {latent['active_units']} of {latent['latent_dim']} dimensions active; KL {latent['kl_total']:.2f} nats per molecule.",
+        "",
+    ]
     lines += [f"![{name}]({name})" for name in report["figures"]]
     return "\n".join(lines) + "\n"
 
@@ -264,9 +307,13 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
     mu, log_var = encode_in_batches(model, reference, config.batch_size, device)
     reconstructed = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    samples = decode_in_batches(model, torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device), config.batch_size)
+    samples = decode_in_batches(
+        model, torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device), config.batch_size
+    )
 
-    report = compare_ensembles(reference.astype(np.float64), reconstructed.astype(np.float64), samples.astype(np.float64), topology)
+    report = compare_ensembles(
+        reference.astype(np.float64), reconstructed.astype(np.float64), samples.astype(np.float64), topology
+    )
     report["latent"] = latent_statistics(mu, log_var)
     config.output.mkdir(parents=True)
     figures = write_figures(reference, reconstructed, samples, topology, config.output)
