@@ -64,6 +64,7 @@ class Measurement:
     code: str
     compiled: bool
     bf16: bool
+    pair_channels: int
     device: str
     batch_size: int
     parameters: int
@@ -75,8 +76,11 @@ class Measurement:
     mfu: float | None
 
 
-def build_model(package: str, setting: dict | None, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor, int]:
-    """The package's model at a setting (None: its defaults), and a data tensor on ``device``."""
+def build_model(
+    package: str, setting: dict | None, pair_channels: int | None, device: torch.device
+) -> tuple[torch.nn.Module, torch.Tensor, int]:
+    """The package's model at a setting (None: its defaults) and decoder pair channels (None: the
+    package's default), and a data tensor on ``device``."""
     data_module = importlib.import_module(f"{package}.data")
     model_module = importlib.import_module(f"{package}.model")
     dataset = data_module.load_dataset(None)
@@ -89,6 +93,8 @@ def build_model(package: str, setting: dict | None, device: torch.device) -> tup
         config.decoder.num_layers = setting["decoder_layers"]
         config.encoder.num_heads = min(config.encoder.num_heads, setting["hidden"])
         batch_size = setting["batch_size"]
+    if pair_channels is not None:
+        config.decoder.pair_channels = pair_channels
     coords = torch.from_numpy(dataset.coords)
     model = getattr(model_module, PACKAGES[package])(
         config,
@@ -130,6 +136,7 @@ def measure(
     sample_batch: int,
     compile_model: bool,
     precision: str,
+    pair_channels: int | None,
     source: str | None,
 ) -> Measurement:
     """One package at one setting, in the current process (importing it from ``source`` if given)."""
@@ -138,11 +145,11 @@ def measure(
     device = torch.device(device_name)
     setting = {"default": None, "reference": REFERENCE_SETTINGS[package], "tiny": TINY_SETTINGS}[setting_name]
     torch.manual_seed(0)
-    model, coords, batch_size = build_model(package, setting, device)
+    model, coords, batch_size = build_model(package, setting, pair_channels, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     eager_forward = model.forward
     if compile_model:
-        model.forward = torch.compile(eager_forward)  # what the loss calls; sampling stays eager, as in the CLI
+        model.forward = torch.compile(eager_forward)  # what the loss calls
     amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -200,6 +207,7 @@ def measure(
         code=source or "this checkout",
         compiled=compile_model,
         bf16=amp,
+        pair_channels=model.decoder.layers[0].source_proj.out_features,
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         batch_size=batch_size,
         parameters=sum(p.numel() for p in model.parameters()),
@@ -280,7 +288,7 @@ def format_comparison(rows: list[Measurement], original: list[dict]) -> str:
 
 def format_table(rows: list[Measurement]) -> str:
     header = (
-        f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'batch':>5} {'params':>10} "
+        f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'pair':>4} {'batch':>5} {'params':>10} "
         f"{'train mol/s':>12} {'sample conf/s':>14} {'sample/train':>12} {'peak MiB':>9} {'GFLOP/mol':>10} "
         f"{'MFU':>6}  device"
     )
@@ -290,7 +298,7 @@ def format_table(rows: list[Measurement]) -> str:
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else f"{'-':>6}"
         lines.append(
             f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} "
-            f"{r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
+            f"{r.pair_channels:>4} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
             f"{r.sample_conformations_per_s:>14.1f} {r.sample_conformations_per_s / r.train_molecules_per_s:>11.1f}x "
             f"{r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
         )
@@ -319,6 +327,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=["auto", "bf16", "fp32"],
         default="auto",
         help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU",
+    )
+    parser.add_argument(
+        "--pair-channels",
+        type=int,
+        help="the decoder's pair channels at every setting (default: each package's default, as the node channels)",
     )
     parser.add_argument(
         "--source", help="measure the packages of this checkout (its root folder) instead of this one's"
@@ -353,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
             args.sample_batch,
             args.compile,
             args.precision,
+            args.pair_channels,
             args.source,
         )
         for p in args.packages

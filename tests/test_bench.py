@@ -53,6 +53,7 @@ def test_the_comparison_with_the_original_takes_its_best_batch_and_gives_the_rat
         code="this checkout",
         compiled=True,
         bf16=False,
+        pair_channels=256,
         device="CPU",
         batch_size=256,
         parameters=1,
