@@ -13,7 +13,7 @@ import torch
 from bond_helpers import TINY_MODEL_FLAGS
 from bond_vae.checkpoint import load_checkpoint
 from bond_vae.distributed import Ranks
-from bond_vae.train import rank_slice
+from bond_vae.trainer import rank_slice
 
 HERE = Path(__file__).resolve().parent
 

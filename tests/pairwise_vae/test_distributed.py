@@ -13,7 +13,7 @@ import torch
 from pairwise_helpers import TINY_MODEL_FLAGS
 from pairwise_vae.checkpoint import load_checkpoint
 from pairwise_vae.distributed import Ranks
-from pairwise_vae.train import rank_slice
+from pairwise_vae.trainer import rank_slice
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 
 import pytest
 import torch
 from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
-from pairwise_vae import train as train_module
 from pairwise_vae.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
+    model_payload,
     save_checkpoint,
 )
-from pairwise_vae.config import to_dict
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.train import TrainConfig, main, new_run_folder
+from pairwise_vae.model import reference_conformation
+from pairwise_vae.run_log import new_run_folder
+from pairwise_vae.train import main
+from pairwise_vae.train_config import TrainConfig
+from pairwise_vae.trainer import beta_at, learning_rate_factor
 
 
 def tiny_run_flags(data, output_dir, epochs=1, *extra):
@@ -49,6 +54,29 @@ def run_main(argv):
     return exit_info.value.code
 
 
+def at_training_step(n, action, monkeypatch):
+    """Run ``action()`` in the loss of the n-th training step (validation passes are not counted)."""
+    original_criterion = MODEL_CLASS.criterion
+    calls = {"n": 0}
+
+    def criterion(self, positions, *outputs, beta):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == n:
+                action()
+        return original_criterion(self, positions, *outputs, beta=beta)
+
+    monkeypatch.setattr(MODEL_CLASS, "criterion", criterion)
+
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def die():
+    raise KeyboardInterrupt  # like kill -9: no final checkpoint is written
+
+
 def test_a_few_optimiser_steps_lower_the_loss(aib9):
     model = make_model(aib9)
     batch = torch.from_numpy(aib9.coords[:16])
@@ -67,10 +95,7 @@ def test_a_few_optimiser_steps_lower_the_loss(aib9):
 def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
     model = make_model(aib9)
     config = TrainConfig(model=tiny_model_config())
-    topology = {"atomic_numbers": model.atomic_numbers, "bonds": model.bonds}
-    save_checkpoint(
-        tmp_path / "model.pt", {"config": to_dict(config), "topology": topology, "model": model.state_dict()}
-    )
+    save_checkpoint(tmp_path / "model.pt", model_payload(config, aib9.topology, model))
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
     batch = torch.from_numpy(aib9.coords[:4])
     z = torch.randn(3, model.latent_dim)
@@ -98,18 +123,9 @@ def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
     assert run_main(tiny_run_flags(tiny_npz, tmp_path / "full", 2, *flags)) == 0
     full = load_checkpoint(tmp_path / "full" / "run" / "last.pt")
 
-    original_step = train_module.Trainer.train_step
-    calls = {"n": 0}
-
-    def dies_at_step_seven(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt  # like kill -9: no final checkpoint is written
-        return original_step(self, batch)
-
-    monkeypatch.setattr(train_module.Trainer, "train_step", dies_at_step_seven)
+    at_training_step(7, die, monkeypatch)
     assert run_main(tiny_run_flags(tiny_npz, tmp_path / "killed", 2, *flags)) == 130
-    monkeypatch.setattr(train_module.Trainer, "train_step", original_step)
+    monkeypatch.undo()
     interrupted = load_checkpoint(tmp_path / "killed" / "run" / "last.pt")
     assert interrupted["step"] == 6, "the periodic checkpoint of step 6 is the last one written"
 
@@ -121,16 +137,7 @@ def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
 
 
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_npz, tmp_path, monkeypatch, capsys):
-    original_step = train_module.Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupted_at_step_three(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original_step(self, batch)
-
-    monkeypatch.setattr(train_module.Trainer, "train_step", interrupted_at_step_three)
+    at_training_step(3, interrupt, monkeypatch)
     assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
     checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
     assert checkpoint["step"] == 3
@@ -182,6 +189,10 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert len(folders) == 3 and all(folder.is_dir() for folder in folders)
 
 
+@pytest.mark.skipif(
+    not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
+    reason="no C compiler: torch.compile is off, so there is no compiled run to compare",
+)
 def test_compiled_training_follows_the_eager_run(tiny_npz, tmp_path):
     losses = {}
     for name in ("eager", "compiled"):
@@ -189,7 +200,7 @@ def test_compiled_training_follows_the_eager_run(tiny_npz, tmp_path):
         assert run_main([*flags, "--compile"] if name == "compiled" else flags) == 0
         records = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
         losses[name] = next(r["loss"] for r in records if r["split"] == "validation")
-    assert losses["compiled"] == pytest.approx(losses["eager"], rel=0.3), losses
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3), losses
 
 
 def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
@@ -203,3 +214,57 @@ def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
     assert mixed.dtype == torch.float32, "coordinates leave the decoder in float32"
     assert (mixed - reference).abs().max() < 0.05, "Angstrom"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_stop_on_the_last_step_of_an_epoch_resumes_cleanly(tiny_npz, tmp_path, monkeypatch):
+    """Bug: a stop agreed on the last step of an epoch saved batch_in_epoch == steps_per_epoch; the
+    resumed run then wrote a train record without a loss, and the loss plot raised KeyError."""
+    at_training_step(5, interrupt, monkeypatch)  # 43 training frames / batches of 8: step 5 ends epoch 1
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "run"
+    assert load_checkpoint(run / "last.pt")["step"] == 5
+
+    assert run_main(["--resume", str(run / "last.pt")]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert [r["epoch"] for r in train_records] == [1, 2]
+    assert all("loss" in r for r in train_records), train_records
+    assert (run / "loss_curves.png").is_file()
+    assert load_checkpoint(run / "last.pt")["step"] == 10
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_five_percent():
+    assert learning_rate_factor(0, warmup_steps=4, total_steps=20) == 0.25
+    assert learning_rate_factor(3, warmup_steps=4, total_steps=20) == 1.0
+    assert learning_rate_factor(4, warmup_steps=4, total_steps=20) == 1.0, "the cosine starts at its peak"
+    assert math.isclose(learning_rate_factor(12, warmup_steps=4, total_steps=20), 0.05 + 0.95 * 0.5)
+    assert math.isclose(learning_rate_factor(20, warmup_steps=4, total_steps=20), 0.05)
+    assert math.isclose(learning_rate_factor(99, warmup_steps=4, total_steps=20), 0.05), "stays at the floor"
+
+
+def test_beta_rises_linearly_over_its_warm_up_epochs():
+    assert beta_at(0, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.0
+    assert math.isclose(beta_at(5, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5), 0.05)
+    assert beta_at(10, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.1
+    assert beta_at(50, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.1
+    assert beta_at(0, beta=0.1, warmup_epochs=0.0, steps_per_epoch=5) == 0.1, "no warm-up: full beta at once"
+
+
+def test_reference_conformation_is_the_frame_closest_to_the_mean_distances():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 6, 3, generator=generator, dtype=torch.float64)
+    # frames scaled by 0.8 .. 1.2: the unscaled one has the mean distances
+    frames = base * torch.tensor([0.8, 0.9, 1.2, 1.0, 1.1], dtype=torch.float64).view(-1, 1, 1)
+    chosen = reference_conformation(frames)
+    torch.testing.assert_close(chosen, frames[3])
+    chosen += 1.0
+    assert not torch.equal(frames[3], chosen), "a copy, not a view of the data"
+
+
+def test_changing_epochs_on_resume_says_what_happens_to_the_schedule(tiny_npz, tmp_path, capsys):
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", "run")) == 0
+    capsys.readouterr()
+    assert run_main(["--resume", str(tmp_path / "runs" / "run" / "last.pt"), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "--epochs 2 (the run had 1)" in err and "learning-rate schedule" in err

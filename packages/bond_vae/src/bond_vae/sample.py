@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bond_vae import __version__
-from bond_vae.cli import check_inference_request, exit_on_user_error, load_for_inference, parse_checkpoint_command
+from bond_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
 from bond_vae.config import ConfigError
 from bond_vae.data import DataError, Topology, load_dataset
+from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.model import MolecularVAE
 from bond_vae.structure_files import write_conformations_npz, write_pdb
 
@@ -55,7 +55,7 @@ class SampleConfig:
 
 
 def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device) -> torch.Tensor:
-    """(K, latent_dim) latents chosen by the configuration."""
+    """(K, latent_dim) latents chosen by the configuration: a file's, an interpolation's, or prior draws."""
     if config.latents is not None:
         if not config.latents.is_file():
             raise DataError(f"{config.latents}: file not found")
@@ -86,18 +86,6 @@ def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology
         return (1.0 - weights) * mu[0] + weights * mu[1]
     generator = torch.Generator(device=device).manual_seed(config.seed)
     return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
-
-
-@torch.no_grad()
-def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom."""
-    model.eval()
-    chunks = []
-    for start in tqdm(
-        range(0, len(latents), batch_size), desc="decoding", unit="batch", disable=len(latents) <= batch_size
-    ):
-        chunks.append(model.decode(latents[start : start + batch_size]).float().cpu())
-    return torch.cat(chunks).numpy()
 
 
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:

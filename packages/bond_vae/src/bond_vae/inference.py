@@ -1,0 +1,51 @@
+"""A trained model at work: load a checkpoint for inference, encode and decode in batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, topology_from_checkpoint
+from bond_vae.data import Topology
+from bond_vae.model import MolecularVAE
+from bond_vae.utils import resolve_device
+
+
+def load_for_inference(
+    checkpoint_path: Path, device_name: str
+) -> tuple[dict[str, Any], MolecularVAE, Topology, torch.device]:
+    """Checkpoint, its model in eval mode on the device, its molecule, and the device."""
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    return checkpoint, model, topology_from_checkpoint(checkpoint), device
+
+
+@torch.no_grad()
+def encode_in_batches(
+    model: MolecularVAE, coords: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior parameters of (F, N, 3) Angstrom frames: means and log-variances, each (F, latent_dim)."""
+    model.eval()
+    mus, log_vars = [], []
+    for start in range(0, len(coords), batch_size):
+        mu, log_var = model.encode(torch.from_numpy(coords[start : start + batch_size]).to(device))
+        mus.append(mu.float().cpu())
+        log_vars.append(log_var.float().cpu())
+    return torch.cat(mus).numpy(), torch.cat(log_vars).numpy()
+
+
+@torch.no_grad()
+def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Decode (K, latent_dim) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom."""
+    model.eval()
+    chunks = []
+    for start in tqdm(
+        range(0, len(latents), batch_size), desc="decoding", unit="batch", disable=len(latents) <= batch_size
+    ):
+        chunks.append(model.decode(latents[start : start + batch_size]).float().cpu())
+    return torch.cat(chunks).numpy()
