@@ -14,8 +14,9 @@ measurement runs in a fresh process so that the peak memory (resident set size o
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
 fraction of the GPU's peak dense bf16 throughput (MFU). The step is the one training runs:
 the model's forward pass compiled with ``torch.compile`` (unless ``--no-compile``), bf16
-autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR`` measures the packages of another checkout
-(an older version, say) instead of this one, so that versions can be compared on one machine.
+autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR`` measures the
+packages of another checkout (an older version, say) instead of this one, so that versions can be compared on
+one machine.
 
 This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
 """
@@ -208,13 +209,17 @@ def measure_in_fresh_process(job: tuple) -> Measurement:
 
 
 def format_table(rows: list[Measurement]) -> str:
-    header = f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'batch':>5} {'params':>10} {'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
+    header = (
+        f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'batch':>5} {'params':>10} "
+        f"{'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         flops = f"{r.flops_per_molecule / 1e9:10.2f}" if r.flops_per_molecule else f"{'-':>10}"
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else f"{'-':>6}"
         lines.append(
-            f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
+            f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} "
+            f"{r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
             f"{r.sample_conformations_per_s:>14.1f} {r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
         )
     return "\n".join(lines)
