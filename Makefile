@@ -21,7 +21,7 @@ comma := ,
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both lint test test-isolated bench dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both lint test test-isolated bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -55,6 +55,9 @@ test-isolated: setup  ## each package's tests in a fresh environment that holds 
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
+
+gpu-check: setup  ## on a machine with a GPU: CUDA tests, bench, one-epoch train-both, DDP; one summary table (~8 min)
+	$(UV) run --frozen python scripts/gpu_check.py $(ARGS)
 
 dataset: setup  ## regenerate the AIB9 MD ensemble with OpenMM (ARGS="--output FILE")
 	$(UV) sync --frozen --compile-bytecode --group dataset

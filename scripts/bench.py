@@ -3,20 +3,23 @@
     uv run python scripts/bench.py                 # (make bench) default and reference settings
     uv run python scripts/bench.py --json bench.json --device cuda
     uv run python scripts/bench.py --no-compile --source /path/to/other/checkout   # side by side
+    uv run python scripts/bench.py --settings reference --original /tmp/orig --original-python /tmp/refvenv/bin/python
 
 
 For each package and setting it times the full training step (forward, loss, backward,
 optimiser step) on batches of the embedded AIB9 data after warm-up steps, and reports the
 median over repeats in molecules/s; then prior sampling in conformations/s, as the sampling
-commands decode (eager, float32, whatever ``--compile`` and ``--precision`` say). Each
+commands decode (float32, compiled unless ``--no-compile``, as the commands do by default). Each
 measurement runs in a fresh process so that the peak memory (resident set size on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone. On CUDA it also counts the
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
 fraction of the GPU's peak dense bf16 throughput (MFU). The step is the one training runs:
 the model's forward pass compiled with ``torch.compile`` (unless ``--no-compile``), bf16
-autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR`` measures the
-packages of another checkout (an older version, say) instead of this one, so that versions can be compared on
-one machine.
+autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR``
+measures the packages of another checkout (an older version, say) instead of this one, so
+that versions can be compared on one machine. ``--original DIR`` also times the original
+implementation (with ``../shared/reference_bench/original_throughput.py``) at its batch sizes
+and prints it beside this project at the original's settings, with the ratio.
 
 This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
 """
@@ -25,12 +28,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import multiprocessing
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -38,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"bond_vae": "MolecularVAE", "pairwise_vae": "MolecularVAEMSE"}
 # the reference implementation's settings, per package
 REFERENCE_SETTINGS = {
@@ -89,6 +97,15 @@ def build_model(package: str, setting: dict | None, device: torch.device) -> tup
         coords[0],
     )
     return model.to(device), coords.to(device), batch_size
+
+
+def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int, bool], object]:
+    """The package's ``sample.decode_in_batches(model, latents, batch_size, compile_decoder)``."""
+    decode_in_batches = importlib.import_module(f"{package}.sample").decode_in_batches
+    if "compile_decoder" in inspect.signature(decode_in_batches).parameters:
+        return decode_in_batches
+    # a --source checkout from before compiled sampling decodes eagerly
+    return lambda model, latents, batch_size, compile_decoder: decode_in_batches(model, latents, batch_size)
 
 
 def synchronize(device: torch.device) -> None:
@@ -162,15 +179,16 @@ def measure(
         peak = peak_flops(device)
         mfu = statistics.median(rates) * flops_per_molecule / peak if peak else None
 
-    model.eval()
-    with torch.no_grad():  # as bond-vae-sample and pairwise-vae-sample decode: eager, float32
-        model.sample(sample_batch)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model.sample(sample_batch)
-        synchronize(device)
-        sample_rate = repeats * sample_batch / (time.perf_counter() - start)
+    # prior sampling as bond-vae-sample / pairwise-vae-sample decode: batches of sample_batch through the
+    # package's decode_in_batches (compiled as --compile says), after a first call that compiles
+    decode_in_batches = batch_decoder(package)
+    latents = torch.randn(repeats * sample_batch, model.latent_dim, device=device, generator=generator)
+    decode_in_batches(model, latents[: 2 * sample_batch], sample_batch, compile_model)
+    synchronize(device)
+    start = time.perf_counter()
+    decode_in_batches(model, latents, sample_batch, compile_model)
+    synchronize(device)
+    sample_rate = len(latents) / (time.perf_counter() - start)
 
     if device.type == "cuda":
         peak_memory = torch.cuda.max_memory_allocated(device) / 2**20
@@ -208,10 +226,63 @@ def measure_in_fresh_process(job: tuple) -> Measurement:
         return Measurement(**pool.submit(_measure_in_child, job).result())
 
 
+ORIGINAL_MODELS = {"bond_vae": "bond", "pairwise_vae": "pairwise"}
+# batch sizes at which the original is timed: its pairwise loss spans the whole batch (pdist of
+# B * 58 atoms), so batch 128 does not fit in 24 GB
+ORIGINAL_BATCHES = {"bond": [32, 128], "pairwise": [32]}
+TIMING_SCRIPT = ROOT.parent / "shared" / "reference_bench" / "original_throughput.py"
+
+
+def measure_original(source: Path, python: str, packages: list[str], steps: int, warmup: int) -> list[dict]:
+    """Time the original implementation with the team's timing script (one JSON line per model and batch).
+
+    ``source`` is an extract of the original repository (see ../shared/reference_bench/README.md);
+    ``python`` an interpreter with torch and torch_geometric.
+    """
+    if not TIMING_SCRIPT.is_file():
+        sys.exit(f"error: {TIMING_SCRIPT}: the timing script of the original is not there")
+    environment = os.environ | {"PYTHONPATH": str(TIMING_SCRIPT.parent / "shims")}
+    rows = []
+    for package in packages:
+        model = ORIGINAL_MODELS[package]
+        batches = [str(batch) for batch in ORIGINAL_BATCHES[model]]
+        print(f"measuring the original {model} model at batch {', '.join(batches)}...", file=sys.stderr, flush=True)
+        command = [python, str(TIMING_SCRIPT), str(source), "--models", model, "--batch", *batches]
+        command += ["--steps", str(steps), "--warmup", str(warmup), "--threads", str(torch.get_num_threads())]
+        completed = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
+        lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+        if completed.returncode != 0 or not lines:
+            sys.exit(f"error: timing the original {model} model failed: {completed.stderr.strip()[-300:]}")
+        rows += [json.loads(line) | {"package": package} for line in lines]
+    return rows
+
+
+def format_comparison(rows: list[Measurement], original: list[dict]) -> str:
+    """Side by side: the original at its best batch against this project at the original's settings."""
+    header = (
+        f"{'package':<13} {'original mol/s':>15} {'at batch':>8} {'peak MiB':>9} | {'this mol/s':>10} {'at batch':>8} "
+        f"{'peak MiB':>9} {'ratio':>6} | {'sample conf/s':>13} {'sample/train':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        timings = [timing for timing in original if timing["package"] == row.package]
+        if row.setting != "reference" or not timings:
+            continue
+        best = max(timings, key=lambda timing: timing["mol_per_s"])
+        lines.append(
+            f"{row.package:<13} {best['mol_per_s']:>15.2f} {best['batch']:>8} {best['peak_rss_mib']:>9.0f} | "
+            f"{row.train_molecules_per_s:>10.2f} {row.batch_size:>8} {row.peak_memory_mib:>9.0f} "
+            f"{row.train_molecules_per_s / best['mol_per_s']:>5.1f}x | {row.sample_conformations_per_s:>13.1f} "
+            f"{row.sample_conformations_per_s / row.train_molecules_per_s:>11.1f}x"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: list[Measurement]) -> str:
     header = (
         f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'batch':>5} {'params':>10} "
-        f"{'train mol/s':>12} {'sample conf/s':>14} {'peak MiB':>9} {'GFLOP/mol':>10} {'MFU':>6}  device"
+        f"{'train mol/s':>12} {'sample conf/s':>14} {'sample/train':>12} {'peak MiB':>9} {'GFLOP/mol':>10} "
+        f"{'MFU':>6}  device"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -220,7 +291,8 @@ def format_table(rows: list[Measurement]) -> str:
         lines.append(
             f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} "
             f"{r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
-            f"{r.sample_conformations_per_s:>14.1f} {r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
+            f"{r.sample_conformations_per_s:>14.1f} {r.sample_conformations_per_s / r.train_molecules_per_s:>11.1f}x "
+            f"{r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
         )
     return "\n".join(lines)
 
@@ -251,10 +323,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--source", help="measure the packages of this checkout (its root folder) instead of this one's"
     )
+    parser.add_argument(
+        "--original",
+        type=Path,
+        metavar="DIR",
+        help="also time the original implementation extracted in DIR (see ../shared/reference_bench/README.md) "
+        "and print it side by side with this project at the original's settings",
+    )
+    parser.add_argument(
+        "--original-python",
+        default=sys.executable,
+        metavar="PYTHON",
+        help="interpreter with torch and torch_geometric for --original (default: this one)",
+    )
     parser.add_argument("--json", type=Path, help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device} requested but CUDA is not available")
+    if args.original is not None and (not args.original.is_dir() or "reference" not in args.settings):
+        sys.exit(f"error: --original {args.original} needs an existing folder and the reference settings")
     jobs = [
         (
             p,
@@ -276,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"measuring {job[0]} at {job[1]} settings on {job[2]}...", file=sys.stderr, flush=True)
         try:
             rows.append(measure_in_fresh_process(job))
+            print(format_table(rows[-1:]), file=sys.stderr, flush=True)  # so far, in case a later one hangs
         except (BrokenProcessPool, RuntimeError) as error:  # killed (out of host memory) or e.g. CUDA out of memory
             reason = (
                 "the measuring process died (out of memory?)"
@@ -284,10 +372,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             failures.append(f"{job[0]} at {job[1]} settings: {reason}")
             print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
+    original = []
+    if args.original is not None:
+        original = measure_original(args.original, args.original_python, args.packages, args.steps, args.warmup)
     if rows:
         print(format_table(rows))
+    if original:
+        print("\nThe original implementation at its best batch against this project at the original's settings:")
+        print(format_comparison(rows, original))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        args.json.write_text(json.dumps([asdict(r) for r in rows] + original, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if failures:
         sys.exit(f"error: {len(failures)} of {len(jobs)} measurements failed: " + "; ".join(failures))

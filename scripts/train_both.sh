@@ -4,7 +4,8 @@
 #   scripts/train_both.sh            (normally through `make train-both`)
 #
 # Environment: BOND_GPU (default 0), PAIRWISE_GPU (default 1), RUNS_DIR (default runs),
-# ARGS (flags for both), BOND_ARGS and PAIRWISE_ARGS (flags for one), VENV (default .venv).
+# ARGS (flags for both), BOND_ARGS and PAIRWISE_ARGS (flags for one), VENV (default .venv),
+# PYTHON (default $VENV/bin/python: any Python that imports both packages).
 # Each training logs to its own file and writes its own run folder. Ctrl-C (or SIGTERM)
 # asks both to save a checkpoint and stop. Exits non-zero if either training failed.
 set -uo pipefail
@@ -13,11 +14,12 @@ BOND_GPU=${BOND_GPU:-0}
 PAIRWISE_GPU=${PAIRWISE_GPU:-1}
 RUNS_DIR=${RUNS_DIR:-runs}
 VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-$VENV/bin/python}
 read -r -a common_args <<< "${ARGS:-}"
 read -r -a bond_args <<< "${BOND_ARGS:-}"
 read -r -a pairwise_args <<< "${PAIRWISE_ARGS:-}"
 
-gpu_count=$("$VENV/bin/python" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+gpu_count=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 if [ "$gpu_count" -ge 2 ]; then
     echo "train-both: bond_vae on GPU $BOND_GPU, pairwise_vae on GPU $PAIRWISE_GPU"
 elif [ "$gpu_count" -eq 1 ]; then
@@ -33,10 +35,10 @@ fi
 log_dir="$RUNS_DIR/train-both-$(date +%Y%m%d-%H%M%S)-$$"
 mkdir -p "$log_dir"
 set -m  # each training in its own process group: a terminal Ctrl-C reaches only this script
-CUDA_VISIBLE_DEVICES=$BOND_GPU "$VENV/bin/bond-vae-train" --output-dir "$RUNS_DIR/bond_vae" \
+CUDA_VISIBLE_DEVICES=$BOND_GPU "$PYTHON" -m bond_vae --output-dir "$RUNS_DIR/bond_vae" \
     "${common_args[@]}" "${bond_args[@]}" >"$log_dir/bond_vae.log" 2>&1 &
 bond_pid=$!
-CUDA_VISIBLE_DEVICES=$PAIRWISE_GPU "$VENV/bin/pairwise-vae-train" --output-dir "$RUNS_DIR/pairwise_vae" \
+CUDA_VISIBLE_DEVICES=$PAIRWISE_GPU "$PYTHON" -m pairwise_vae --output-dir "$RUNS_DIR/pairwise_vae" \
     "${common_args[@]}" "${pairwise_args[@]}" >"$log_dir/pairwise_vae.log" 2>&1 &
 pairwise_pid=$!
 echo "train-both: logs in $log_dir (bond_vae.log, pairwise_vae.log); Ctrl-C stops both after a checkpoint"

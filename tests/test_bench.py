@@ -41,3 +41,32 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert {row["package"] for row in rows} == {"bond_vae", "pairwise_vae"}
     assert all(row["train_molecules_per_s"] > 0 and row["sample_conformations_per_s"] > 0 for row in rows)
+
+
+def test_the_comparison_with_the_original_takes_its_best_batch_and_gives_the_ratio():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    ours = bench.Measurement(
+        package="bond_vae",
+        setting="reference",
+        code="this checkout",
+        compiled=True,
+        bf16=False,
+        device="CPU",
+        batch_size=256,
+        parameters=1,
+        train_molecules_per_s=60.0,
+        sample_batch=1024,
+        sample_conformations_per_s=300.0,
+        peak_memory_mib=5000.0,
+        flops_per_molecule=None,
+        mfu=None,
+    )
+    original = [
+        {"package": "bond_vae", "batch": 32, "mol_per_s": 20.0, "peak_rss_mib": 2700.0},
+        {"package": "bond_vae", "batch": 128, "mol_per_s": 10.0, "peak_rss_mib": 6100.0},
+    ]
+    row = bench.format_comparison([ours], original).splitlines()[-1].split()
+    assert row[:4] == ["bond_vae", "20.00", "32", "2700"]
+    assert "3.0x" in row and "5.0x" in row  # training ratio to the original; sampling / training

@@ -27,7 +27,7 @@ def test_encoder_is_invariant_to_rotation_reflection_translation(aib9, positions
 
 def test_egnn_layer_is_equivariant(aib9):
     torch.manual_seed(0)
-    layer = EGNNLayer(hidden_channels=8, coordinate_range=5.0).double()
+    layer = EGNNLayer(hidden_channels=8, pair_channels=8, coordinate_range=5.0).double()
     for parameter in layer.coordinate_mlp[-1].parameters():
         torch.nn.init.normal_(parameter)  # a realistic, non-negligible coordinate update
     generator = torch.Generator().manual_seed(2)

@@ -2,7 +2,8 @@
 
 E(n)-equivariant graph neural network layers (Satorras, Hoogeboom & Welling, ICML 2021) on
 the complete graph of one molecule, written densely: every molecule of a batch has the same
-N atoms, so features are (B, N, H) and pair features (B, N, N, H). Decoding starts from one
+N atoms, so features are (B, N, H) and pair features (B, N, N, C), with C pair channels
+(narrower than H to save time and memory). Decoding starts from one
 fixed reference conformation (a buffer of the model, chosen from the training data), so it
 is deterministic for a given z; the latent vector and the per-atom embeddings tell the layers
 how to move the atoms away from it. A generic 3D starting geometry matters: EGNN moves atoms
@@ -24,7 +25,14 @@ from bond_vae.graph import hop_counts
 class DecoderConfig:
     """Decoder: EGNN"""
 
-    hidden_channels: int = field(default=64, metadata={"help": "node and edge channels"})
+    hidden_channels: int = field(default=64, metadata={"help": "node channels"})
+    pair_channels: int | None = field(
+        default=None,
+        metadata={
+            "help": "channels of the pair messages (the (B, N, N, C) tensors that dominate the decoder's time "
+            "and memory); none: as --decoder-hidden-channels"
+        },
+    )
     num_layers: int = field(default=4, metadata={"help": "EGNN layers"})
     max_topological_distance: int = field(
         default=8, metadata={"help": "bond-path lengths above this share one pair embedding"}
@@ -48,19 +56,23 @@ class EGNNLayer(nn.Module):
     decoder has no node update (``update_nodes=False``): nothing would read its output.
     """
 
-    def __init__(self, hidden_channels: int, coordinate_range: float, update_nodes: bool = True) -> None:
+    def __init__(
+        self, hidden_channels: int, pair_channels: int, coordinate_range: float, update_nodes: bool = True
+    ) -> None:
         super().__init__()
         self.coordinate_range = coordinate_range
-        self.target_proj = nn.Linear(hidden_channels, hidden_channels)
-        self.source_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
-        self.distance_proj = nn.Linear(1, hidden_channels, bias=False)
-        self.edge_mlp = nn.Sequential(nn.SiLU(), nn.Linear(hidden_channels, hidden_channels), nn.SiLU())
-        last = nn.Linear(hidden_channels, 1, bias=False)
+        self.target_proj = nn.Linear(hidden_channels, pair_channels)
+        self.source_proj = nn.Linear(hidden_channels, pair_channels, bias=False)
+        self.distance_proj = nn.Linear(1, pair_channels, bias=False)
+        self.edge_mlp = nn.Sequential(nn.SiLU(), nn.Linear(pair_channels, pair_channels), nn.SiLU())
+        last = nn.Linear(pair_channels, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)
-        self.coordinate_mlp = nn.Sequential(nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), last)
+        self.coordinate_mlp = nn.Sequential(nn.Linear(pair_channels, pair_channels), nn.SiLU(), last)
         self.node_mlp = (
             nn.Sequential(
-                nn.Linear(2 * hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, hidden_channels)
+                nn.Linear(hidden_channels + pair_channels, hidden_channels),
+                nn.SiLU(),
+                nn.Linear(hidden_channels, hidden_channels),
             )
             if update_nodes
             else None
@@ -74,7 +86,7 @@ class EGNNLayer(nn.Module):
         Args:
             h: (B, N, H) node features.
             x: (B, N, 3) coordinates in Angstrom.
-            pair_attributes: (N, N, H) edge attributes shared by the batch.
+            pair_attributes: (N, N, C) edge attributes shared by the batch.
             pair_mask: (N, N) 1.0 for edges (i != j), 0.0 on the diagonal.
 
         Returns:
@@ -124,6 +136,7 @@ class EGNNDecoder(nn.Module):
         self.config = config
         n_atoms = atomic_numbers.shape[0]
         hidden = config.hidden_channels
+        pair = config.pair_channels or hidden
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("reference_positions", reference_positions - reference_positions.mean(dim=0))
         hops = hop_counts(bonds.long().cpu().numpy(), n_atoms).clip(max=config.max_topological_distance)
@@ -132,9 +145,9 @@ class EGNNDecoder(nn.Module):
         self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
         self.latent_proj = nn.Linear(latent_dim, hidden)
-        self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, hidden)
+        self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, pair)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, config.coordinate_range, update_nodes=i < config.num_layers - 1)
+            EGNNLayer(hidden, pair, config.coordinate_range, update_nodes=i < config.num_layers - 1)
             for i in range(config.num_layers)
         )
 

@@ -107,6 +107,8 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
+        if self.model.decoder.pair_channels is not None and self.model.decoder.pair_channels < 1:
+            raise ConfigError(f"--decoder-pair-channels must be at least 1, got {self.model.decoder.pair_channels}")
         if self.max_frames is not None and self.max_frames < 2:
             raise ConfigError(f"--max-frames must be at least 2, got {self.max_frames}")
         if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:

@@ -55,6 +55,9 @@ class EvaluateConfig:
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    compile: bool = field(
+        default=True, metadata={"help": "torch.compile the decoder when more than one batch is decoded"}
+    )
 
 
 def reference_frames(
@@ -145,11 +148,10 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
     mu, log_var = encode_in_batches(model, reference, config.batch_size, device)
-    reconstructed = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size)
+    reconstructed = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size, config.compile)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    samples = decode_in_batches(
-        model, torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device), config.batch_size
-    )
+    prior_draws = torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
+    samples = decode_in_batches(model, prior_draws, config.batch_size, config.compile)
 
     report = compare_ensembles(
         reference.astype(np.float64), reconstructed.astype(np.float64), samples.astype(np.float64), topology

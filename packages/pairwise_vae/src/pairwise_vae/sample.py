@@ -52,6 +52,10 @@ class SampleConfig:
     seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
+    compile: bool = field(
+        default=True,
+        metadata={"help": "torch.compile the decoder when more than one batch is decoded (faster for many samples)"},
+    )
 
 
 def latent_vectors(
@@ -96,7 +100,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     check_inference_request(config, outputs, ("num_samples", "steps", "batch_size"))
     _, model, topology, device = load_for_inference(checkpoint_path, config.device)
     latents = latent_vectors(config, model, topology, device)
-    coords = decode_in_batches(model, latents, config.batch_size)
+    coords = decode_in_batches(model, latents, config.batch_size, config.compile)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
     metadata = {
