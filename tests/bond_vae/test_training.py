@@ -75,6 +75,15 @@ def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
     torch.testing.assert_close(restored.encode(batch), model.encode(batch), rtol=0, atol=0)
 
 
+def test_a_checkpoint_with_the_old_name_of_the_hop_count_buffer_loads(aib9, tmp_path):
+    model = make_model(aib9)
+    payload = model_payload(TrainConfig(model=tiny_model_config()), aib9.topology, model)
+    payload["model"]["decoder.topology"] = payload["model"].pop("decoder.hop_counts")  # as format 2 wrote it
+    save_checkpoint(tmp_path / "old.pt", payload)
+    restored = model_from_checkpoint(load_checkpoint(tmp_path / "old.pt"))
+    torch.testing.assert_close(restored.decoder.hop_counts, model.decoder.hop_counts, rtol=0, atol=0)
+
+
 def test_a_run_writes_its_folder(tiny_run):
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "loss_curves.png", "bond_lengths.png"):
         assert (tiny_run / name).is_file(), name
