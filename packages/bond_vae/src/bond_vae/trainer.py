@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -116,7 +116,7 @@ class Outcome:
     """How :func:`fit` ended: ``finished`` (all epochs), ``stopped`` (a signal, named if this
     rank got it) or ``diverged`` (too many consecutive non-finite steps)."""
 
-    kind: str
+    kind: Literal["finished", "stopped", "diverged"]
     signal_name: str | None = None
 
 
@@ -127,6 +127,8 @@ class TrainingRun:
     ``train_coords`` and ``validation_coords`` are (F, N, 3) centred frames on ``device``
     (Angstrom); ``network`` is ``model`` as the step runs it (data-parallel, compiled);
     ``run_dir`` holds the checkpoints; ``log`` is rank 0's record (None on the other ranks).
+    ``consecutive_bad_steps`` and ``skipped_steps`` are () counters kept on the device, so that
+    the host reads them only when it synchronises.
     """
 
     config: TrainConfig
@@ -144,11 +146,11 @@ class TrainingRun:
     progress: Progress = field(default_factory=Progress)
     run_dir: Path | None = None
     log: RunLog | None = None
-    consecutive_bad_steps: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
-    skipped_steps: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    consecutive_bad_steps: torch.Tensor = field(init=False)
+    skipped_steps: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.consecutive_bad_steps = self.consecutive_bad_steps.to(self.device)
+        self.consecutive_bad_steps = torch.zeros((), device=self.device)
         self.skipped_steps = torch.full((), float(self.progress.skipped_steps), device=self.device)
 
     @property
