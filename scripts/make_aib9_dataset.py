@@ -229,7 +229,8 @@ def simulate_replica(job: tuple[int, Replica, DatasetConfig]) -> tuple[np.ndarra
     started = time.perf_counter()
     result = simulate(replica, config, app.ForceField("charmm36.xml"))
     print(
-        f"replica {index} ({replica.start}, {replica.temperature_k:g} K): {len(result[0])} frames in {time.perf_counter() - started:.0f} s",
+        f"replica {index} ({replica.start}, {replica.temperature_k:g} K): {len(result[0])} frames "
+        f"in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
     return result
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     heavy_atoms, bonds = results[0][1], results[0][2]
     replica_of_frame = [np.full(len(f), index, dtype=np.int16) for index, f in enumerate(all_frames)]
     temperature_of_frame = [
-        np.full(len(f), r.temperature_k, dtype=np.float32) for f, r in zip(all_frames, config.replicas)
+        np.full(len(f), r.temperature_k, dtype=np.float32) for f, r in zip(all_frames, config.replicas, strict=True)
     ]
 
     ns_per_frame = config.stride_steps * config.timestep_fs * 1e-6

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from bond_vae.data import ConformationDataset
 from bond_vae.decoder import DecoderConfig
 from bond_vae.encoder import EncoderConfig
 from bond_vae.model import ModelConfig, MolecularVAE
+from bond_vae.train import main
 
 TINY_MODEL_FLAGS = [
     "--latent-dim",
@@ -27,6 +29,41 @@ TINY_MODEL_FLAGS = [
     "--decoder-num-layers",
     "2",
 ]
+
+
+# the session's shared run (conftest.tiny_run): two epochs, a periodic checkpoint every 3 steps
+SHARED_RUN_EPOCHS = 2
+SHARED_RUN_FLAGS = ("--checkpoint-every", "3", "--run-name", "run")
+
+
+def tiny_run_flags(data: Path, output_dir: Path, epochs: int = 1, *extra: str) -> list[str]:
+    """Flags of a tiny eager training run on the CPU (batches of 8, W&B off)."""
+    return [
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "2",
+        "--wandb",
+        "disabled",
+        "--output-dir",
+        str(output_dir),
+        "--device",
+        "cpu",
+        "--no-compile",
+        *TINY_MODEL_FLAGS,
+        *extra,
+    ]
+
+
+def run_main(argv: list[str]) -> int:
+    """Run the training command in this process; return its exit code."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code
 
 
 def tiny_model_config(graph: str = "bonds+radius", lmax: int = 1) -> ModelConfig:

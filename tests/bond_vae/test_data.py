@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from bond_vae.data import infer_bonds, load_dataset, split_frames
+from bond_vae.data import infer_bonds, load_dataset, load_topology, split_frames
 from bond_vae.graph import bond_edges, merge_edges, radius_edges
+from bond_vae.structure_files import write_pdb
 
 
 def test_embedded_dataset_is_aib9(aib9):
@@ -30,7 +31,13 @@ def test_npy_with_pdb_topology(aib9, tmp_path):
     lines = [
         f"HETATM{i + 1:5d} {name:<4s} {res:>3s} A{rid:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00"
         for i, (name, res, rid, (x, y, z)) in enumerate(
-            zip(aib9.topology.atom_names, aib9.topology.residue_names, aib9.topology.residue_ids, aib9.coords[0])
+            zip(
+                aib9.topology.atom_names,
+                aib9.topology.residue_names,
+                aib9.topology.residue_ids,
+                aib9.coords[0],
+                strict=True,
+            )
         )
     ]
     pdb.write_text("\n".join(lines + ["END"]) + "\n")
@@ -77,3 +84,18 @@ def test_bond_edges_and_merge():
     assert sorted(map(tuple, edges.T.tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1), (3, 4), (4, 3), (4, 5), (5, 4)]
     merged = merge_edges(edges, edges, n_nodes=6)
     assert merged.shape[1] == 8
+
+
+def test_pdb_bonds_are_read_from_conect_after_all_models(aib9, tmp_path):
+    """Bug (pairwise_vae): the reader stopped at the first ENDMDL, so the CONECT records that
+    write_pdb puts after all models were ignored and the bonds guessed from radii instead."""
+    topology = aib9.topology
+    kept = topology.bonds[1:]  # one bond fewer than the radii would give: only CONECT can say so
+    written = type(topology)(
+        topology.atomic_numbers, topology.atom_names, topology.residue_ids, topology.residue_names, kept
+    )
+    pdb = write_pdb(tmp_path / "models.pdb", aib9.coords[:3], written, "three models")
+    assert pdb.read_text().index("CONECT") > pdb.read_text().rindex("ENDMDL")
+    read = load_topology(pdb, aib9.coords[:3])
+    assert {tuple(b) for b in read.bonds.tolist()} == {tuple(sorted(b)) for b in kept.tolist()}
+    assert read.atom_names.tolist() == topology.atom_names.tolist()

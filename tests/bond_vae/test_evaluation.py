@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import make_model, tiny_model_config
-from bond_vae.checkpoint import save_checkpoint
-from bond_vae.config import to_dict
+from bond_vae.checkpoint import model_payload, save_checkpoint
 from bond_vae.data import Topology, load_dataset
-from bond_vae.evaluate import compare_ensembles
+from bond_vae.ensembles import compare_ensembles
 from bond_vae.evaluate import main as evaluate_main
+from bond_vae.inference import decode_in_batches
 from bond_vae.metrics import (
     angle_triplets,
     bond_angles,
@@ -25,9 +25,8 @@ from bond_vae.metrics import (
     latent_statistics,
     radius_of_gyration,
 )
-from bond_vae.sample import decode_in_batches
 from bond_vae.sample import main as sample_main
-from bond_vae.train import TrainConfig
+from bond_vae.train_config import TrainConfig
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 
@@ -88,17 +87,9 @@ def test_angle_triplets_of_a_chain():
 @pytest.fixture()
 def tiny_checkpoint(aib9, tmp_path, tiny_npz):
     model = make_model(aib9)
-    topology = aib9.topology
     config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
-    record = {
-        "atomic_numbers": model.atomic_numbers,
-        "bonds": model.bonds,
-        "atom_names": topology.atom_names.tolist(),
-        "residue_ids": topology.residue_ids.tolist(),
-        "residue_names": topology.residue_names.tolist(),
-    }
     path = tmp_path / "tiny.pt"
-    save_checkpoint(path, {"config": to_dict(config), "topology": record, "model": model.state_dict()})
+    save_checkpoint(path, model_payload(config, aib9.topology, model))
     return path
 
 

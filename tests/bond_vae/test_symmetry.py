@@ -1,4 +1,4 @@
-"""E(3) symmetry: encoder and loss invariant, EGNN layer equivariant, decoding deterministic."""
+"""E(3) symmetry: encoder and loss invariant, EGNN layer equivariant, decoding driven by z, chirality odd."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import EGNNLayer
 from bond_vae.model import MolecularVAE as MODEL_CLASS
-from bond_vae.model import bond_length_loss
+from bond_vae.model import bond_length_loss, chirality_loss
 from bond_vae.utils import signed_volumes, torsion_quadruplets
 
 
-@pytest.mark.parametrize("graph", ["bonds", "bonds+radius"])
+@pytest.mark.parametrize(("graph", "lmax"), [("bonds", 2), ("bonds+radius", 2), ("bonds+radius", 3)])
 @pytest.mark.parametrize("reflect", [False, True])
-def test_encoder_is_invariant_to_rotation_reflection_translation(aib9, positions, graph, reflect):
-    model = make_model(aib9, graph=graph, lmax=2).double()
+def test_encoder_is_invariant_to_rotation_reflection_translation(aib9, positions, graph, lmax, reflect):
+    model = make_model(aib9, graph=graph, lmax=lmax).double()
     generator = torch.Generator().manual_seed(1)
     rotation = random_orthogonal(reflect, generator)
     shift = 10.0 * torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
@@ -27,7 +27,7 @@ def test_encoder_is_invariant_to_rotation_reflection_translation(aib9, positions
 
 def test_egnn_layer_is_equivariant(aib9):
     torch.manual_seed(0)
-    layer = EGNNLayer(hidden_channels=8, coordinate_range=5.0).double()
+    layer = EGNNLayer(hidden_channels=8, pair_channels=8, coordinate_range=5.0).double()
     for parameter in layer.coordinate_mlp[-1].parameters():
         torch.nn.init.normal_(parameter)  # a realistic, non-negligible coordinate update
     generator = torch.Generator().manual_seed(2)
@@ -46,10 +46,14 @@ def test_egnn_layer_is_equivariant(aib9):
         assert (x_out - x).abs().max() > 1e-3, "the layer should move atoms"
 
 
-def test_decoding_is_deterministic(aib9):
+def test_decoded_structure_depends_on_z(aib9):
     model = make_model(aib9)
-    z = torch.randn(4, model.latent_dim)
-    torch.testing.assert_close(model.decode(z), model.decode(z), rtol=0, atol=0)
+    generator = torch.Generator().manual_seed(5)
+    z = torch.randn(2, model.latent_dim, generator=generator)
+    decoded = model.decode(torch.cat([z, z[:1] + 0.5]))
+    assert decoded.shape == (3, 58, 3)
+    assert (decoded[0] - decoded[1]).abs().max() > 1e-4, "two latents, two structures"
+    assert (decoded[0] - decoded[2]).abs().max() > 1e-4, "moving z moves the atoms"
 
 
 def test_bond_loss_is_invariant(aib9, positions):
@@ -80,8 +84,19 @@ def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(ai
     mirrored_mu, _ = model.encode(positions @ random_orthogonal(True, generator).T)
     torch.testing.assert_close(rotated_mu, mu)
     assert (mirrored_mu - mu).abs().max() > 1e-3
-    terms = model.loss(positions, beta=0.0)
-    assert terms.chirality > 0
+
+
+def test_chirality_term_is_zero_on_the_target_and_odd_under_reflection(aib9, positions):
+    quadruplets = torsion_quadruplets(torch.from_numpy(aib9.topology.bonds), 58)
+    generator = torch.Generator().manual_seed(6)
+    rotated = positions @ random_orthogonal(False, generator).T + 1.0
+    mirrored = positions @ random_orthogonal(True, generator).T
+    assert chirality_loss(positions, positions, quadruplets) == 0
+    assert chirality_loss(rotated, positions, quadruplets) < 1e-18, "a rotated copy has the same handedness"
+    volumes = signed_volumes(positions, quadruplets)
+    torch.testing.assert_close(signed_volumes(mirrored, quadruplets), -volumes)
+    # the mirror image's volumes are -v: the term is the mean of (-v - v)^2 = 4 v^2
+    torch.testing.assert_close(chirality_loss(mirrored, positions, quadruplets), 4 * volumes.pow(2).mean())
 
 
 def test_signed_volume_matches_hand_computation_and_flips_in_a_mirror():

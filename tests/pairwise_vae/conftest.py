@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pairwise_helpers import write_npz
+from pairwise_helpers import SHARED_RUN_EPOCHS, SHARED_RUN_FLAGS, run_main, tiny_run_flags, write_npz
 from pairwise_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
 
 
@@ -25,3 +25,14 @@ def positions(aib9: ConformationDataset) -> torch.Tensor:
 def tiny_npz(tmp_path: Path, aib9: ConformationDataset) -> Path:
     """48 AIB9 frames as an .npz file."""
     return write_npz(tmp_path / "tiny.npz", aib9, aib9.coords[:48])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, aib9: ConformationDataset) -> Path:
+    """The folder of one finished tiny training run (eager, CPU; ``tiny_run_flags`` with
+    ``SHARED_RUN_EPOCHS`` epochs and ``SHARED_RUN_FLAGS``) on the 48 frames of ``tiny_npz``,
+    shared by the tests that read it. Tests that resume it work on a copy."""
+    folder = tmp_path_factory.mktemp("shared_run")
+    data = write_npz(folder / "tiny.npz", aib9, aib9.coords[:48])
+    assert run_main(tiny_run_flags(data, folder / "runs", SHARED_RUN_EPOCHS, *SHARED_RUN_FLAGS)) == 0
+    return folder / "runs" / "run"

@@ -14,15 +14,17 @@ import torch
 from pairwise_helpers import tiny_model_config
 from pairwise_vae.data import load_dataset
 from pairwise_vae.distributed import init_process_group, leave_process_group, ranks_from_environment
-from pairwise_vae.train import TrainConfig, Trainer, rank_slice
+from pairwise_vae.train import build_run
+from pairwise_vae.train_config import TrainConfig
+from pairwise_vae.trainer import epoch_order, rank_slice, train_step
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 ranks = ranks_from_environment()
 init_process_group(ranks, torch.device("cpu"))
 config = TrainConfig(data=data, batch_size=4, device="cpu", compile=False, wandb="disabled", model=tiny_model_config())
-trainer = Trainer(config, load_dataset(data), None, ranks)
-before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
-frames = rank_slice(trainer.epoch_order(0), 0, config.batch_size, ranks)
-trainer.train_step(trainer.train_coords[frames])
-torch.save({"frames": frames, "before": before, "after": trainer.model.state_dict()}, out / f"rank{ranks.rank}.pt")
+run = build_run(config, load_dataset(data), None, ranks)
+before = {name: value.clone() for name, value in run.model.state_dict().items()}
+frames = rank_slice(epoch_order(config.seed, 0, len(run.train_coords), run.device), 0, config.batch_size, ranks)
+train_step(run, run.train_coords[frames])
+torch.save({"frames": frames, "before": before, "after": run.model.state_dict()}, out / f"rank{ranks.rank}.pt")
 leave_process_group(ranks)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +9,14 @@ from pairwise_helpers import TINY_MODEL_FLAGS, write_npz
 from pairwise_vae.train import main
 
 
-def test_help_explains_the_options():
-    result = subprocess.run(
-        [sys.executable, "-m", "pairwise_vae", "--help"], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0
+def test_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
     for flag in ("--data", "--epochs", "--resume", "--device", "--wandb", "--encoder-cutoff", "--beta"):
-        assert flag in result.stdout
-    assert "runs/pairwise_vae" in result.stdout
+        assert flag in out
+    assert "runs/pairwise_vae" in out
 
 
 def bad_inputs(tmp_path, aib9):
@@ -83,11 +80,6 @@ def bad_inputs(tmp_path, aib9):
             ["--data", str(write_npz(tmp_path / "noz.npz", aib9, coords, atomic_numbers=np.zeros(3, dtype=np.int64)))],
             "atomic_numbers lists 3",
         ),
-        (
-            "metadata not json",
-            ["--data", str(write_npz(tmp_path / "meta.npz", aib9, coords, metadata=np.array("{oops")))],
-            "metadata is not valid JSON",
-        ),
         ("npy without topology", ["--data", str(other_atoms)], "need a topology"),
         (
             "missing topology",
@@ -132,19 +124,19 @@ def bad_inputs(tmp_path, aib9):
             "fewer than --batch-size",
         ),
         ("unknown device", ["--device", "tpu"], "tpu"),
-        ("cuda absent", ["--device", "cuda:0"], "cuda:0"),
+        ("validation fraction zero", ["--validation-fraction", "0"], "--validation-fraction"),
+        ("chirality without chiral features", ["--chirality-weight", "1"], "--encoder-chiral-features"),
         ("foreign checkpoint", ["--resume", str(foreign)], "bond_vae checkpoint"),
         ("corrupt checkpoint", ["--resume", str(corrupt)], "not a readable checkpoint"),
         ("missing checkpoint", ["--resume", str(tmp_path / "gone.pt")], "checkpoint not found"),
         ("negative epochs", ["--epochs", "0"], "--epochs must be at least 1"),
-    ]
+    ] + ([] if torch.cuda.is_available() else [("cuda absent", ["--device", "cuda:0"], "cuda:0")])
 
 
 def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
-    if torch.cuda.is_available():
-        pytest.skip("the 'cuda absent' case needs a machine without CUDA")
+    """Every case runs on the CPU (a case's own --device comes later and wins), also where CUDA exists."""
     cases = bad_inputs(tmp_path, aib9)
-    assert len(cases) >= 25
+    assert len(cases) >= 30
     for name, argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(
@@ -152,6 +144,8 @@ def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
                     "--wandb",
                     "disabled",
                     "--no-compile",
+                    "--device",
+                    "cpu",
                     "--output-dir",
                     str(tmp_path / "runs"),
                     *TINY_MODEL_FLAGS,
@@ -174,3 +168,29 @@ def test_bad_flags_exit_with_usage_error(argv, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def run_with_one_line_error(argv, capsys) -> str:
+    """Run the training command on the CPU; return its single error line (asserting there is one)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--wandb", "disabled", "--no-compile", "--device", "cpu", *TINY_MODEL_FLAGS, *argv])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_validation_fraction_zero_is_refused_with_one_line(tiny_npz, tmp_path, capsys):
+    """Bug: --validation-fraction 0 was accepted, then the first validation raised (traceback, epoch lost)."""
+    argv = ["--data", str(tiny_npz), "--batch-size", "8", "--epochs", "1", "--output-dir", str(tmp_path / "runs")]
+    err = run_with_one_line_error([*argv, "--validation-fraction", "0"], capsys)
+    assert "--validation-fraction" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_chirality_weight_without_chiral_features_is_refused(tiny_npz, tmp_path, capsys):
+    """Bug: --chirality-weight with a mirror-blind encoder pulls signed volumes to zero on mirror-symmetric data."""
+    argv = ["--data", str(tiny_npz), "--batch-size", "8", "--epochs", "1", "--output-dir", str(tmp_path / "runs")]
+    err = run_with_one_line_error([*argv, "--chirality-weight", "1.0"], capsys)
+    assert "--chirality-weight" in err and "--encoder-chiral-features" in err
+    assert not (tmp_path / "runs").exists()

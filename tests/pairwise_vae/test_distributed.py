@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import torch
-from pairwise_helpers import TINY_MODEL_FLAGS
+from pairwise_helpers import TINY_MODEL_FLAGS, run_main
 from pairwise_vae.checkpoint import load_checkpoint
 from pairwise_vae.distributed import Ranks
-from pairwise_vae.train import rank_slice
+from pairwise_vae.trainer import rank_slice
 
 HERE = Path(__file__).resolve().parent
 
@@ -68,28 +68,15 @@ def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
         "ddp",
         *TINY_MODEL_FLAGS,
     ]
-    first = subprocess.run(
-        [sys.executable, "-m", "pairwise_vae", "--devices", "2", "--epochs", "1", *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
+    # the launcher runs in this process; its two ranks are 'python -m pairwise_vae' processes
+    assert run_main(["--devices", "2", "--epochs", "1", *flags]) == 0
     run = tmp_path / "runs" / "ddp"
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"], "one run folder, written by rank 0"
     assert json.loads((run / "config.json").read_text())["devices"] == 2
     after_one_epoch = load_checkpoint(run / "last.pt")
     assert after_one_epoch["step"] == 5, "43 training frames / (2 ranks x 4) = 5 steps"
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "pairwise_vae", "--resume", str(run / "last.pt"), "--epochs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_main(["--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
     assert load_checkpoint(run / "last.pt")["step"] == 10
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["split"] == "train"] == [1, 2]

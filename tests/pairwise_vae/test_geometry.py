@@ -27,7 +27,7 @@ def test_pairwise_loss_equals_pdist_molecule_by_molecule(aib9):
     generator = torch.Generator().manual_seed(0)
     target = torch.from_numpy(aib9.coords[:5]).double()
     predicted = target + 0.3 * torch.randn(target.shape, generator=generator, dtype=torch.float64)
-    per_molecule = [(torch.pdist(p) - torch.pdist(t)).pow(2).mean() for p, t in zip(predicted, target)]
+    per_molecule = [(torch.pdist(p) - torch.pdist(t)).pow(2).mean() for p, t in zip(predicted, target, strict=True)]
     assert torch.pdist(target[0]).numel() == 1653
     torch.testing.assert_close(pairwise_distance_loss(predicted, target), torch.stack(per_molecule).mean())
     # unlike pdist over a concatenated batch, the loss does not depend on batch composition

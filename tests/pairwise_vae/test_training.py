@@ -3,50 +3,57 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 
 import pytest
 import torch
-from pairwise_helpers import TINY_MODEL_FLAGS, make_model, tiny_model_config
-from pairwise_vae import train as train_module
+from pairwise_helpers import (
+    SHARED_RUN_EPOCHS,
+    SHARED_RUN_FLAGS,
+    make_model,
+    run_main,
+    tiny_model_config,
+    tiny_run_flags,
+)
 from pairwise_vae.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
+    model_payload,
     save_checkpoint,
 )
-from pairwise_vae.config import to_dict
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.train import TrainConfig, main, new_run_folder
+from pairwise_vae.model import reference_conformation
+from pairwise_vae.run_log import new_run_folder
+from pairwise_vae.train_config import TrainConfig
+from pairwise_vae.trainer import beta_at, learning_rate_factor
+from pairwise_vae.validation import EVALUATION_SAMPLES, validate
 
 
-def tiny_run_flags(data, output_dir, epochs=1, *extra):
-    return [
-        "--data",
-        str(data),
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        "8",
-        "--warmup-steps",
-        "2",
-        "--wandb",
-        "disabled",
-        "--output-dir",
-        str(output_dir),
-        "--device",
-        "cpu",
-        "--no-compile",
-        *TINY_MODEL_FLAGS,
-        *extra,
-    ]
+def at_training_step(n, action, monkeypatch):
+    """Run ``action()`` in the loss of the n-th training step (validation passes are not counted)."""
+    original_criterion = MODEL_CLASS.criterion
+    calls = {"n": 0}
+
+    def criterion(self, positions, *outputs, beta):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == n:
+                action()
+        return original_criterion(self, positions, *outputs, beta=beta)
+
+    monkeypatch.setattr(MODEL_CLASS, "criterion", criterion)
 
 
-def run_main(argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    return exit_info.value.code
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def die():
+    raise KeyboardInterrupt  # like kill -9: no final checkpoint is written
 
 
 def test_a_few_optimiser_steps_lower_the_loss(aib9):
@@ -67,10 +74,7 @@ def test_a_few_optimiser_steps_lower_the_loss(aib9):
 def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
     model = make_model(aib9)
     config = TrainConfig(model=tiny_model_config())
-    topology = {"atomic_numbers": model.atomic_numbers, "bonds": model.bonds}
-    save_checkpoint(
-        tmp_path / "model.pt", {"config": to_dict(config), "topology": topology, "model": model.state_dict()}
-    )
+    save_checkpoint(tmp_path / "model.pt", model_payload(config, aib9.topology, model))
     restored = model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
     batch = torch.from_numpy(aib9.coords[:4])
     z = torch.randn(3, model.latent_dim)
@@ -78,38 +82,33 @@ def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):
     torch.testing.assert_close(restored.encode(batch), model.encode(batch), rtol=0, atol=0)
 
 
-def test_one_epoch_writes_the_run_folder(tiny_npz, tmp_path):
-    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", "first")) == 0
-    run = tmp_path / "runs" / "first"
+def test_a_checkpoint_with_the_old_name_of_the_hop_count_buffer_loads(aib9, tmp_path):
+    model = make_model(aib9)
+    payload = model_payload(TrainConfig(model=tiny_model_config()), aib9.topology, model)
+    payload["model"]["decoder.topology"] = payload["model"].pop("decoder.hop_counts")  # as format 2 wrote it
+    save_checkpoint(tmp_path / "old.pt", payload)
+    restored = model_from_checkpoint(load_checkpoint(tmp_path / "old.pt"))
+    torch.testing.assert_close(restored.decoder.hop_counts, model.decoder.hop_counts, rtol=0, atol=0)
+
+
+def test_a_run_writes_its_folder(tiny_run):
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "loss_curves.png", "bond_lengths.png"):
-        assert (run / name).is_file(), name
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert {r["split"] for r in records} == {"train", "validation"}
-    assert json.loads((run / "config.json").read_text())["epochs"] == 1
-    model = model_from_checkpoint(load_checkpoint(run / "best.pt"))
+        assert (tiny_run / name).is_file(), name
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [
+        (split, epoch) for epoch in range(1, SHARED_RUN_EPOCHS + 1) for split in ("train", "validation")
+    ]
+    assert json.loads((tiny_run / "config.json").read_text())["epochs"] == SHARED_RUN_EPOCHS
+    model = model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
     assert model.sample(2).shape == (2, 58, 3)
-    # the same name again gets a new folder, never the old one
-    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", "first")) == 0
-    assert (tmp_path / "runs" / "first-1" / "last.pt").is_file()
+    assert (tiny_run / "evaluation" / "structures.png").is_file()
 
 
-def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
-    flags = ["--checkpoint-every", "3", "--run-name", "run"]
-    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "full", 2, *flags)) == 0
-    full = load_checkpoint(tmp_path / "full" / "run" / "last.pt")
-
-    original_step = train_module.Trainer.train_step
-    calls = {"n": 0}
-
-    def dies_at_step_seven(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt  # like kill -9: no final checkpoint is written
-        return original_step(self, batch)
-
-    monkeypatch.setattr(train_module.Trainer, "train_step", dies_at_step_seven)
-    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "killed", 2, *flags)) == 130
-    monkeypatch.setattr(train_module.Trainer, "train_step", original_step)
+def test_killed_run_resumes_on_the_same_curve(tiny_run, tiny_npz, tmp_path, monkeypatch):
+    full = load_checkpoint(tiny_run / "last.pt")
+    at_training_step(7, die, monkeypatch)
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "killed", SHARED_RUN_EPOCHS, *SHARED_RUN_FLAGS)) == 130
+    monkeypatch.undo()
     interrupted = load_checkpoint(tmp_path / "killed" / "run" / "last.pt")
     assert interrupted["step"] == 6, "the periodic checkpoint of step 6 is the last one written"
 
@@ -121,16 +120,7 @@ def test_killed_run_resumes_on_the_same_curve(tiny_npz, tmp_path, monkeypatch):
 
 
 def test_sigint_saves_a_checkpoint_and_says_how_to_resume(tiny_npz, tmp_path, monkeypatch, capsys):
-    original_step = train_module.Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupted_at_step_three(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original_step(self, batch)
-
-    monkeypatch.setattr(train_module.Trainer, "train_step", interrupted_at_step_three)
+    at_training_step(3, interrupt, monkeypatch)
     assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
     checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
     assert checkpoint["step"] == 3
@@ -182,14 +172,18 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert len(folders) == 3 and all(folder.is_dir() for folder in folders)
 
 
-def test_compiled_training_follows_the_eager_run(tiny_npz, tmp_path):
+@pytest.mark.skipif(
+    not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
+    reason="no C compiler: torch.compile is off, so there is no compiled run to compare",
+)
+def test_compiled_training_follows_the_eager_run(tiny_run, tiny_npz, tmp_path):
+    flags = tiny_run_flags(tiny_npz, tmp_path / "runs", SHARED_RUN_EPOCHS, *SHARED_RUN_FLAGS, "--compile")
+    assert run_main(flags) == 0
     losses = {}
-    for name in ("eager", "compiled"):
-        flags = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--run-name", name, "--max-frames", "24")
-        assert run_main([*flags, "--compile"] if name == "compiled" else flags) == 0
-        records = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
-        losses[name] = next(r["loss"] for r in records if r["split"] == "validation")
-    assert losses["compiled"] == pytest.approx(losses["eager"], rel=0.3), losses
+    for name, run in (("eager", tiny_run), ("compiled", tmp_path / "runs" / "run")):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r["loss"] for r in records if r["split"] == "validation"]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-3), losses
 
 
 def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
@@ -203,3 +197,67 @@ def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
     assert mixed.dtype == torch.float32, "coordinates leave the decoder in float32"
     assert (mixed - reference).abs().max() < 0.05, "Angstrom"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_stop_on_the_last_step_of_an_epoch_resumes_cleanly(tiny_npz, tmp_path, monkeypatch):
+    """Bug: a stop agreed on the last step of an epoch saved batch_in_epoch == steps_per_epoch; the
+    resumed run then wrote a train record without a loss, and the loss plot raised KeyError."""
+    at_training_step(5, interrupt, monkeypatch)  # 43 training frames / batches of 8: step 5 ends epoch 1
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 2, "--run-name", "run")) == 130
+    monkeypatch.undo()
+    run = tmp_path / "runs" / "run"
+    assert load_checkpoint(run / "last.pt")["step"] == 5
+
+    assert run_main(["--resume", str(run / "last.pt")]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert [r["epoch"] for r in train_records] == [1, 2]
+    assert all("loss" in r for r in train_records), train_records
+    assert (run / "loss_curves.png").is_file()
+    assert load_checkpoint(run / "last.pt")["step"] == 10
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_five_percent():
+    assert learning_rate_factor(0, warmup_steps=4, total_steps=20) == 0.25
+    assert learning_rate_factor(3, warmup_steps=4, total_steps=20) == 1.0
+    assert learning_rate_factor(4, warmup_steps=4, total_steps=20) == 1.0, "the cosine starts at its peak"
+    assert math.isclose(learning_rate_factor(12, warmup_steps=4, total_steps=20), 0.05 + 0.95 * 0.5)
+    assert math.isclose(learning_rate_factor(20, warmup_steps=4, total_steps=20), 0.05)
+    assert math.isclose(learning_rate_factor(99, warmup_steps=4, total_steps=20), 0.05), "stays at the floor"
+
+
+def test_beta_rises_linearly_over_its_warm_up_epochs():
+    assert beta_at(0, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.0
+    assert math.isclose(beta_at(5, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5), 0.05)
+    assert beta_at(10, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.1
+    assert beta_at(50, beta=0.1, warmup_epochs=2.0, steps_per_epoch=5) == 0.1
+    assert beta_at(0, beta=0.1, warmup_epochs=0.0, steps_per_epoch=5) == 0.1, "no warm-up: full beta at once"
+
+
+def test_reference_conformation_is_the_frame_closest_to_the_mean_distances():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 6, 3, generator=generator, dtype=torch.float64)
+    # frames scaled by 0.8 .. 1.2: the unscaled one has the mean distances
+    frames = base * torch.tensor([0.8, 0.9, 1.2, 1.0, 1.1], dtype=torch.float64).view(-1, 1, 1)
+    chosen = reference_conformation(frames)
+    torch.testing.assert_close(chosen, frames[3])
+    chosen += 1.0
+    assert not torch.equal(frames[3], chosen), "a copy, not a view of the data"
+
+
+def test_changing_epochs_on_resume_says_what_happens_to_the_schedule(tiny_run, tmp_path, capsys):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    assert run_main(["--resume", str(run / "last.pt"), "--epochs", str(SHARED_RUN_EPOCHS + 1)]) == 0
+    err = capsys.readouterr().err
+    assert f"--epochs {SHARED_RUN_EPOCHS + 1} (the run had {SHARED_RUN_EPOCHS})" in err
+    assert "learning-rate schedule" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] == SHARED_RUN_EPOCHS + 1
+
+
+def test_validation_loss_is_deterministic(aib9):
+    """best.pt is chosen on this loss: it decodes the posterior means, so two passes agree exactly."""
+    model = make_model(aib9)
+    frames = torch.from_numpy(aib9.coords[:6])
+    first, second = (validate(model, frames, beta=1e-3, amp=False, seed=0) for _ in range(2))
+    assert first.metrics["loss"] == second.metrics["loss"]
+    assert first.samples.shape == (EVALUATION_SAMPLES, 58, 3)

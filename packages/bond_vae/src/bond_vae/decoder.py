@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from bond_vae.graph import hop_counts
+
 
 @dataclass
 class DecoderConfig:
@@ -41,31 +43,6 @@ class DecoderConfig:
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
 
 
-def topological_distances(bonds: torch.Tensor, n_atoms: int, max_distance: int) -> torch.Tensor:
-    """Number of covalent bonds on the shortest path between atom pairs, clipped at ``max_distance``.
-
-    Args:
-        bonds: (n_bonds, 2) atom indices.
-        n_atoms: atoms in the molecule.
-        max_distance: value given to pairs further apart (or disconnected).
-
-    Returns:
-        (N, N) long tensor, zero on the diagonal.
-    """
-    adjacency = torch.zeros(n_atoms, n_atoms, dtype=torch.bool)
-    adjacency[bonds[:, 0], bonds[:, 1]] = True
-    adjacency |= adjacency.T.clone()
-    distances = torch.full((n_atoms, n_atoms), max_distance, dtype=torch.long)
-    reached = torch.eye(n_atoms, dtype=torch.bool)
-    distances[reached] = 0
-    frontier = reached
-    for hops in range(1, max_distance):
-        frontier = (frontier.float() @ adjacency.float()).bool() & ~reached
-        distances[frontier] = hops
-        reached |= frontier
-    return distances
-
-
 class EGNNLayer(nn.Module):
     """One E(n)-equivariant layer on the complete graph of each molecule.
 
@@ -73,7 +50,7 @@ class EGNNLayer(nn.Module):
     x_i <- x_i + mean_j (x_i - x_j) / (|x_i - x_j| + 1) * phi_x(m_ij)
     h_i <- h_i + phi_h(h_i, sum_j m_ij)
 
-    ``a_ij`` is a per-pair edge attribute (here the embedded topological distance). The
+    ``a_ij`` is a per-pair edge attribute (here the embedded bond hop count). The
     coordinate weight is bounded by ``coordinate_range * tanh``, and the last layer of phi_x
     starts near zero so that early training does not fling atoms apart. The last layer of a
     decoder has no node update (``update_nodes=False``): nothing would read its output.
@@ -143,7 +120,7 @@ class EGNNDecoder(nn.Module):
         config: hyper-parameters.
         latent_dim: dimension D of the latent space.
         atomic_numbers: (N,) atomic numbers.
-        bonds: (n_bonds, 2) covalent bonds, used as the topological pair attribute.
+        bonds: (n_bonds, 2) covalent bonds; their hop counts are the pair attribute.
         reference_positions: (N, 3) starting conformation in Angstrom (centred here).
     """
 
@@ -162,9 +139,8 @@ class EGNNDecoder(nn.Module):
         pair = config.pair_channels or hidden
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("reference_positions", reference_positions - reference_positions.mean(dim=0))
-        self.register_buffer(
-            "topology", topological_distances(bonds.long().cpu(), n_atoms, config.max_topological_distance)
-        )
+        hops = hop_counts(bonds.long().cpu().numpy(), n_atoms).clip(max=config.max_topological_distance)
+        self.register_buffer("hop_counts", torch.from_numpy(hops))  # (N, N) bonds between atoms, clipped
         self.register_buffer("pair_mask", 1.0 - torch.eye(n_atoms))
         self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
@@ -184,7 +160,7 @@ class EGNNDecoder(nn.Module):
         atom_features = self.element_embedding(self.atomic_numbers) + self.atom_embedding.weight
         h = atom_features.unsqueeze(0) + self.latent_proj(z).unsqueeze(1)
         x = self.reference_positions.expand(z.shape[0], -1, -1)
-        pair_attributes = self.topology_embedding(self.topology)
+        pair_attributes = self.topology_embedding(self.hop_counts)
         for layer in self.layers:
             h, x = layer(h, x, pair_attributes, self.pair_mask)
         return x - x.mean(dim=1, keepdim=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bond_vae.data import ELEMENTS, Topology
+from bond_vae.graph import hop_counts
 
 CLASH_DISTANCE = 2.5
 CLASH_MIN_BONDS_APART = 4
@@ -38,7 +39,9 @@ def find_backbone(topology: Topology) -> Backbone | None:
     Returns None when no residue has both angles (not a peptide).
     """
     atoms: dict[tuple[int, str], int] = {}
-    for index, (residue, name) in enumerate(zip(topology.residue_ids.tolist(), topology.atom_names.tolist())):
+    for index, (residue, name) in enumerate(
+        zip(topology.residue_ids.tolist(), topology.atom_names.tolist(), strict=True)
+    ):
         atoms.setdefault((int(residue), str(name)), index)
     phi, psi, ids = [], [], []
     for residue in sorted({int(r) for r in topology.residue_ids}):
@@ -83,31 +86,9 @@ def bond_angles(coords: np.ndarray, triplets: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
-def bond_lengths(coords: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """(frames, n_bonds) bond lengths in Angstrom."""
-    return np.linalg.norm(coords[:, bonds[:, 0]] - coords[:, bonds[:, 1]], axis=-1)
-
-
-def graph_distances(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
-    """(N, N) number of bonds on the shortest path between atoms (n_atoms where disconnected)."""
-    adjacency = np.zeros((n_atoms, n_atoms), dtype=bool)
-    adjacency[bonds[:, 0], bonds[:, 1]] = adjacency[bonds[:, 1], bonds[:, 0]] = True
-    distances = np.full((n_atoms, n_atoms), n_atoms)
-    np.fill_diagonal(distances, 0)
-    frontier = np.eye(n_atoms, dtype=bool)
-    reached = frontier.copy()
-    for hops in range(1, n_atoms):
-        frontier = (frontier.astype(np.int64) @ adjacency.astype(np.int64) > 0) & ~reached
-        if not frontier.any():
-            break
-        distances[frontier] = hops
-        reached |= frontier
-    return distances
-
-
 def clash_fraction(coords: np.ndarray, bonds: np.ndarray, distance: float = CLASH_DISTANCE) -> float:
     """Fraction of frames with two atoms at least 4 bonds apart closer than ``distance`` Angstrom."""
-    far = graph_distances(bonds, coords.shape[1]) >= CLASH_MIN_BONDS_APART
+    far = hop_counts(bonds, coords.shape[1]) >= CLASH_MIN_BONDS_APART
     i, j = np.nonzero(np.triu(far, k=1))
     closest = np.linalg.norm(coords[:, i] - coords[:, j], axis=-1).min(axis=1)
     return float((closest < distance).mean())
@@ -117,12 +98,6 @@ def radius_of_gyration(coords: np.ndarray) -> np.ndarray:
     """(frames,) radius of gyration of the atoms (unweighted), Angstrom."""
     centred = coords - coords.mean(axis=1, keepdims=True)
     return np.sqrt((centred**2).sum(-1).mean(-1))
-
-
-def pairwise_distances(coords: np.ndarray) -> np.ndarray:
-    """(frames, N (N - 1) / 2) interatomic distances in Angstrom."""
-    i, j = np.triu_indices(coords.shape[1], k=1)
-    return np.linalg.norm(coords[:, i] - coords[:, j], axis=-1)
 
 
 def jensen_shannon_distance(p_counts: np.ndarray, q_counts: np.ndarray, pseudo_count: float = JS_PSEUDO_COUNT) -> float:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bond_vae import __version__
-from bond_vae.cli import check_inference_request, exit_on_user_error, load_for_inference, parse_checkpoint_command
+from bond_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
 from bond_vae.config import ConfigError
 from bond_vae.data import DataError, Topology, load_dataset
+from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.model import MolecularVAE
 from bond_vae.structure_files import write_conformations_npz, write_pdb
 
@@ -59,7 +59,7 @@ class SampleConfig:
 
 
 def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device) -> torch.Tensor:
-    """(K, latent_dim) latents chosen by the configuration."""
+    """(K, latent_dim) latents chosen by the configuration: a file's, an interpolation's, or prior draws."""
     if config.latents is not None:
         if not config.latents.is_file():
             raise DataError(f"{config.latents}: file not found")
@@ -90,25 +90,6 @@ def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology
         return (1.0 - weights) * mu[0] + weights * mu[1]
     generator = torch.Generator(device=device).manual_seed(config.seed)
     return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
-
-
-@torch.inference_mode()
-def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: int, compile_decoder: bool) -> np.ndarray:
-    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom.
-
-    With ``compile_decoder``, and more than one batch to decode, the decoder runs through
-    ``torch.compile`` (about 20 s once on a CPU, then 2-3x faster per batch); the last batch
-    is padded to the full batch size so that one compiled graph serves all of them.
-    """
-    model.eval()
-    batches = [latents[start : start + batch_size] for start in range(0, len(latents), batch_size)]
-    decode = torch.compile(model.decoder, dynamic=False) if compile_decoder and len(batches) > 1 else model.decoder
-    chunks = []
-    for batch in tqdm(batches, desc="decoding", unit="batch", disable=len(batches) == 1):
-        padding = batch_size - len(batch) if decode is not model.decoder else 0
-        padded = torch.cat([batch, batch.new_zeros(padding, batch.shape[1])]) if padding else batch
-        chunks.append(decode(padded)[: len(batch)].float().cpu())
-    return torch.cat(chunks).numpy()
 
 
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:

@@ -53,7 +53,7 @@ def torsion_quadruplets(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
         neighbours[i].append(j)
         neighbours[j].append(i)
     chains = [
-        (i, j, k, l) for j, k in bonds.tolist() for i in neighbours[j] for l in neighbours[k] if len({i, j, k, l}) == 4
+        (i, j, k, m) for j, k in bonds.tolist() for i in neighbours[j] for m in neighbours[k] if len({i, j, k, m}) == 4
     ]
     return torch.tensor(chains, dtype=torch.long).reshape(-1, 4)
 

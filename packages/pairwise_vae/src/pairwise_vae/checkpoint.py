@@ -1,18 +1,23 @@
-"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+"""Checkpoints: their contents, written atomically, read with ``torch.load(weights_only=True)``.
 
-A checkpoint holds only tensors and plain Python types, so loading one cannot run code.
-It records which package wrote it and in which format, so a checkpoint of another package,
-or of a newer format, is refused with a clear message instead of failing deep in torch.
+This module alone knows what a checkpoint holds: the training settings (``config``), the
+molecule (``topology``, see :meth:`Topology.to_record`), the model weights, and for a run to
+resume, the optimiser, scheduler, :class:`Progress` and random states. It holds only tensors
+and plain Python types, so loading one cannot run code. It records which package wrote it and
+in which format, so a checkpoint of another package, or of a newer format, is refused with a
+clear message instead of failing deep in torch.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import random
 import tempfile
 import warnings
 import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +25,61 @@ import numpy as np
 import torch
 
 from pairwise_vae import __version__
-from pairwise_vae.config import from_dict
-from pairwise_vae.model import ModelConfig, MolecularVAEMSE
+from pairwise_vae.config import from_dict, to_dict
+from pairwise_vae.data import Topology
+from pairwise_vae.model import MolecularVAEMSE
+from pairwise_vae.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
 CHECKPOINT_VERSION = 2  # 2: readout and last decoder layer without unused weights (0.2.0)
 
 
+# state-dict keys renamed since format 2 was introduced: old name -> new name
+RENAMED_KEYS = {"decoder.topology": "decoder.hop_counts"}
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
+
+
+@dataclass
+class Progress:
+    """Where a training run stands.
+
+    ``epoch``: epochs completed; ``batch_in_epoch``: batches of the current epoch done;
+    ``step``: optimiser steps taken (skipped ones included); ``best_validation``: lowest
+    validation loss so far (that of best.pt); ``skipped_steps``: steps skipped as non-finite.
+    """
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    best_validation: float = math.inf
+    skipped_steps: int = 0
+
+
+def model_payload(config: TrainConfig, topology: Topology, model: MolecularVAEMSE) -> dict[str, Any]:
+    """What inference needs: settings, molecule and weights (no optimiser state)."""
+    return {"config": to_dict(config), "topology": topology.to_record(), "model": model.state_dict()}
+
+
+def training_payload(
+    config: TrainConfig,
+    topology: Topology,
+    model: MolecularVAEMSE,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: Progress,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Everything a run needs to resume where it stands (rank 0's view of a data-parallel run)."""
+    return {
+        **model_payload(config, topology, model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        **asdict(progress),
+        "rng": rng_state(device),
+    }
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -86,25 +137,53 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: is a {str(payload['format']).split('.')[0]} checkpoint, not a pairwise_vae one")
     if payload.get("format_version", 0) > CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: written in checkpoint format {payload['format_version']} by pairwise_vae {payload.get('package_version')}; "
+            f"{path}: written in checkpoint format {payload['format_version']} "
+            f"by pairwise_vae {payload.get('package_version')}; "
             f"this pairwise_vae {__version__} reads format {CHECKPOINT_VERSION} at most: upgrade pairwise_vae"
         )
     if payload.get("format_version", 0) < CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: written in checkpoint format {payload.get('format_version')} by pairwise_vae {payload.get('package_version')}, "
+            f"{path}: written in checkpoint format {payload.get('format_version')} "
+            f"by pairwise_vae {payload.get('package_version')}, "
             f"whose model layout this pairwise_vae {__version__} does not read: use that version, or train again"
         )
     return payload
 
 
+def config_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> TrainConfig:
+    """The training settings a checkpoint was written with."""
+    try:
+        return from_dict(TrainConfig, payload["config"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: checkpoint holds no valid training settings ({error})") from None
+
+
+def topology_from_checkpoint(payload: dict[str, Any]) -> Topology:
+    """The molecule a checkpoint's model was built for."""
+    return Topology.from_record(payload["topology"])
+
+
+def progress_from_checkpoint(payload: dict[str, Any]) -> Progress:
+    """Where the checkpoint's run stood when it was written."""
+    return Progress(**{name: payload[name] for name in asdict(Progress())})
+
+
+def restore_optimisation(
+    payload: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> None:
+    """Load the optimiser and learning-rate scheduler states of a training checkpoint."""
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+
+
 def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> MolecularVAEMSE:
     """Rebuild the model recorded in a loaded checkpoint, weights included."""
     try:
-        model_config = from_dict(ModelConfig, payload["config"]["model"])
+        model_config = config_from_checkpoint(payload, path).model
         topology = payload["topology"]
         n_atoms = topology["atomic_numbers"].shape[0]
         model = MolecularVAEMSE(model_config, topology["atomic_numbers"], topology["bonds"], torch.zeros(n_atoms, 3))
-        model.load_state_dict(payload["model"])
+        model.load_state_dict({RENAMED_KEYS.get(key, key): value for key, value in payload["model"].items()})
     except (KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(
             f"{path}: checkpoint does not describe a valid model ({str(error).splitlines()[0][:200]})"

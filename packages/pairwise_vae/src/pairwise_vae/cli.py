@@ -1,4 +1,4 @@
-"""Shared plumbing of the command-line entry points: parsers, input checks, model loading, one-line error exits."""
+"""Shared plumbing of the command-line entry points: parsers, input checks, one-line error exits."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-import torch
-
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from pairwise_vae.checkpoint import CheckpointError
 from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
-from pairwise_vae.data import DataError, Topology
-from pairwise_vae.model import MolecularVAEMSE
-from pairwise_vae.utils import resolve_device
+from pairwise_vae.data import DataError
 
 T = TypeVar("T")
 USER_ERRORS = (DataError, CheckpointError, ConfigError)
@@ -55,19 +50,3 @@ def check_inference_request(config: Any, outputs: list[Path], counts: tuple[str,
     for name in counts:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-
-
-def load_for_inference(checkpoint_path: Path, device_name: str) -> tuple[dict, MolecularVAEMSE, Topology, torch.device]:
-    """Checkpoint, its model in eval mode on the device, its molecule, and the device."""
-    device = resolve_device(device_name)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
-    record = checkpoint["topology"]
-    topology = Topology(
-        atomic_numbers=record["atomic_numbers"].numpy(),
-        atom_names=np.array(record["atom_names"]),
-        residue_ids=np.array(record["residue_ids"]),
-        residue_names=np.array(record["residue_names"]),
-        bonds=record["bonds"].numpy(),
-    )
-    return checkpoint, model, topology, device

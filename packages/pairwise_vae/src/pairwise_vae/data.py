@@ -4,7 +4,8 @@ Accepted inputs:
 
 * ``.npz`` in the dataset format: ``coords`` (frames, atoms, 3) float Angstrom,
   ``atomic_numbers`` (atoms,), ``atom_names``, ``residue_ids``, ``residue_names``,
-  ``bonds`` (n_bonds, 2) int, ``metadata`` (JSON text); bonds are optional.
+  ``bonds`` (n_bonds, 2) int; bonds are optional. A ``metadata`` entry (JSON text, written
+  by ``sample``) describes the file for people and is not read.
 * ``.npy`` of shape (..., atoms, 3) in Angstrom, with a topology given separately: a PDB
   file, or an atom table ``.npy`` of ``[atom_name, residue_index]`` rows.
 
@@ -14,12 +15,13 @@ reported as a :class:`DataError` whose message names the file and the problem.
 
 from __future__ import annotations
 
-import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[4] / "data" / "aib9.npz"
 
@@ -49,6 +51,27 @@ class Topology:
     def n_atoms(self) -> int:
         return len(self.atomic_numbers)
 
+    def to_record(self) -> dict[str, Any]:
+        """The topology as tensors and lists, as a checkpoint stores it (``torch.load(weights_only=True)`` reads it)."""
+        return {
+            "atomic_numbers": torch.from_numpy(self.atomic_numbers),
+            "bonds": torch.from_numpy(self.bonds),
+            "atom_names": self.atom_names.tolist(),
+            "residue_ids": self.residue_ids.tolist(),
+            "residue_names": self.residue_names.tolist(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Topology:
+        """Inverse of :meth:`to_record`."""
+        return cls(
+            atomic_numbers=record["atomic_numbers"].numpy(),
+            atom_names=np.array(record["atom_names"]),
+            residue_ids=np.array(record["residue_ids"]),
+            residue_names=np.array(record["residue_names"]),
+            bonds=record["bonds"].numpy(),
+        )
+
 
 @dataclass
 class ConformationDataset:
@@ -57,7 +80,6 @@ class ConformationDataset:
     coords: np.ndarray
     topology: Topology
     source: Path
-    metadata: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.coords)
@@ -128,7 +150,8 @@ def _load_npz(path: Path) -> ConformationDataset:
     atomic_numbers = arrays["atomic_numbers"]
     if atomic_numbers.ndim != 1 or not np.issubdtype(atomic_numbers.dtype, np.integer):
         raise DataError(
-            f"{path}: atomic_numbers must be a 1-D integer array, got shape {atomic_numbers.shape} {atomic_numbers.dtype}"
+            f"{path}: atomic_numbers must be a 1-D integer array, "
+            f"got shape {atomic_numbers.shape} {atomic_numbers.dtype}"
         )
     if len(atomic_numbers) != n_atoms:
         raise DataError(f"{path}: coords have {n_atoms} atoms but atomic_numbers lists {len(atomic_numbers)}")
@@ -146,12 +169,6 @@ def _load_npz(path: Path) -> ConformationDataset:
             raise DataError(f"{path}: {key} has shape {value.shape}, expected ({n_atoms},)")
         per_atom[key] = value
     bonds = arrays["bonds"] if "bonds" in arrays else infer_bonds(coords, atomic_numbers)
-    metadata = {}
-    if "metadata" in arrays:
-        try:
-            metadata = json.loads(str(arrays["metadata"]))
-        except json.JSONDecodeError:
-            raise DataError(f"{path}: metadata is not valid JSON text") from None
     topology = Topology(
         atomic_numbers=atomic_numbers.astype(np.int64),
         atom_names=per_atom["atom_names"].astype(str),
@@ -159,7 +176,7 @@ def _load_npz(path: Path) -> ConformationDataset:
         residue_names=per_atom["residue_names"].astype(str),
         bonds=_as_bonds(bonds, path),
     )
-    return ConformationDataset(coords=coords, topology=topology, source=path, metadata=metadata)
+    return ConformationDataset(coords=coords, topology=topology, source=path)
 
 
 def _load_npy(path: Path, topology_path: Path) -> ConformationDataset:
@@ -175,7 +192,7 @@ def _load_npy(path: Path, topology_path: Path) -> ConformationDataset:
         raise DataError(
             f"{path}: coordinates have {coords.shape[1]} atoms but topology {topology_path} has {topology.n_atoms}"
         )
-    return ConformationDataset(coords=coords, topology=topology, source=path, metadata={"topology": str(topology_path)})
+    return ConformationDataset(coords=coords, topology=topology, source=path)
 
 
 def load_topology(path: Path, coords: np.ndarray) -> Topology:
@@ -224,9 +241,10 @@ def load_topology(path: Path, coords: np.ndarray) -> Topology:
 
 def _read_pdb(path: Path) -> tuple[list[str], list[int], list[str], list[tuple[int, int]] | None]:
     names, residue_ids, residue_names, serial_to_index, bonds = [], [], [], {}, set()
+    first_model_read = False
     for line in path.read_text(errors="replace").splitlines():
         record = line[:6].strip()
-        if record in ("ATOM", "HETATM"):
+        if record in ("ATOM", "HETATM") and not first_model_read:
             try:
                 serial_to_index[int(line[6:11])] = len(names)
                 residue_ids.append(int(line[22:26]))
@@ -237,8 +255,8 @@ def _read_pdb(path: Path) -> tuple[list[str], list[int], list[str], list[tuple[i
         elif record == "CONECT":
             fields = [int(line[i : i + 5]) for i in range(6, len(line.rstrip()), 5) if line[i : i + 5].strip()]
             bonds.update(tuple(sorted((fields[0], other))) for other in fields[1:])
-        elif record in ("ENDMDL", "END") and names:
-            break
+        elif record == "ENDMDL" and names:
+            first_model_read = True
     if not names:
         raise DataError(f"{path}: no ATOM or HETATM records")
     known = [
@@ -336,3 +354,22 @@ def subsample(coords: np.ndarray, max_frames: int | None) -> np.ndarray:
     if max_frames is None or max_frames >= len(coords):
         return coords
     return coords[np.linspace(0, len(coords) - 1, max_frames).round().astype(int)]
+
+
+def training_split(
+    coords: np.ndarray, max_frames: int | None, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation frames of a run: :func:`subsample`, then :func:`split_frames`.
+
+    The trainer and ``evaluate`` (whose default reference is a run's validation split) both
+    call this, so they agree on the frames.
+
+    Args:
+        coords: (frames, N, 3) Angstrom.
+
+    Returns:
+        (train, validation) coordinate arrays, (F_train, N, 3) and (F_validation, N, 3).
+    """
+    coords = subsample(coords, max_frames)
+    train, validation = split_frames(len(coords), validation_fraction, seed)
+    return coords[train], coords[validation]

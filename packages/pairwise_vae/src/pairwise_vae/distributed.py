@@ -166,7 +166,8 @@ def device_for_rank(requested: str, ranks: Ranks) -> torch.device:
         return device
     if device.index is not None:
         raise ConfigError(
-            f"--device {requested} names one GPU, but --devices {ranks.world_size} uses one per process: choose them with CUDA_VISIBLE_DEVICES (make train-pairwise GPUS=0,1)"
+            f"--device {requested} names one GPU, but --devices {ranks.world_size} uses one per process: "
+            "choose them with CUDA_VISIBLE_DEVICES (make train-pairwise GPUS=0,1)"
         )
     if ranks.local_rank >= torch.cuda.device_count():
         raise ConfigError(

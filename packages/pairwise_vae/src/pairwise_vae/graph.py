@@ -1,4 +1,5 @@
-"""Radius-graph edge lists for batches of molecules that share one topology.
+"""The molecule as a graph: bond hop counts, and radius-graph edge lists for batches of molecules
+that share one topology.
 
 Every molecule in a batch has the same ``n_atoms`` atoms, so a batch of ``B`` molecules is a
 graph of ``B * n_atoms`` nodes: node ``b * n_atoms + i`` is atom ``i`` of molecule ``b``.
@@ -7,12 +8,38 @@ Edges are directed pairs ``(source, target)``; messages flow from source to targ
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 try:
     import torch_cluster
 except ImportError:  # pragma: no cover - torch-cluster is a declared dependency
     torch_cluster = None
+
+
+def hop_counts(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
+    """Number of covalent bonds on the shortest path between every two atoms (breadth-first).
+
+    Args:
+        bonds: (n_bonds, 2) atom indices.
+        n_atoms: atoms in the molecule N.
+
+    Returns:
+        (N, N) int64 array, zero on the diagonal, ``n_atoms`` for atoms that no path joins.
+    """
+    adjacency = np.zeros((n_atoms, n_atoms), dtype=bool)
+    adjacency[bonds[:, 0], bonds[:, 1]] = adjacency[bonds[:, 1], bonds[:, 0]] = True
+    counts = np.full((n_atoms, n_atoms), n_atoms, dtype=np.int64)
+    np.fill_diagonal(counts, 0)
+    frontier = np.eye(n_atoms, dtype=bool)
+    reached = frontier.copy()
+    for hops in range(1, n_atoms):
+        frontier = (frontier.astype(np.int64) @ adjacency.astype(np.int64) > 0) & ~reached
+        if not frontier.any():
+            break
+        counts[frontier] = hops
+        reached |= frontier
+    return counts
 
 
 def _torch_cluster_supports(device: torch.device) -> bool:

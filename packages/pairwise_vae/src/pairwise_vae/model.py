@@ -27,7 +27,8 @@ class ModelConfig:
     chirality_weight: float = field(
         default=0.0,
         metadata={
-            "help": "weight of a parity-odd loss term: MSE of signed volumes of bonded atom chains (Angstrom^6); 0 keeps the loss mirror-blind"
+            "help": "weight of a parity-odd loss term: MSE of signed volumes of bonded atom chains (Angstrom^6); "
+            "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
         },
     )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
@@ -36,7 +37,11 @@ class ModelConfig:
 
 @dataclass
 class LossTerms:
-    """Scalar loss tensors of one batch: total, chirality term (signed-volume MSE, zero when off), pairwise-distance MSE (Angstrom^2), KL per molecule (nats)."""
+    """Scalar loss tensors of one batch.
+
+    ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
+    (nats); ``chirality``: signed-volume MSE (Angstrom^6), zero when its weight is 0.
+    """
 
     total: torch.Tensor
     reconstruction: torch.Tensor
@@ -70,6 +75,22 @@ def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: t
         quadruplets: (Q, 4) atom chains i-j-k-l.
     """
     return (signed_volumes(predicted, quadruplets) - signed_volumes(target, quadruplets)).pow(2).mean()
+
+
+def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
+    """The decoder's starting conformation: the frame whose interatomic distances are closest to
+    the mean distances (over at most about 2000 evenly spaced frames).
+
+    Args:
+        coords: (F, N, 3) training frames, Angstrom.
+
+    Returns:
+        (N, 3) a copy of one of the frames.
+    """
+    sample = coords[:: max(1, len(coords) // 2000)]
+    distances = torch.cdist(sample, sample)
+    deviation = (distances - distances.mean(dim=0)).pow(2).mean(dim=(1, 2))
+    return sample[deviation.argmin()].clone()
 
 
 class MolecularVAEMSE(nn.Module):

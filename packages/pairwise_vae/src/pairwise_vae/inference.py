@@ -1,0 +1,60 @@
+"""A trained model at work: load a checkpoint for inference, encode and decode in batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint, topology_from_checkpoint
+from pairwise_vae.data import Topology
+from pairwise_vae.model import MolecularVAEMSE
+from pairwise_vae.utils import resolve_device
+
+
+def load_for_inference(
+    checkpoint_path: Path, device_name: str
+) -> tuple[dict[str, Any], MolecularVAEMSE, Topology, torch.device]:
+    """Checkpoint, its model in eval mode on the device, its molecule, and the device."""
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    return checkpoint, model, topology_from_checkpoint(checkpoint), device
+
+
+@torch.no_grad()
+def encode_in_batches(
+    model: MolecularVAEMSE, coords: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior parameters of (F, N, 3) Angstrom frames: means and log-variances, each (F, latent_dim)."""
+    model.eval()
+    mus, log_vars = [], []
+    for start in range(0, len(coords), batch_size):
+        mu, log_var = model.encode(torch.from_numpy(coords[start : start + batch_size]).to(device))
+        mus.append(mu.float().cpu())
+        log_vars.append(log_var.float().cpu())
+    return torch.cat(mus).numpy(), torch.cat(log_vars).numpy()
+
+
+@torch.inference_mode()
+def decode_in_batches(
+    model: MolecularVAEMSE, latents: torch.Tensor, batch_size: int, compile_decoder: bool
+) -> np.ndarray:
+    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom.
+
+    With ``compile_decoder``, and more than one batch to decode, the decoder runs through
+    ``torch.compile`` (about 20 s once on a CPU, then 2-3x faster per batch); the last batch
+    is padded to the full batch size so that one compiled graph serves all of them.
+    """
+    model.eval()
+    batches = [latents[start : start + batch_size] for start in range(0, len(latents), batch_size)]
+    decode = torch.compile(model.decoder, dynamic=False) if compile_decoder and len(batches) > 1 else model.decoder
+    chunks = []
+    for batch in tqdm(batches, desc="decoding", unit="batch", disable=len(batches) == 1):
+        padding = batch_size - len(batch) if decode is not model.decoder else 0
+        padded = torch.cat([batch, batch.new_zeros(padding, batch.shape[1])]) if padding else batch
+        chunks.append(decode(padded)[: len(batch)].float().cpu())
+    return torch.cat(chunks).numpy()
