@@ -56,7 +56,7 @@ test-isolated: setup  ## each package's tests in a fresh environment that holds 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
 
-gpu-check: setup  ## on a machine with a GPU: CUDA tests, bench, one-epoch train-both, DDP; one summary table (~8 min)
+gpu-check: setup  ## on a machine with a GPU: CUDA tests, bench, one-epoch train-both, DDP; one summary table (~10 min)
 	$(UV) run --frozen python scripts/gpu_check.py $(ARGS)
 
 dataset: setup  ## regenerate the AIB9 MD ensemble with OpenMM (ARGS="--output FILE")

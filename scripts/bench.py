@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             rows.append(measure_in_fresh_process(job))
             print(format_table(rows[-1:]), file=sys.stderr, flush=True)  # so far, in case a later one hangs
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         except (BrokenProcessPool, RuntimeError) as error:  # killed (out of host memory) or e.g. CUDA out of memory
             reason = (
                 "the measuring process died (out of memory?)"
