@@ -26,7 +26,7 @@ def test_ranks_split_each_global_batch_into_disjoint_slices():
     assert torch.equal(rank_slice(order, 3, 6, Ranks()), order[18:24]), "one process takes the plain batches"
 
 
-def test_two_gloo_ranks_hold_the_same_weights_after_a_step(tiny_npz, tmp_path):
+def test_two_gloo_ranks_hold_the_same_weights_and_skip_a_non_finite_step_together(tiny_npz, tmp_path):
     command = [
         sys.executable,
         "-m",
@@ -47,6 +47,10 @@ def test_two_gloo_ranks_hold_the_same_weights_after_a_step(tiny_npz, tmp_path):
         assert torch.equal(rank0["before"][name], rank1["before"][name]), name
     changed = [name for name, value in rank0["after"].items() if not torch.equal(value, rank0["before"][name])]
     assert len(changed) > 10, "the step updated the weights"
+    for rank in (rank0, rank1):  # a NaN on one rank: the step is skipped on both, weights untouched
+        assert rank["applied"] == 1.0 and rank["skipped"] == 1.0
+        for name, value in rank["after_poisoned"].items():
+            assert torch.equal(value, rank["after"][name]), name
 
 
 def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):

@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc-per-node 2 ddp_step.py DATA OUT
 
-Each rank saves the frames it trained on and its weights before and after the step.
+Each rank saves the frames it trained on and its weights before and after the step, and
+after a second step whose batch holds a NaN on rank 1 only (which every rank must skip).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ config = TrainConfig(data=data, batch_size=4, device="cpu", compile=False, wandb
 run = build_run(config, load_dataset(data), None, ranks)
 before = {name: value.clone() for name, value in run.model.state_dict().items()}
 frames = rank_slice(epoch_order(config.seed, 0, len(run.train_coords), run.device), 0, config.batch_size, ranks)
-train_step(run, run.train_coords[frames])
-torch.save({"frames": frames, "before": before, "after": run.model.state_dict()}, out / f"rank{ranks.rank}.pt")
+applied = train_step(run, run.train_coords[frames])[-1].item()
+after = {name: value.clone() for name, value in run.model.state_dict().items()}
+poisoned = run.train_coords[frames].clone()
+if ranks.rank == 1:  # a non-finite batch on one rank only: every rank must skip the step
+    poisoned[0, 0, 0] = float("nan")
+skipped = 1.0 - train_step(run, poisoned)[-1].item()
+payload = {"frames": frames, "before": before, "after": after, "after_poisoned": run.model.state_dict()}
+torch.save(payload | {"applied": applied, "skipped": skipped}, out / f"rank{ranks.rank}.pt")
 leave_process_group(ranks)
