@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-DEFAULT_DATASET = Path(__file__).resolve().parents[4] / "data" / "aib9.npz"
+# The embedded AIB9 ensemble is package data: found in a source checkout and in an installed wheel alike.
+DEFAULT_DATASET = Path(str(resources.files(__package__) / "resources" / "aib9.npz"))
 
 COVALENT_RADII = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "F": 0.57, "P": 1.07, "S": 1.05, "Cl": 1.02, "Br": 1.20}
 ATOMIC_NUMBERS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "P": 15, "S": 16, "Cl": 17, "Br": 35}
@@ -115,7 +117,7 @@ def load_dataset(path: Path | str | None = None, topology_path: Path | str | Non
     """Load and validate a dataset file; ``path=None`` loads the embedded AIB9 ensemble."""
     path = Path(path) if path is not None else DEFAULT_DATASET
     if not path.exists():
-        hint = " (the embedded AIB9 dataset; run 'make dataset' or pass --data)" if path == DEFAULT_DATASET else ""
+        hint = " (the embedded AIB9 dataset; reinstall the package or pass --data)" if path == DEFAULT_DATASET else ""
         raise DataError(f"{path}: file not found{hint}")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a .npz or .npy file")
