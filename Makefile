@@ -50,8 +50,8 @@ test: setup  ## run the test suite (CPU)
 	$(UV) run --frozen pytest $(ARGS)
 
 test-isolated: setup  ## each package's tests in a fresh environment that holds only that package
-	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae pytest -p no:cacheprovider tests/bond_vae
-	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae pytest -p no:cacheprovider tests/pairwise_vae
+	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
+	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)

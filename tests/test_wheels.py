@@ -73,7 +73,7 @@ def test_wheel_installs_and_trains_on_its_embedded_data(tmp_path, package, modul
         metadata = archive.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
     assert f"{module}/resources/aib9.npz" in names
     assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.10" in metadata
-    assert "Classifier: " in metadata
+    assert "Classifier: " in metadata and "Provides-Extra: md" in metadata
 
     locked = tmp_path / "pylock.toml"
     run_uv(
@@ -103,3 +103,20 @@ def test_wheel_installs_and_trains_on_its_embedded_data(tmp_path, package, modul
     assert str(venv) in result.stdout and f"{module}/resources/aib9.npz" in result.stdout  # the wheel's own copy
     (run,) = (elsewhere / "runs").iterdir()
     assert (run / "best.pt").is_file() and (run / "metrics.jsonl").is_file()
+
+    # without the 'md' extra a trajectory is refused in one line that names the extra
+    (elsewhere / "traj.xtc").write_bytes(b"not read")
+    (elsewhere / "top.pdb").write_text("END\n")
+    result = subprocess.run(
+        [str(venv / "bin" / f"{package}-train"), "--data", "traj.xtc", "--topology", "top.pdb"],
+        cwd=elsewhere,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: traj.xtc: reading MD trajectories needs MDTraj; install the extra: pip install '{package}[md]'"
+    ]

@@ -44,8 +44,17 @@ class EvaluateConfig:
         },
     )
     topology: Path | None = field(
-        default=None, metadata={"help": "topology of .npy reference coordinates", "metavar": "FILE"}
+        default=None, metadata={"help": "topology of .npy reference coordinates or of a trajectory", "metavar": "FILE"}
     )
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "atoms of a reference trajectory (MDTraj selection); none: the heavy atoms of the first "
+            "molecule that is not solvent or ions",
+            "metavar": "SELECTION",
+        },
+    )
+    stride: int = field(default=1, metadata={"help": "read every N-th frame of --data"})
     output: Path = field(
         default=Path("evaluation"),
         metadata={"help": "new folder for the report (must not exist yet)", "metavar": "DIR"},
@@ -65,12 +74,12 @@ def reference_frames(
 ) -> tuple[np.ndarray, str]:
     """(F, N, 3) reference coordinates (Angstrom) and a description of where they come from."""
     if config.data is not None:
-        dataset = load_dataset(config.data, config.topology)
+        dataset = load_dataset(config.data, config.topology, config.select, config.stride)
         description = f"{dataset.source} (all frames)"
         coords = dataset.coords
     else:
         run = config_from_checkpoint(checkpoint, checkpoint_path)
-        dataset = load_dataset(run.data, run.topology)
+        dataset = load_dataset(run.data, run.topology, run.select, run.stride)
         _, coords = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.seed)
         description = f"{dataset.source} (validation split of the training run)"
     if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):

@@ -194,7 +194,7 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     """Run (or continue) training as one rank of ``ranks``; returns the process exit code."""
     if ranks.distributed:
         init_process_group(ranks, device_for_rank(config.device, ranks))
-    dataset = load_dataset(config.data, config.topology)
+    dataset = load_dataset(config.data, config.topology, config.select, config.stride)
     run = build_run(config, dataset, checkpoint, ranks)
     run_dir = None
     if ranks.is_main:
@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
                 config.devices = ranks.world_size
             if config.devices > 1 and not ranks.distributed:
                 check_device_count(config.device, config.devices)
-                load_dataset(config.data, config.topology)  # a bad file: one message here, not one per rank
+                load_dataset(
+                    config.data, config.topology, config.select, config.stride
+                )  # a bad file: one message here, not one per rank
                 print(f"launching {config.devices} data-parallel processes", file=sys.stderr)
                 code = launch_local_ranks(config.devices, "pairwise_vae", argv)
             else:

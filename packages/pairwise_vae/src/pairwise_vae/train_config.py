@@ -24,17 +24,28 @@ class TrainConfig:
     data: Path | None = field(
         default=None,
         metadata={
-            "help": "dataset .npz, or .npy coordinates with --topology; none: the embedded AIB9 ensemble",
+            "help": "dataset .npz, .npy coordinates with --topology, or an MD trajectory (.xtc, .dcd, .trr, .nc, "
+            "multi-model .pdb, ...; needs the 'md' extra); none: the embedded AIB9 ensemble",
             "metavar": "FILE",
         },
     )
     topology: Path | None = field(
         default=None,
         metadata={
-            "help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows",
+            "help": "topology of .npy coordinates (a PDB file or an atom-table .npy of [atom_name, residue_index] "
+            "rows) or of a trajectory (PDB, PSF, PRMTOP, GRO, ... read by MDTraj)",
             "metavar": "FILE",
         },
     )
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "atoms of a trajectory to model, in MDTraj's selection language (e.g. 'resname AIB and not "
+            "element H'); none: the heavy atoms of the first molecule that is not solvent or ions",
+            "metavar": "SELECTION",
+        },
+    )
+    stride: int = field(default=1, metadata={"help": "read every N-th frame of the data"})
     output_dir: Path = field(
         default=Path("runs/pairwise_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"}
     )
@@ -96,7 +107,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
-        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps")
+        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps", "stride")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
