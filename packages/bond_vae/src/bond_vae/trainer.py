@@ -294,6 +294,7 @@ def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: 
         train_record.update(
             skipped_steps=int(run.skipped_steps.item()),
             molecules_per_s=steps_done * run.config.batch_size * run.ranks.world_size / seconds,
+            train_seconds=seconds,
         )
     if run.ranks.is_main:
         end_epoch(run, train_record, bar)
