@@ -9,6 +9,7 @@ checkpoints (written atomically) and PNG plots. W&B logs offline by default (pro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -216,6 +217,11 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     with StopRequested(patient=ranks.distributed) as stop:
         code = exit_code(fit(run, stop))
     if run.log is not None:
+        progress = {"epoch": run.progress.epoch, "step": run.progress.step, "exit_code": code}
+        best = run.progress.best_validation
+        run.log.summarize({**progress, **({"best_validation_loss": best} if math.isfinite(best) else {})})
+        if config.log_checkpoints:
+            run.log.log_checkpoints([run.run_dir / "best.pt", run.run_dir / "last.pt"], progress)
         run.log.finish(code)
     wait_for_all(ranks)
     if code == 0 and ranks.is_main:
