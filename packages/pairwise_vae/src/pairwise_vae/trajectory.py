@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from pairwise_vae.data import (
+    BOND_TOLERANCE,
+    COVALENT_RADII,
     ELEMENTS,
     ConformationDataset,
     DataError,
@@ -158,17 +160,27 @@ def _first_molecule(system: Any, indices: np.ndarray, coords: np.ndarray) -> np.
     """Positions in ``indices`` of the molecule that holds the first of them.
 
     Molecules are joined by the topology's bonds and by bonds inferred from covalent radii
-    (so that a topology with incomplete bonds, such as a GRO file, still gives whole molecules).
+    (so that a topology with incomplete bonds, such as a GRO file, still gives whole molecules), in frame 0.
     """
     numbers = np.array([_atomic_number(system.atom(int(i))) for i in indices])
     position = {int(atom): k for k, atom in enumerate(indices)}
     bonds = [
         (position[a.index], position[b.index]) for a, b in system.bonds if a.index in position and b.index in position
     ]
-    known = np.isin(numbers, list(ELEMENTS))
-    inferred = infer_bonds(coords[:, known], numbers[known]) if known.all() else np.empty((0, 2), np.int64)
-    labels = connected_components(np.array(bonds + inferred.tolist(), dtype=np.int64).reshape(-1, 2), len(indices))
+    labels = connected_components(np.array(bonds + _close_pairs(coords[0], numbers), dtype=np.int64), len(indices))
     return np.flatnonzero(labels == labels[0])
+
+
+def _close_pairs(frame: np.ndarray, numbers: np.ndarray) -> list[tuple[int, int]]:
+    """Atom pairs of one frame (Angstrom) within covalent reach (radii + tolerance), found with a k-d tree,
+    so that a large solute costs no all-pairs matrix."""
+    from scipy.spatial import cKDTree  # a dependency of MDTraj
+
+    radii = np.array([COVALENT_RADII.get(ELEMENTS.get(int(z), ""), 1.5) for z in numbers])
+    pairs = cKDTree(frame).query_pairs(2 * radii.max() + BOND_TOLERANCE, output_type="ndarray")
+    reach = radii[pairs[:, 0]] + radii[pairs[:, 1]] + BOND_TOLERANCE
+    close = np.linalg.norm(frame[pairs[:, 0]] - frame[pairs[:, 1]], axis=-1) < reach
+    return [tuple(pair) for pair in pairs[close].tolist()]
 
 
 def _atomic_number(atom: Any) -> int:
