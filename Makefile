@@ -21,7 +21,7 @@ comma := ,
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both lint test test-isolated bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both compare lint test test-isolated bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -42,6 +42,9 @@ train-both: setup  ## both trainings at once, on BOND_GPU and PAIRWISE_GPU (ARGS
 	BOND_GPU="$(BOND_GPU)" PAIRWISE_GPU="$(PAIRWISE_GPU)" RUNS_DIR="$(RUNS_DIR)" ARGS="$(ARGS)" \
 		BOND_ARGS="$(BOND_ARGS)" PAIRWISE_ARGS="$(PAIRWISE_ARGS)" scripts/train_both.sh
 
+compare: setup  ## evaluate the latest bond and pairwise runs on one reference: comparison.md + figures (ARGS="--bond RUN --pairwise RUN")
+	$(UV) run --frozen python scripts/compare_runs.py --runs $(RUNS_DIR) $(ARGS)
+
 lint: setup  ## ruff: formatting and lint rules (configured in pyproject.toml)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
@@ -50,8 +53,8 @@ test: setup  ## run the test suite (CPU)
 	$(UV) run --frozen pytest $(ARGS)
 
 test-isolated: setup  ## each package's tests in a fresh environment that holds only that package
-	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae pytest -p no:cacheprovider tests/bond_vae
-	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae pytest -p no:cacheprovider tests/pairwise_vae
+	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
+	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)

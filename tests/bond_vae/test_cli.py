@@ -51,13 +51,18 @@ def bad_inputs(tmp_path, aib9):
     np.save(table_wrong_shape, np.zeros((58, 3), dtype=str))
     xyz = tmp_path / "traj.xyz"
     xyz.write_text("58\n")
+    text = tmp_path / "traj.txt"
+    text.write_text("58\n")
     not_a_dir = tmp_path / "file_not_dir"
     not_a_dir.write_text("")
     no_atoms_pdb = tmp_path / "empty.pdb"
     no_atoms_pdb.write_text("REMARK nothing here\nEND\n")
     return [
         ("truncated archive", ["--data", str(truncated)], "not a readable .npz"),
-        ("unsupported type", ["--data", str(xyz)], "unsupported file type"),
+        ("unsupported type", ["--data", str(text)], "unsupported file type"),
+        ("trajectory without topology", ["--data", str(xyz)], ".xyz files hold no topology; pass --topology"),
+        ("unreadable trajectory topology", ["--data", str(xyz), "--topology", str(no_atoms_pdb)], "MDTraj could not"),
+        ("stride below 1", ["--stride", "0"], "--stride must be at least 1"),
         (
             "integer coordinates",
             ["--data", str(write_npz(tmp_path / "i.npz", aib9, coords.astype(np.int32)))],

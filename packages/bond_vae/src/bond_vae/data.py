@@ -8,6 +8,8 @@ Accepted inputs:
   by ``sample``) describes the file for people and is not read.
 * ``.npy`` of shape (..., atoms, 3) in Angstrom, with a topology given separately: a PDB
   file, or an atom table ``.npy`` of ``[atom_name, residue_index]`` rows.
+* MD trajectories (DCD, XTC, TRR, NetCDF, multi-model PDB, GRO, ...) with a topology, read
+  through MDTraj (the optional extra ``md``; see :mod:`bond_vae.trajectory`).
 
 Where a file gives no bonds they are inferred from covalent radii. Every problem is
 reported as a :class:`DataError` whose message names the file and the problem.
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-DEFAULT_DATASET = Path(__file__).resolve().parents[4] / "data" / "aib9.npz"
+# The embedded AIB9 ensemble is package data: found in a source checkout and in an installed wheel alike.
+DEFAULT_DATASET = Path(str(resources.files(__package__) / "resources" / "aib9.npz"))
 
 COVALENT_RADII = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "F": 0.57, "P": 1.07, "S": 1.05, "Cl": 1.02, "Br": 1.20}
 ATOMIC_NUMBERS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9, "P": 15, "S": 16, "Cl": 17, "Br": 35}
@@ -111,17 +115,35 @@ def infer_bonds(coords: np.ndarray, atomic_numbers: np.ndarray) -> np.ndarray:
     return np.stack([i, j], axis=1).astype(np.int64)
 
 
-def load_dataset(path: Path | str | None = None, topology_path: Path | str | None = None) -> ConformationDataset:
-    """Load and validate a dataset file; ``path=None`` loads the embedded AIB9 ensemble."""
+def load_dataset(
+    path: Path | str | None = None,
+    topology_path: Path | str | None = None,
+    select: str | None = None,
+    stride: int = 1,
+) -> ConformationDataset:
+    """Load and validate a dataset file; ``path=None`` loads the embedded AIB9 ensemble.
+
+    Args:
+        path: ``.npz``, ``.npy`` (with ``topology_path``) or an MD trajectory read through MDTraj.
+        topology_path: topology of ``.npy`` coordinates or of a trajectory.
+        select: atoms of a trajectory to keep (an MDTraj selection); None: the default of
+            :func:`trajectory.load_trajectory`.
+        stride: keep every ``stride``-th frame.
+    """
     path = Path(path) if path is not None else DEFAULT_DATASET
+    topology_path = Path(topology_path) if topology_path is not None else None
+    if stride < 1:
+        raise DataError(f"{path}: --stride must be at least 1, got {stride}")
     if not path.exists():
-        hint = " (the embedded AIB9 dataset; run 'make dataset' or pass --data)" if path == DEFAULT_DATASET else ""
+        hint = " (the embedded AIB9 dataset; reinstall the package or pass --data)" if path == DEFAULT_DATASET else ""
         raise DataError(f"{path}: file not found{hint}")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a .npz or .npy file")
+        raise DataError(f"{path}: is a directory, expected a .npz or .npy file or an MD trajectory")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     suffix = path.suffix.lower()
+    if select is not None and suffix in (".npz", ".npy"):
+        raise DataError(f"{path}: --select applies to MD trajectories read through MDTraj, not to {suffix} files")
     if suffix == ".npz":
         if topology_path is not None:
             raise DataError(f"{topology_path}: a topology is only used with .npy coordinates; {path} carries its own")
@@ -129,9 +151,18 @@ def load_dataset(path: Path | str | None = None, topology_path: Path | str | Non
     elif suffix == ".npy":
         if topology_path is None:
             raise DataError(f"{path}: .npy coordinates need a topology (--topology FILE.pdb or an atom-table .npy)")
-        dataset = _load_npy(path, Path(topology_path))
+        dataset = _load_npy(path, topology_path)
     else:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; expected .npz or .npy")
+        from bond_vae import trajectory  # MDTraj is an optional extra: imported only for trajectories
+
+        if not trajectory.is_trajectory(path):
+            raise DataError(
+                f"{path}: unsupported file type {trajectory.file_suffix(path)!r}; expected .npz, .npy or an MD "
+                f"trajectory ({' '.join(trajectory.TRAJECTORY_SUFFIXES)})"
+            )
+        dataset = trajectory.load_trajectory(path, topology_path, select, stride)
+        stride = 1  # MDTraj applied it while reading
+    dataset.coords = dataset.coords[::stride]
     validate(dataset)
     return dataset
 
@@ -299,7 +330,7 @@ def validate(dataset: ConformationDataset) -> None:
         raise DataError(f"{path}: bond atom indices must lie in [0, {n_atoms - 1}], found {bonds.min()}..{bonds.max()}")
     if (bonds[:, 0] == bonds[:, 1]).any():
         raise DataError(f"{path}: a bond joins an atom to itself")
-    if _count_components(bonds, n_atoms) > 1:
+    if connected_components(bonds, n_atoms).max() > 0:
         raise DataError(f"{path}: the bonds do not connect all {n_atoms} atoms into one molecule")
     first = coords[0]
     median_bond = float(np.median(np.linalg.norm(first[bonds[:, 0]] - first[bonds[:, 1]], axis=-1)))
@@ -315,7 +346,8 @@ def validate(dataset: ConformationDataset) -> None:
         )
 
 
-def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
+def connected_components(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
+    """(atoms,) molecule label of each atom: 0 for the molecule of atom 0, then 1, 2, ... in atom order."""
     parent = list(range(n_atoms))
 
     def root(i: int) -> int:
@@ -326,7 +358,8 @@ def _count_components(bonds: np.ndarray, n_atoms: int) -> int:
 
     for i, j in bonds:
         parent[root(int(i))] = root(int(j))
-    return len({root(i) for i in range(n_atoms)})
+    labels: dict[int, int] = {}
+    return np.array([labels.setdefault(root(i), len(labels)) for i in range(n_atoms)], dtype=np.int64)
 
 
 def split_frames(

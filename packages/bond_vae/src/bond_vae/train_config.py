@@ -11,7 +11,16 @@ from bond_vae.model import ModelConfig
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "bf16", "fp32")
 # settings that --resume may change; the others are the run's own
-RESUME_OVERRIDABLE = ("epochs", "device", "wandb", "checkpoint_every", "evaluate_every", "compile", "precision")
+RESUME_OVERRIDABLE = (
+    "epochs",
+    "device",
+    "wandb",
+    "log_checkpoints",
+    "checkpoint_every",
+    "evaluate_every",
+    "compile",
+    "precision",
+)
 # the host reads step metrics (progress bar, W&B, non-finite steps, stop requests of a
 # data-parallel run) every this many steps; in between it never waits for the device
 SYNC_INTERVAL = 10
@@ -24,17 +33,28 @@ class TrainConfig:
     data: Path | None = field(
         default=None,
         metadata={
-            "help": "dataset .npz, or .npy coordinates with --topology; none: the embedded AIB9 ensemble",
+            "help": "dataset .npz, .npy coordinates with --topology, or an MD trajectory (.xtc, .dcd, .trr, .nc, "
+            "multi-model .pdb, ...; needs the 'md' extra); none: the embedded AIB9 ensemble",
             "metavar": "FILE",
         },
     )
     topology: Path | None = field(
         default=None,
         metadata={
-            "help": "topology of .npy coordinates: a PDB file or an atom-table .npy of [atom_name, residue_index] rows",
+            "help": "topology of .npy coordinates (a PDB file or an atom-table .npy of [atom_name, residue_index] "
+            "rows) or of a trajectory (PDB, PSF, PRMTOP, GRO, ... read by MDTraj)",
             "metavar": "FILE",
         },
     )
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "atoms of a trajectory to model, in MDTraj's selection language (e.g. 'resname AIB and not "
+            "element H'); none: the heavy atoms of the first molecule that is not solvent or ions",
+            "metavar": "SELECTION",
+        },
+    )
+    stride: int = field(default=1, metadata={"help": "read every N-th frame of the data"})
     output_dir: Path = field(
         default=Path("runs/bond_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"}
     )
@@ -78,7 +98,17 @@ class TrainConfig:
             "help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"
         },
     )
-    wandb: str = field(default="offline", metadata={"help": "Weights & Biases mode", "choices": WANDB_MODES})
+    wandb: str = field(
+        default="offline",
+        metadata={
+            "help": "Weights & Biases mode (offline: files under the run folder, no account)",
+            "choices": WANDB_MODES,
+        },
+    )
+    log_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "with --wandb online: upload best.pt and last.pt as a W&B model artifact when the run ends"},
+    )
     checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
     evaluate_every: int = field(
         default=5,
@@ -96,7 +126,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
-        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps")
+        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps", "stride")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -114,6 +144,11 @@ class TrainConfig:
         if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:
             raise ConfigError(
                 "--latent-dim must be positive and --encoder-hidden-channels divisible by --encoder-num-heads"
+            )
+        if self.log_checkpoints and self.wandb != "online":
+            raise ConfigError(
+                f"--log-checkpoints uploads to W&B and needs --wandb online, got --wandb {self.wandb} "
+                "(the checkpoints stay in the run folder either way)"
             )
         if self.model.chirality_weight > 0 and not self.model.encoder.chiral_features:
             raise ConfigError(

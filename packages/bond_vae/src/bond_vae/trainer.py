@@ -25,7 +25,7 @@ from bond_vae.distributed import Ranks, any_rank, mean_over_ranks
 from bond_vae.model import MolecularVAE
 from bond_vae.run_log import RunLog
 from bond_vae.train_config import SYNC_INTERVAL, TrainConfig
-from bond_vae.validation import structural_metrics, validate, write_plots
+from bond_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
 STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "grad_norm")
 FINAL_LEARNING_RATE_FACTOR = 0.05
@@ -294,6 +294,7 @@ def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: 
         train_record.update(
             skipped_steps=int(run.skipped_steps.item()),
             molecules_per_s=steps_done * run.config.batch_size * run.ranks.world_size / seconds,
+            train_seconds=seconds,
         )
     if run.ranks.is_main:
         end_epoch(run, train_record, bar)
@@ -340,6 +341,7 @@ def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) 
     if validation_record["loss"] < progress.best_validation:
         progress.best_validation = validation_record["loss"]
         save(run, "best.pt")
+        run.log.summarize({f"best/{k}": v for k, v in validation_record.items() if k != "split"})
     save(run, "last.pt")
     train_loss = (train_record or {}).get("loss", math.nan)
     speed = f", {train_record['molecules_per_s']:.0f} molecules/s" if train_record is not None else ""
@@ -349,4 +351,7 @@ def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) 
         f"Kabsch RMSD {validation_record['kabsch_rmsd']:.2f} A{speed}"
     )
     images = write_plots(result, run.topology, run.log.history(), run.run_dir) if evaluating else {}
-    run.log.log({f"validation/{k}": v for k, v in validation_record.items() if k != "split"}, progress.step, images)
+    molecules = {"samples/prior": write_sample_molecules(result, run.topology, run.run_dir)} if evaluating else {}
+    run.log.log(
+        {f"validation/{k}": v for k, v in validation_record.items() if k != "split"}, progress.step, images, molecules
+    )

@@ -118,6 +118,22 @@ def compare_ensembles(
     return report
 
 
+def projections(reference: np.ndarray, samples: np.ndarray, topology: Topology) -> dict[str, np.ndarray]:
+    """The per-frame numbers behind the Ramachandran and free-energy figures, for other tools to plot.
+
+    Returns:
+        ``{ensemble}_rg`` (frames,) radius of gyration in Angstrom, and for peptides
+        ``{ensemble}_phi`` and ``{ensemble}_psi`` (frames, inner residues) in degrees, for
+        ensembles ``reference`` and ``samples``.
+    """
+    arrays = {"reference_rg": radius_of_gyration(reference), "samples_rg": radius_of_gyration(samples)}
+    found = backbone_angles(topology, {"reference": reference, "samples": samples})
+    if found is not None:
+        for name, (phi, psi) in found[1].items():
+            arrays[f"{name}_phi"], arrays[f"{name}_psi"] = phi[:, 1:-1], psi[:, 1:-1]
+    return arrays
+
+
 def write_figures(
     reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology, folder: Path
 ) -> list[Path]:

@@ -1,6 +1,8 @@
 """Judge a trained model against reference conformations: ``pairwise-vae-evaluate``.
 
-Writes a folder with ``report.json``, ``report.md`` and PNG figures:
+Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference frames
+(``reference.npz``, in the dataset format) and the per-frame numbers behind the figures
+(``projections.npz``: radius of gyration, inner-residue phi/psi of reference and samples):
 
 * reconstruction of the reference frames from their posterior means: Kabsch RMSD with a
   proper rotation, and with reflection allowed (a large gap means the mirror image was
@@ -26,9 +28,10 @@ from pairwise_vae import __version__
 from pairwise_vae.checkpoint import config_from_checkpoint
 from pairwise_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
 from pairwise_vae.data import DataError, Topology, load_dataset, subsample, training_split
-from pairwise_vae.ensembles import compare_ensembles, write_figures
+from pairwise_vae.ensembles import compare_ensembles, projections, write_figures
 from pairwise_vae.inference import decode_in_batches, encode_in_batches, load_for_inference
 from pairwise_vae.metrics import latent_statistics
+from pairwise_vae.structure_files import write_conformations_npz
 
 
 @dataclass
@@ -44,8 +47,17 @@ class EvaluateConfig:
         },
     )
     topology: Path | None = field(
-        default=None, metadata={"help": "topology of .npy reference coordinates", "metavar": "FILE"}
+        default=None, metadata={"help": "topology of .npy reference coordinates or of a trajectory", "metavar": "FILE"}
     )
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "atoms of a reference trajectory (MDTraj selection); none: the heavy atoms of the first "
+            "molecule that is not solvent or ions",
+            "metavar": "SELECTION",
+        },
+    )
+    stride: int = field(default=1, metadata={"help": "read every N-th frame of --data"})
     output: Path = field(
         default=Path("evaluation"),
         metadata={"help": "new folder for the report (must not exist yet)", "metavar": "DIR"},
@@ -65,12 +77,12 @@ def reference_frames(
 ) -> tuple[np.ndarray, str]:
     """(F, N, 3) reference coordinates (Angstrom) and a description of where they come from."""
     if config.data is not None:
-        dataset = load_dataset(config.data, config.topology)
+        dataset = load_dataset(config.data, config.topology, config.select, config.stride)
         description = f"{dataset.source} (all frames)"
         coords = dataset.coords
     else:
         run = config_from_checkpoint(checkpoint, checkpoint_path)
-        dataset = load_dataset(run.data, run.topology)
+        dataset = load_dataset(run.data, run.topology, run.select, run.stride)
         _, coords = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.seed)
         description = f"{dataset.source} (validation split of the training run)"
     if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
@@ -166,6 +178,10 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
         figures=[path.name for path in figures],
     )
     (config.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    # the reference frames (so that another model can be evaluated on the very same frames: --data) and the
+    # per-frame numbers of the figures (scripts/compare_runs.py plots two models' side by side)
+    write_conformations_npz(config.output / "reference.npz", reference, topology, {"description": description})
+    np.savez(config.output / "projections.npz", **projections(reference, samples, topology))
     (config.output / "report.md").write_text(markdown_report(report))
     return config.output
 

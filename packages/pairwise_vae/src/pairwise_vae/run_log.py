@@ -88,16 +88,43 @@ class RunLog:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
-    def log(self, values: dict[str, float], step: int, images: dict[str, Path] | None = None) -> None:
-        """Send scalars (and PNG images) to W&B at an optimiser step; nothing when W&B is off."""
+    def log(
+        self,
+        values: dict[str, float],
+        step: int,
+        images: dict[str, Path] | None = None,
+        molecules: dict[str, list[Path]] | None = None,
+    ) -> None:
+        """Send scalars, PNG images and PDB files (as 3D molecules) to W&B at an optimiser step.
+
+        Nothing happens when W&B is off.
+        """
         if self.wandb_run is None:
             return
         logged: dict[str, Any] = dict(values)
-        if images:
+        if images or molecules:
             import wandb
 
-            logged.update({name: wandb.Image(str(path)) for name, path in images.items()})
+            logged.update({name: wandb.Image(str(path)) for name, path in (images or {}).items()})
+            logged.update({name: [wandb.Molecule(str(p)) for p in paths] for name, paths in (molecules or {}).items()})
         self.wandb_run.log(logged, step=step)
+
+    def summarize(self, values: dict[str, Any]) -> None:
+        """Set values of the W&B run summary (the numbers its run table shows); nothing when W&B is off."""
+        if self.wandb_run is not None:
+            self.wandb_run.summary.update(values)
+
+    def log_checkpoints(self, paths: list[Path], metadata: dict[str, Any]) -> None:
+        """Upload the run's checkpoints as one W&B model artifact (``<project>-<run folder>``, alias 'latest')."""
+        if self.wandb_run is None:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(f"{WANDB_PROJECT}-{self.folder.name}", type="model", metadata=metadata)
+        for path in paths:
+            if path.is_file():
+                artifact.add_file(str(path), name=path.name)
+        self.wandb_run.log_artifact(artifact, aliases=["latest"])
 
     def finish(self, exit_code: int) -> None:
         """Close the W&B run with the process's exit code."""

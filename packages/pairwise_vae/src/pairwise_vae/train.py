@@ -9,6 +9,7 @@ checkpoints (written atomically) and PNG plots. W&B logs offline by default (pro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -194,7 +195,7 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     """Run (or continue) training as one rank of ``ranks``; returns the process exit code."""
     if ranks.distributed:
         init_process_group(ranks, device_for_rank(config.device, ranks))
-    dataset = load_dataset(config.data, config.topology)
+    dataset = load_dataset(config.data, config.topology, config.select, config.stride)
     run = build_run(config, dataset, checkpoint, ranks)
     run_dir = None
     if ranks.is_main:
@@ -216,6 +217,11 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     with StopRequested(patient=ranks.distributed) as stop:
         code = exit_code(fit(run, stop))
     if run.log is not None:
+        progress = {"epoch": run.progress.epoch, "step": run.progress.step, "exit_code": code}
+        best = run.progress.best_validation
+        run.log.summarize({**progress, **({"best_validation_loss": best} if math.isfinite(best) else {})})
+        if config.log_checkpoints:
+            run.log.log_checkpoints([run.run_dir / "best.pt", run.run_dir / "last.pt"], progress)
         run.log.finish(code)
     wait_for_all(ranks)
     if code == 0 and ranks.is_main:
@@ -238,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
                 config.devices = ranks.world_size
             if config.devices > 1 and not ranks.distributed:
                 check_device_count(config.device, config.devices)
-                load_dataset(config.data, config.topology)  # a bad file: one message here, not one per rank
+                load_dataset(
+                    config.data, config.topology, config.select, config.stride
+                )  # a bad file: one message here, not one per rank
                 print(f"launching {config.devices} data-parallel processes", file=sys.stderr)
                 code = launch_local_ranks(config.devices, "pairwise_vae", argv)
             else:

@@ -16,9 +16,11 @@ from pairwise_vae.data import Topology
 from pairwise_vae.ensembles import compare_ensembles, write_figures
 from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.plots import plot_bond_lengths, plot_loss_curves
+from pairwise_vae.structure_files import write_pdb
 from pairwise_vae.utils import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
 
 EVALUATION_SAMPLES = 512
+LOGGED_MOLECULES = 4  # prior samples sent to W&B as 3D molecules at each evaluation
 VALIDATION_BATCH = 256
 
 
@@ -116,3 +118,13 @@ def write_plots(result: ValidationResult, topology: Topology, history: list[dict
     figures = write_figures(result.reference, result.reconstructed, result.samples, topology, evaluation)
     images.update({path.stem: path for path in figures})
     return {f"plots/{name}": path for name, path in images.items()}
+
+
+def write_sample_molecules(result: ValidationResult, topology: Topology, folder: Path) -> list[Path]:
+    """The first prior samples as single-model PDB files (``evaluation/prior_sample_<k>.pdb``), for W&B."""
+    evaluation = folder / "evaluation"
+    evaluation.mkdir(exist_ok=True)
+    return [
+        write_pdb(evaluation / f"prior_sample_{k + 1}.pdb", sample[None], topology, f"prior sample {k + 1}")
+        for k, sample in enumerate(result.samples[:LOGGED_MOLECULES])
+    ]
