@@ -13,6 +13,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # settings that --resume may change; the others are the run's own
 RESUME_OVERRIDABLE = (
     "epochs",
+    "max_minutes",
     "device",
     "wandb",
     "log_checkpoints",
@@ -60,6 +61,15 @@ class TrainConfig:
     )
     run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
     epochs: int = field(default=50, metadata={"help": "passes over the training split"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "stop after N minutes of training (compiling and validation included) with a final checkpoint; "
+            "the learning-rate and beta schedules are laid out for the steps that fit, measured after warm-up "
+            "(--epochs stays an upper bound; on --resume: N more minutes)",
+            "metavar": "N",
+        },
+    )
     batch_size: int = field(
         default=64,
         metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"},
@@ -139,6 +149,8 @@ class TrainConfig:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
         if self.model.decoder.pair_channels is not None and self.model.decoder.pair_channels < 1:
             raise ConfigError(f"--decoder-pair-channels must be at least 1, got {self.model.decoder.pair_channels}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes:g}")
         if self.max_frames is not None and self.max_frames < 2:
             raise ConfigError(f"--max-frames must be at least 2, got {self.max_frames}")
         if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:

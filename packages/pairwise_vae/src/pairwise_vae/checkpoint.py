@@ -31,7 +31,7 @@ from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
-CHECKPOINT_VERSION = 2  # 2: readout and last decoder layer without unused weights (0.2.0)
+CHECKPOINT_VERSION = 3  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder
 
 
 # state-dict keys renamed since format 2 was introduced: old name -> new name
@@ -48,7 +48,8 @@ class Progress:
 
     ``epoch``: epochs completed; ``batch_in_epoch``: batches of the current epoch done;
     ``step``: optimiser steps taken (skipped ones included); ``best_validation``: lowest
-    validation loss so far (that of best.pt); ``skipped_steps``: steps skipped as non-finite.
+    validation loss so far (that of best.pt); ``skipped_steps``: steps skipped as non-finite;
+    ``planned_steps``: the steps ``--max-minutes`` laid the schedules out for (None: ``--epochs``).
     """
 
     epoch: int = 0
@@ -56,6 +57,7 @@ class Progress:
     step: int = 0
     best_validation: float = math.inf
     skipped_steps: int = 0
+    planned_steps: int | None = None
 
 
 def model_payload(config: TrainConfig, topology: Topology, model: MolecularVAEMSE) -> dict[str, Any]:
@@ -165,7 +167,7 @@ def topology_from_checkpoint(payload: dict[str, Any]) -> Topology:
 
 def progress_from_checkpoint(payload: dict[str, Any]) -> Progress:
     """Where the checkpoint's run stood when it was written."""
-    return Progress(**{name: payload[name] for name in asdict(Progress())})
+    return Progress(**{name: payload.get(name, default) for name, default in asdict(Progress()).items()})
 
 
 def restore_optimisation(

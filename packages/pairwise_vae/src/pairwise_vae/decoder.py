@@ -9,6 +9,11 @@ is deterministic for a given z; the latent vector and the per-atom embeddings te
 how to move the atoms away from it. A generic 3D starting geometry matters: EGNN moves atoms
 only along inter-atomic vectors, so a planar or linear start could never leave its plane
 or line, and identical start positions would never separate.
+
+Features stay of order one through the layers (so bfloat16 autocast keeps their precision):
+node features are layer-normalised before each layer reads them, distances enter as Gaussian
+basis functions of d (not raw d^2, which reaches hundreds of A^2), and messages are averaged
+over the N - 1 neighbours rather than summed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class DecoderConfig:
         },
     )
     num_layers: int = field(default=4, metadata={"help": "EGNN layers"})
+    distance_features: int = field(
+        default=16, metadata={"help": "Gaussian basis functions of the interatomic distance in the messages"}
+    )
+    distance_range: float = field(
+        default=20.0, metadata={"help": "the distance basis is spread over 0 to this distance (Angstrom)"}
+    )
     max_topological_distance: int = field(
         default=8, metadata={"help": "bond-path lengths above this share one pair embedding"}
     )
@@ -43,27 +54,48 @@ class DecoderConfig:
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
 
 
+class DistanceBasis(nn.Module):
+    """Gaussian functions of a distance, centred evenly on [0, ``distance_range``] Angstrom, each as
+    wide as the spacing of the centres: (..., 1) distances -> (..., K) features in [0, 1]."""
+
+    def __init__(self, num_features: int, distance_range: float) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(0.0, distance_range, num_features), persistent=False)
+        self.inverse_width = (num_features - 1) / distance_range
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * ((distance - self.centres) * self.inverse_width).pow(2))
+
+
 class EGNNLayer(nn.Module):
     """One E(n)-equivariant layer on the complete graph of each molecule.
 
-    m_ij = phi_e(h_i, h_j, |x_i - x_j|^2, a_ij)
+    g_i = LayerNorm(h_i)
+    m_ij = phi_e(g_i, g_j, rbf(|x_i - x_j|), a_ij)
     x_i <- x_i + mean_j (x_i - x_j) / (|x_i - x_j| + 1) * phi_x(m_ij)
-    h_i <- h_i + phi_h(h_i, sum_j m_ij)
+    h_i <- h_i + phi_h(g_i, mean_j m_ij)
 
-    ``a_ij`` is a per-pair edge attribute (here the embedded bond hop count). The
-    coordinate weight is bounded by ``coordinate_range * tanh``, and the last layer of phi_x
-    starts near zero so that early training does not fling atoms apart. The last layer of a
-    decoder has no node update (``update_nodes=False``): nothing would read its output.
+    ``rbf`` are the decoder's Gaussian distance features and ``a_ij`` a per-pair edge attribute
+    (the embedded bond hop count). The coordinate weight is bounded by ``coordinate_range *
+    tanh``, and the last layer of phi_x starts near zero so that early training does not fling
+    atoms apart. The last layer of a decoder has no node update (``update_nodes=False``):
+    nothing would read its output.
     """
 
     def __init__(
-        self, hidden_channels: int, pair_channels: int, coordinate_range: float, update_nodes: bool = True
+        self,
+        hidden_channels: int,
+        pair_channels: int,
+        distance_features: int,
+        coordinate_range: float,
+        update_nodes: bool = True,
     ) -> None:
         super().__init__()
         self.coordinate_range = coordinate_range
+        self.node_norm = nn.LayerNorm(hidden_channels)
         self.target_proj = nn.Linear(hidden_channels, pair_channels)
         self.source_proj = nn.Linear(hidden_channels, pair_channels, bias=False)
-        self.distance_proj = nn.Linear(1, pair_channels, bias=False)
+        self.distance_proj = nn.Linear(distance_features, pair_channels, bias=False)
         self.edge_mlp = nn.Sequential(nn.SiLU(), nn.Linear(pair_channels, pair_channels), nn.SiLU())
         last = nn.Linear(pair_channels, 1, bias=False)
         nn.init.xavier_uniform_(last.weight, gain=0.001)
@@ -79,7 +111,12 @@ class EGNNLayer(nn.Module):
         )
 
     def forward(
-        self, h: torch.Tensor, x: torch.Tensor, pair_attributes: torch.Tensor, pair_mask: torch.Tensor
+        self,
+        h: torch.Tensor,
+        x: torch.Tensor,
+        pair_attributes: torch.Tensor,
+        pair_mask: torch.Tensor,
+        distance_basis: DistanceBasis,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Update node features and coordinates.
 
@@ -88,28 +125,28 @@ class EGNNLayer(nn.Module):
             x: (B, N, 3) coordinates in Angstrom.
             pair_attributes: (N, N, C) edge attributes shared by the batch.
             pair_mask: (N, N) 1.0 for edges (i != j), 0.0 on the diagonal.
+            distance_basis: expands (B, N, N, 1) distances into (B, N, N, K) features.
 
         Returns:
             h and x of the same shapes.
         """
+        g = self.node_norm(h)
         relative = x.unsqueeze(2) - x.unsqueeze(1)
-        squared_distance = relative.pow(2).sum(dim=-1, keepdim=True)
+        distance = (relative.pow(2).sum(dim=-1, keepdim=True) + 1e-8).sqrt()
         pre_activation = (
-            self.target_proj(h).unsqueeze(2)
-            + self.source_proj(h).unsqueeze(1)
-            + squared_distance
-            * self.distance_proj.weight.squeeze(-1)  # = distance_proj(squared_distance), without a K=1 matmul
+            self.target_proj(g).unsqueeze(2)
+            + self.source_proj(g).unsqueeze(1)
+            + self.distance_proj(distance_basis(distance))
             + pair_attributes
         )
         messages = self.edge_mlp(pre_activation) * pair_mask.unsqueeze(-1)
+        n_neighbours = pair_mask.sum(dim=-1).clamp_min(1.0).view(1, -1, 1)
 
         weights = self.coordinate_range * torch.tanh(self.coordinate_mlp(messages)) * pair_mask.unsqueeze(-1)
-        direction = relative / ((squared_distance + 1e-8).sqrt() + 1.0)
-        n_neighbours = pair_mask.sum(dim=-1).clamp_min(1.0).view(1, -1, 1)
-        x = x + (direction * weights).sum(dim=2) / n_neighbours
+        x = x + (relative / (distance + 1.0) * weights).sum(dim=2) / n_neighbours
 
         if self.node_mlp is not None:
-            h = h + self.node_mlp(torch.cat([h, messages.sum(dim=2)], dim=-1))
+            h = h + self.node_mlp(torch.cat([g, messages.sum(dim=2) / n_neighbours], dim=-1))
         return h, x
 
 
@@ -146,8 +183,11 @@ class EGNNDecoderMSE(nn.Module):
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
         self.latent_proj = nn.Linear(latent_dim, hidden)
         self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, pair)
+        self.distance_basis = DistanceBasis(config.distance_features, config.distance_range)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, pair, config.coordinate_range, update_nodes=i < config.num_layers - 1)
+            EGNNLayer(
+                hidden, pair, config.distance_features, config.coordinate_range, update_nodes=i < config.num_layers - 1
+            )
             for i in range(config.num_layers)
         )
 
@@ -162,5 +202,5 @@ class EGNNDecoderMSE(nn.Module):
         x = self.reference_positions.expand(z.shape[0], -1, -1)
         pair_attributes = self.topology_embedding(self.hop_counts)
         for layer in self.layers:
-            h, x = layer(h, x, pair_attributes, self.pair_mask)
+            h, x = layer(h, x, pair_attributes, self.pair_mask, self.distance_basis)
         return x - x.mean(dim=1, keepdim=True)

@@ -18,6 +18,7 @@ import torch
 from pairwise_vae import __version__
 from pairwise_vae.checkpoint import (
     CheckpointError,
+    Progress,
     config_from_checkpoint,
     load_checkpoint,
     model_from_checkpoint,
@@ -49,6 +50,7 @@ from pairwise_vae.trainer import (
     TrainingRun,
     fit,
     learning_rate_factor,
+    schedule_for,
     training_network,
 )
 from pairwise_vae.utils import seed_everything
@@ -117,20 +119,22 @@ def build_run(
         check_resumable(checkpoint, dataset, config, ranks)
         model = model_from_checkpoint(checkpoint, config.resume)
     model.to(device)
-    progress = progress_from_checkpoint(checkpoint) if checkpoint is not None else None
+    progress = progress_from_checkpoint(checkpoint) if checkpoint is not None else Progress()
     if ranks.distributed:
         # same initial weights on all ranks, then a noise stream of its own per rank, reseeded
         # from the step on resume (a single process restores its saved random state instead)
-        seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + (progress.step if progress else 0))
+        seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + progress.step)
     steps_per_epoch = len(train_frames) // (config.batch_size * ranks.world_size)
-    total_steps = steps_per_epoch * config.epochs
     # fused AdamW skips a step on the device when told of a non-finite gradient (found_inf)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, config.warmup_steps, total_steps)
-    )
+
+    def rate_factor(step: int) -> float:  # read at each step: --max-minutes may lay the schedule out anew
+        schedule = schedule_for(config, progress, steps_per_epoch)
+        return learning_rate_factor(step, schedule.warmup_steps, schedule.total_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
     if checkpoint is not None:
         restore_optimisation(checkpoint, optimizer, scheduler)
         if not ranks.distributed:
@@ -148,7 +152,7 @@ def build_run(
         train_coords=train_frames.to(device),
         validation_coords=validation_frames.to(device),
         steps_per_epoch=steps_per_epoch,
-        **({"progress": progress} if progress is not None else {}),
+        progress=progress,
     )
 
 

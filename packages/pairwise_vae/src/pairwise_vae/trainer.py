@@ -50,6 +50,81 @@ def beta_at(step: int, beta: float, warmup_epochs: float, steps_per_epoch: int) 
     return beta * (1.0 if warmup <= 0 else min(1.0, step / warmup))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How the learning-rate and beta schedules are laid out.
+
+    ``total_steps``: optimiser steps of the whole run (the cosine ends there);
+    ``warmup_steps``: linear learning-rate warm-up; ``beta_warmup_epochs``: epochs of the KL
+    weight's linear rise.
+    """
+
+    total_steps: int
+    warmup_steps: int
+    beta_warmup_epochs: float
+
+
+def schedule_for(config: TrainConfig, progress: Progress, steps_per_epoch: int) -> Schedule:
+    """The run's schedules: ``--epochs`` long, or, when ``--max-minutes`` planned fewer steps
+    (``progress.planned_steps``), shrunk to those: the beta warm-up keeps its share of the run
+    and the learning-rate warm-up takes at most a tenth of it."""
+    epoch_plan = steps_per_epoch * config.epochs
+    planned = progress.planned_steps
+    if planned is None or planned >= epoch_plan:
+        return Schedule(epoch_plan, config.warmup_steps, config.beta_warmup_epochs)
+    return Schedule(
+        planned, min(config.warmup_steps, max(1, planned // 10)), config.beta_warmup_epochs * planned / epoch_plan
+    )
+
+
+class TimeBudget:
+    """A ``--max-minutes`` limit: when training must end, and the step and epoch-end times measured
+    so far, from which :meth:`steps_that_fit` lays out the rest of the run.
+
+    Steps are timed between synchronisation points; the first interval of a process (compiling)
+    and intervals that span an epoch's end are not counted.
+    """
+
+    MIN_TIMED_STEPS = 20
+
+    def __init__(self, minutes: float) -> None:
+        self.deadline = time.perf_counter() + 60.0 * minutes
+        self.timed_steps = 0
+        self.timed_seconds = 0.0
+        self.epoch_end_seconds = 0.0
+        self.planned = False  # whether the schedules were laid out from measured times yet
+        self._mark: tuple[int, float] | None = None
+        self._warmed_up = False
+
+    def lap(self, step: int) -> None:
+        """Record a synchronisation point reached after ``step`` optimiser steps."""
+        now = time.perf_counter()
+        if self._mark is not None and self._warmed_up:
+            self.timed_steps += step - self._mark[0]
+            self.timed_seconds += now - self._mark[1]
+        self._warmed_up = self._warmed_up or self._mark is not None
+        self._mark = (step, now)
+
+    def epoch_ended(self, seconds: float) -> None:
+        """An epoch's end (validation, checkpoints, plots) took ``seconds``; keep the longest."""
+        self.epoch_end_seconds = max(self.epoch_end_seconds, seconds)
+        self._mark = None
+
+    @property
+    def expired(self) -> bool:
+        return time.perf_counter() >= self.deadline
+
+    def steps_that_fit(self, steps_per_epoch: int) -> int | None:
+        """Optimiser steps that still fit before the deadline, each epoch's end (and the run's)
+        included; None until enough steps are timed."""
+        if self.timed_steps < self.MIN_TIMED_STEPS:
+            return None
+        step_seconds = self.timed_seconds / self.timed_steps
+        seconds_left = self.deadline - time.perf_counter() - self.epoch_end_seconds
+        per_step = step_seconds + self.epoch_end_seconds / steps_per_epoch
+        return max(0, math.floor(seconds_left / per_step))
+
+
 def rank_slice(order: torch.Tensor, batch_in_epoch: int, batch_size: int, ranks: Ranks) -> torch.Tensor:
     """This rank's part of a global batch: (batch_size,) entries of the epoch order.
 
@@ -128,6 +203,7 @@ class TrainingRun:
 
     ``train_coords`` and ``validation_coords`` are (F, N, 3) centred frames on ``device``
     (Angstrom); ``network`` is ``model`` as the step runs it (data-parallel, compiled);
+    ``budget`` is the ``--max-minutes`` limit (None without one, set when training starts);
     ``run_dir`` holds the checkpoints; ``log`` is rank 0's record (None on the other ranks).
     ``consecutive_bad_steps`` and ``skipped_steps`` are () counters kept on the device, so that
     the host reads them only when it synchronises.
@@ -146,6 +222,7 @@ class TrainingRun:
     validation_coords: torch.Tensor
     steps_per_epoch: int
     progress: Progress = field(default_factory=Progress)
+    budget: TimeBudget | None = None
     run_dir: Path | None = None
     log: RunLog | None = None
     consecutive_bad_steps: torch.Tensor = field(init=False)
@@ -156,8 +233,16 @@ class TrainingRun:
         self.skipped_steps = torch.full((), float(self.progress.skipped_steps), device=self.device)
 
     @property
+    def schedule(self) -> Schedule:
+        return schedule_for(self.config, self.progress, self.steps_per_epoch)
+
+    @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.config.epochs
+        return self.schedule.total_steps
+
+    @property
+    def done(self) -> bool:
+        return self.progress.epoch >= self.config.epochs or self.progress.step >= self.total_steps
 
 
 def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
@@ -171,7 +256,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     """
     config = run.config
     run.network.train()
-    beta = beta_at(run.progress.step, config.beta, config.beta_warmup_epochs, run.steps_per_epoch)
+    beta = beta_at(run.progress.step, config.beta, run.schedule.beta_warmup_epochs, run.steps_per_epoch)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         outputs = run.network(batch)
     terms = run.model.criterion(batch, *outputs, beta=beta)
@@ -200,7 +285,10 @@ def save(run: TrainingRun, name: str) -> Path:
 
 
 def fit(run: TrainingRun, stop: StopRequested) -> Outcome:
-    """Train until the last epoch or a stop; a stopped run saves ``last.pt`` and says how to resume."""
+    """Train until the last epoch, the end of ``--max-minutes`` or a stop; a stopped run saves
+    ``last.pt`` and says how to resume."""
+    if run.config.max_minutes is not None:
+        run.budget = TimeBudget(run.config.max_minutes)
     bar = tqdm(
         total=run.total_steps,
         initial=run.progress.step,
@@ -210,7 +298,7 @@ def fit(run: TrainingRun, stop: StopRequested) -> Outcome:
         disable=not run.ranks.is_main,
     )
     outcome = None
-    while outcome is None and run.progress.epoch < run.config.epochs:
+    while outcome is None and not run.done:
         outcome = run_epoch(run, bar, stop)
     bar.close()
     if outcome is None:
@@ -251,7 +339,7 @@ def run_epoch(run: TrainingRun, bar: tqdm, stop: StopRequested) -> Outcome | Non
     epoch_start = time.perf_counter()
     steps_done = 0
     stopping = False
-    while progress.batch_in_epoch < run.steps_per_epoch and not stopping:
+    while progress.batch_in_epoch < run.steps_per_epoch and not run.done and not stopping:
         frames = rank_slice(order, progress.batch_in_epoch, config.batch_size, run.ranks)
         step_metrics = train_step(run, run.train_coords[frames])
         applied = step_metrics[-1]
@@ -265,12 +353,55 @@ def run_epoch(run: TrainingRun, bar: tqdm, stop: StopRequested) -> Outcome | Non
         synchronising = progress.step % SYNC_INTERVAL == 0 or progress.batch_in_epoch == run.steps_per_epoch
         if synchronising and report_steps(run, step_metrics, bar):
             return Outcome("diverged")
+        if synchronising and run.budget is not None:
+            keep_to_budget(run, bar)
         if progress.step % config.checkpoint_every == 0:
             save(run, "last.pt")
         stopping = stop_agreed(run, stop, synchronising)
-    if progress.batch_in_epoch == run.steps_per_epoch:
+    if progress.batch_in_epoch == run.steps_per_epoch or (run.done and steps_done > 0):
         close_epoch(run, sums, steps_done, time.perf_counter() - epoch_start, bar)
     return Outcome("stopped", stop.signal_name) if stopping else None
+
+
+def keep_to_budget(run: TrainingRun, bar: tqdm) -> None:
+    """At a synchronisation point of a ``--max-minutes`` run: time the steps, lay out the schedules
+    once enough steps are timed, and end the run here if the time is up (all ranks agree)."""
+    budget, progress = run.budget, run.progress
+    budget.lap(progress.step)
+    expired = any_rank(torch.tensor(float(budget.expired), device=run.device), run.ranks).item() > 0
+    if expired:
+        progress.planned_steps = progress.step
+        relayout_learning_rate(run)
+    elif not budget.planned:
+        plan_steps(run, bar)
+
+
+def plan_steps(run: TrainingRun, bar: tqdm) -> None:
+    """Lay the schedules out for the steps that fit in the rest of ``--max-minutes`` (the slowest
+    rank's view), never beyond ``--epochs``; says so the first time."""
+    budget, progress = run.budget, run.progress
+    fit_steps = budget.steps_that_fit(run.steps_per_epoch)
+    if fit_steps is None:
+        return
+    fit_steps = -int(any_rank(torch.tensor(-float(fit_steps), device=run.device), run.ranks).item())  # min
+    first = not budget.planned
+    progress.planned_steps = min(progress.step + fit_steps, run.steps_per_epoch * run.config.epochs)
+    budget.planned = True
+    relayout_learning_rate(run)
+    if first and run.ranks.is_main:
+        step_seconds = budget.timed_seconds / budget.timed_steps
+        bar.write(
+            f"--max-minutes {run.config.max_minutes:g}: a step takes {step_seconds:.3g} s, so the schedules are laid "
+            f"out for {progress.planned_steps} steps ({progress.planned_steps / run.steps_per_epoch:.1f} epochs)"
+        )
+    bar.total = run.total_steps
+    bar.refresh()
+
+
+def relayout_learning_rate(run: TrainingRun) -> None:
+    """Set the optimiser's learning rate anew for the current step after the schedule changed."""
+    run.scheduler.last_epoch -= 1
+    run.scheduler.step()
 
 
 def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: float, bar: tqdm) -> None:
@@ -282,6 +413,7 @@ def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: 
             the epoch's end: then there is no train record to write).
         seconds: time those steps took.
     """
+    end_start = time.perf_counter()
     progress = run.progress
     progress.epoch += 1
     progress.batch_in_epoch = 0
@@ -300,6 +432,9 @@ def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: 
         )
     if run.ranks.is_main:
         end_epoch(run, train_record, bar)
+    if run.budget is not None and not run.done:
+        run.budget.epoch_ended(time.perf_counter() - end_start)
+        plan_steps(run, bar)
 
 
 def report_steps(run: TrainingRun, step_metrics: torch.Tensor, bar: tqdm) -> bool:
@@ -322,7 +457,7 @@ def report_steps(run: TrainingRun, step_metrics: torch.Tensor, bar: tqdm) -> boo
     if applied:
         config, step = run.config, run.progress.step
         metrics = dict(zip(STEP_METRICS, values, strict=True))
-        metrics["beta"] = beta_at(step - 1, config.beta, config.beta_warmup_epochs, run.steps_per_epoch)
+        metrics["beta"] = beta_at(step - 1, config.beta, run.schedule.beta_warmup_epochs, run.steps_per_epoch)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", epoch=run.progress.epoch + 1)
         if run.log is not None:
             run.log.log({f"train/{k}": v for k, v in metrics.items()} | {"lr": run.scheduler.get_last_lr()[0]}, step)
@@ -334,7 +469,7 @@ def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) 
     config, progress = run.config, run.progress
     result = validate(run.model, run.validation_coords, config.beta, run.amp, config.seed)
     validation_record = {"split": "validation", "epoch": progress.epoch, "step": progress.step, **result.metrics}
-    evaluating = progress.epoch % config.evaluate_every == 0 or progress.epoch == config.epochs
+    evaluating = progress.epoch % config.evaluate_every == 0 or run.done
     if evaluating:
         validation_record.update(structural_metrics(result, run.topology))
     if train_record is not None:
@@ -348,7 +483,7 @@ def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) 
     train_loss = (train_record or {}).get("loss", math.nan)
     speed = f", {train_record['molecules_per_s']:.0f} molecules/s" if train_record is not None else ""
     bar.write(
-        f"epoch {progress.epoch}/{config.epochs}: train loss {train_loss:.4g}, "
+        f"epoch {progress.epoch}{'' if run.budget is not None else f'/{config.epochs}'}: train loss {train_loss:.4g}, "
         f"validation loss {validation_record['loss']:.4g}, distance MAE {validation_record['distance_mae']:.3f} A, "
         f"bond MAE {validation_record['bond_mae']:.4f} A, "
         f"Kabsch RMSD {validation_record['kabsch_rmsd']:.2f} A{speed}"
