@@ -147,11 +147,27 @@ def test_sample_interpolates_and_decodes_given_latents(tiny_checkpoint, tmp_path
     np.testing.assert_allclose(coords[0], coords[2], atol=1e-6)
 
 
-def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path):
+def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path, capsys):
     evaluate_main(
         [str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--device", "cpu"]
     )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    # 12 validation frames (48 x 0.25), split into halves of 6; 6 < 20 samples, so all used
+    assert report["reference_floor"]["frames"] == {"reference_half": 6, "other_half": 6, "other_half_used": 6}
+    assert "even-numbered blocks" in report["reference_floor"]["method"]
+    assert set(report["ensemble_metrics"]["ramachandran_js_distance_mean"]) == {"samples", "reference_floor"}
+    assert len(report["ensemble_metrics"]) == 9
+    bar = report["quality_bar"]
+    assert list(bar["criteria"]) == [
+        "kabsch_rmsd",
+        "helix_fractions",
+        "ramachandran_js",
+        "bonds_within_0.1",
+        "clash_fraction",
+        "radius_of_gyration",
+    ]
+    assert all(isinstance(c["met"], bool) for c in bar["criteria"].values()) and bar["applicable"] == 6
+    assert capsys.readouterr().out.splitlines()[-1] == bar["summary"]
     assert report["reference"]["frames"] > 0
     for key in ("kabsch_rmsd", "kabsch_rmsd_reflection_allowed", "bond_mae", "distance_mae"):
         assert report["reconstruction"][key] >= 0
@@ -159,7 +175,13 @@ def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path):
     assert len(report["samples"]["ramachandran_js_distance"]["per_residue"]) == 9
     for figure in ("ramachandran.png", "free_energy.png", "bonds_angles.png", "distances_rg.png", "structures.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
-    assert "Kabsch RMSD" in (tmp_path / "report" / "report.md").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Kabsch RMSD" in markdown
+    assert "| metric | samples | reference floor |" in markdown and "| criterion | value | bar | met |" in markdown
+    js = report["ensemble_metrics"]["ramachandran_js_distance_mean"]
+    row = f"| phi/psi Jensen-Shannon distance, mean over residues | {js['samples']:.4f} | {js['reference_floor']:.4f} |"
+    assert row in markdown
+    assert bar["summary"] in markdown
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 * prior samples against the reference: bond lengths and angles per element type, bonds
   within 0.1 Angstrom of the reference mean, clashes, per-residue phi/psi Jensen-Shannon
   distances, helix handedness, radius of gyration, and a free-energy map;
+* the reference floor: each sample-vs-reference metric between two halves of the reference
+  (interleaved blocks), printed beside the samples' value;
+* the quality bar (``quality_bar.py``): each criterion met or not, and a one-line summary;
 * latent space: KL per dimension and active units.
 
 The reference defaults to the validation split of the checkpoint's own training data.
@@ -28,9 +31,10 @@ from bond_vae import __version__
 from bond_vae.checkpoint import config_from_checkpoint
 from bond_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
 from bond_vae.data import DataError, Topology, load_dataset, subsample, training_split
-from bond_vae.ensembles import compare_ensembles, projections, write_figures
+from bond_vae.ensembles import ENSEMBLE_METRICS, compare_ensembles, floor_comparison, projections, write_figures
 from bond_vae.inference import decode_in_batches, encode_in_batches, load_for_inference
 from bond_vae.metrics import latent_statistics
+from bond_vae.quality_bar import bar_report, judge
 from bond_vae.structure_files import write_conformations_npz
 
 
@@ -92,13 +96,26 @@ def reference_frames(
 
 def markdown_report(report: dict) -> str:
     """A readable summary of the report's headline numbers."""
-    reconstruction, samples = report["reconstruction"], report["samples"]
-    clashes, gyration = samples["clash_fraction"], samples["radius_of_gyration"]
+    reconstruction, samples, floor = report["reconstruction"], report["samples"], report["reference_floor"]
+    clashes = samples["clash_fraction"]
     lines = [
         f"# Evaluation of {report['checkpoint']}",
         "",
         f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames; "
         f"{samples['count']} prior samples.",
+        "",
+        "## Quality bar",
+        "",
+        "| criterion | value | bar | met |",
+        "|---|---|---|---|",
+    ]
+    for criterion in report["quality_bar"]["criteria"].values():
+        value = "n/a" if criterion["value"] is None else f"{criterion['value']:.3f}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[criterion["met"]]
+        lines.append(f"| {criterion['criterion']} | {value} | {criterion['bar']} | {met} |")
+    lines += [
+        "",
+        report["quality_bar"]["summary"],
         "",
         "## Reconstruction (from posterior means)",
         "",
@@ -111,17 +128,19 @@ def markdown_report(report: dict) -> str:
         "",
         "## Prior samples",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| bonds within 0.1 A of the reference mean | {samples['bonds_within_0.1_of_reference_mean']:.3f} |",
-        f"| frames with a clash (< {clashes['threshold_angstrom']} A, >= {clashes['min_bonds_apart']} bonds apart): "
-        f"samples / reference | {clashes['samples']:.3f} / {clashes['reference']:.3f} |",
-        f"| radius of gyration, mean (A): samples / reference | {gyration['sample_mean']:.2f} / "
-        f"{gyration['reference_mean']:.2f} |",
+        "Reference floor: the same metric between two halves of the reference, what a perfect model "
+        "would score with this many frames: "
+        + (floor["method"] if floor is not None else "none (a single reference frame)")
+        + f". A clash is two atoms >= {clashes['min_bonds_apart']} bonds apart closer than "
+        f"{clashes['threshold_angstrom']} A.",
+        "",
+        "| metric | samples | reference floor |",
+        "|---|---|---|",
     ]
-    if "ramachandran_js_distance" in samples:
-        js_mean = samples["ramachandran_js_distance"]["mean"]
-        lines.append(f"| phi/psi Jensen-Shannon distance, mean over residues | {js_mean:.3f} |")
+    for key, values in report["ensemble_metrics"].items():
+        floor_value = "n/a" if values["reference_floor"] is None else f"{values['reference_floor']:.4f}"
+        lines.append(f"| {ENSEMBLE_METRICS[key]} | {values['samples']:.4f} | {floor_value} |")
+    if "handedness" in report:
         lines += [
             "",
             "## Helix handedness (fraction of frames)",
@@ -131,17 +150,19 @@ def markdown_report(report: dict) -> str:
         ]
         for name, fractions in report["handedness"].items():
             lines.append(f"| {name} | {fractions['right']:.3f} | {fractions['left']:.3f} | {fractions['mixed']:.3f} |")
+    floor_by_type = floor["samples"]["bond_length_by_type"] if floor is not None else {}
     lines += [
         "",
         "## Bond lengths by type (A)",
         "",
-        "| type | reference | samples | mean abs deviation |",
-        "|---|---|---|---|",
+        "| type | reference | samples | mean abs deviation | reference floor |",
+        "|---|---|---|---|---|",
     ]
     for label, values in samples["bond_length_by_type"].items():
+        floor_value = f"{floor_by_type[label]['mean_abs_deviation']:.4f}" if label in floor_by_type else "n/a"
         lines.append(
             f"| {label} | {values['reference_mean']:.3f} | {values['sample_mean']:.3f} "
-            f"| {values['mean_abs_deviation']:.4f} |"
+            f"| {values['mean_abs_deviation']:.4f} | {floor_value} |"
         )
     latent = report["latent"]
     lines += [
@@ -154,8 +175,8 @@ def markdown_report(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
-    """Write the evaluation folder and return its path."""
+def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
+    """Write the evaluation folder and return the report (as in its ``report.json``)."""
     check_inference_request(config, [config.output], ("num_samples", "max_frames", "batch_size"))
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
@@ -165,9 +186,10 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
     prior_draws = torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
     samples = decode_in_batches(model, prior_draws, config.batch_size, config.compile)
 
-    report = compare_ensembles(
-        reference.astype(np.float64), reconstructed.astype(np.float64), samples.astype(np.float64), topology
-    )
+    reference_64 = reference.astype(np.float64)
+    report = compare_ensembles(reference_64, reconstructed.astype(np.float64), samples.astype(np.float64), topology)
+    report.update(floor_comparison(report, reference_64, topology))
+    report["quality_bar"] = bar_report(judge(report))
     report["latent"] = latent_statistics(mu, log_var)
     config.output.mkdir(parents=True)
     figures = write_figures(reference, reconstructed, samples, topology, config.output)
@@ -183,12 +205,13 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> Path:
     write_conformations_npz(config.output / "reference.npz", reference, topology, {"description": description})
     np.savez(config.output / "projections.npz", **projections(reference, samples, topology))
     (config.output / "report.md").write_text(markdown_report(report))
-    return config.output
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``bond-vae-evaluate``."""
     checkpoint, config = parse_checkpoint_command("bond-vae-evaluate", __doc__, EvaluateConfig, argv)
     with exit_on_user_error():
-        folder = evaluate(checkpoint, config)
-    print(f"wrote {folder / 'report.md'} (and report.json, figures)")
+        report = evaluate(checkpoint, config)
+    print(f"wrote {config.output / 'report.md'} (and report.json, figures)")
+    print(report["quality_bar"]["summary"])
