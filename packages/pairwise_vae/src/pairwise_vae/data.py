@@ -363,21 +363,28 @@ def connected_components(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
 
 
 def split_frames(
-    n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 100
+    n_frames: int, validation_fraction: float, seed: int, n_blocks: int = 300
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split frame indices into training and validation sets by contiguous blocks.
 
     MD frames close in time are nearly identical, so a random split would leak them into
-    validation; whole blocks of the trajectory (1% of the frames each) are held out instead,
-    enough of them to sample every part of a multi-replica file.
+    validation; whole blocks of the trajectory (1/300 of the frames each) are held out instead.
+    The held-out blocks are spread evenly over the file (every k-th block from a seeded offset),
+    so each part of a multi-replica file is represented in proportion: blocks chosen at random
+    gave the embedded AIB9 data validation sets from 27 % to 67 % right-handed helices,
+    depending on the seed, where the file holds 33 %.
 
     Returns:
         (train_indices, validation_indices), each sorted.
     """
     blocks = np.array_split(np.arange(n_frames), min(n_blocks, n_frames))
-    order = np.random.default_rng(seed).permutation(len(blocks))
     n_validation_blocks = max(1, round(validation_fraction * len(blocks))) if validation_fraction > 0 else 0
-    validation = np.sort(np.concatenate([blocks[i] for i in order[:n_validation_blocks]] or [np.empty(0, int)]))
+    if n_validation_blocks == 0:
+        return np.arange(n_frames), np.empty(0, int)
+    spacing = len(blocks) / n_validation_blocks
+    offset = np.random.default_rng(seed).uniform(0.0, spacing)
+    chosen = np.unique(np.floor(offset + spacing * np.arange(n_validation_blocks)).astype(int))
+    validation = np.concatenate([blocks[i] for i in chosen])
     train = np.setdiff1d(np.arange(n_frames), validation)
     return train, validation
 
