@@ -14,7 +14,7 @@ def test_help_explains_the_options(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--data", "--epochs", "--resume", "--device", "--wandb", "--encoder-graph", "--beta"):
+    for flag in ("--data", "--epochs", "--resume", "--device", "--wandb", "--encoder-graph", "--beta", "--parity"):
         assert flag in out
     assert "runs/bond_vae" in out
 
@@ -132,6 +132,11 @@ def bad_inputs(tmp_path, aib9):
         ("unknown device", ["--device", "tpu"], "tpu"),
         ("validation fraction zero", ["--validation-fraction", "0"], "--validation-fraction"),
         ("chirality without chiral features", ["--chirality-weight", "1"], "--encoder-chiral-features"),
+        (
+            "chiral parity on achiral data",
+            ["--data", str(full), "--batch-size", "8", "--parity", "chiral"],
+            "stereocentres",
+        ),
         ("foreign checkpoint", ["--resume", str(foreign)], "pairwise_vae checkpoint"),
         ("corrupt checkpoint", ["--resume", str(corrupt)], "not a readable checkpoint"),
         ("missing checkpoint", ["--resume", str(tmp_path / "gone.pt")], "checkpoint not found"),
@@ -168,7 +173,9 @@ def test_bad_inputs_give_one_clear_line(aib9, tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "many"], ["--wandb", "sometimes"], ["--no-such-flag"]])
+@pytest.mark.parametrize(
+    "argv", [["--epochs", "many"], ["--wandb", "sometimes"], ["--parity", "sideways"], ["--no-such-flag"]]
+)
 def test_bad_flags_exit_with_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -8,7 +8,7 @@ from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import bond_length_loss, chirality_loss
-from bond_vae.utils import signed_volumes, torsion_quadruplets
+from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
 
 
 @pytest.mark.parametrize(("graph", "lmax"), [("bonds", 2), ("bonds+radius", 2), ("bonds+radius", 3)])
@@ -94,10 +94,26 @@ def test_chirality_term_is_zero_on_the_target_and_odd_under_reflection(aib9, pos
     mirrored = positions @ random_orthogonal(True, generator).T
     assert chirality_loss(positions, positions, quadruplets) == 0
     assert chirality_loss(rotated, positions, quadruplets) < 1e-18, "a rotated copy has the same handedness"
-    volumes = signed_volumes(positions, quadruplets)
-    torch.testing.assert_close(signed_volumes(mirrored, quadruplets), -volumes)
-    # the mirror image's volumes are -v: the term is the mean of (-v - v)^2 = 4 v^2
+    volumes = normalized_volumes(positions, quadruplets)
+    torch.testing.assert_close(normalized_volumes(mirrored, quadruplets), -volumes)
+    # the mirror image's volumes are -s: the term is the mean of (-s - s)^2 = 4 s^2, dimensionless
     torch.testing.assert_close(chirality_loss(mirrored, positions, quadruplets), 4 * volumes.pow(2).mean())
+    assert volumes.abs().max() <= 1.0
+    torch.testing.assert_close(chirality_loss(positions * 10.0, positions, quadruplets), positions.new_zeros(()))
+
+
+def test_normalized_volume_is_sine_of_the_dihedral_times_sines_of_the_bond_angles():
+    # bonds of lengths 2, 3, 0.5 at right angles, dihedral 90 degrees: sin * sin * sin = 1; volume 2 * 3 * 0.5
+    chain = torch.tensor([[[0.0, 0, 0], [2.0, 0, 0], [2.0, 3.0, 0], [2.0, 3.0, 0.5]]], dtype=torch.float64)
+    quadruplets = torch.tensor([[0, 1, 2, 3]])
+    assert signed_volumes(chain, quadruplets).item() == 3.0
+    assert normalized_volumes(chain, quadruplets).item() == 1.0
+    # dihedral 30 degrees, bond angles 90 degrees: sin(30) = 0.5
+    tilted = chain.clone()
+    tilted[0, 3] = torch.tensor([2.0 + 0.5 * 3**0.5 / 2, 3.0, 0.25], dtype=torch.float64)
+    torch.testing.assert_close(
+        normalized_volumes(tilted, quadruplets).abs(), torch.tensor([[0.5]], dtype=torch.float64)
+    )
 
 
 def test_signed_volume_matches_hand_computation_and_flips_in_a_mirror():

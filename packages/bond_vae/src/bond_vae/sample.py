@@ -2,8 +2,11 @@
 
 Three sources of latent vectors: the prior N(0, I) (default), a ``.npy`` of latents
 (``--latents``), or the straight line between the posterior means of two frames of a
-dataset (``--interpolate I J``). Writes ``<output>.npz`` (the dataset format, so the other
-commands read it back) and ``<output>.pdb`` (one MODEL per conformation, with CONECT bonds).
+dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
+rule (:mod:`bond_vae.parity`): decoded latents like prior samples, an interpolation path in the
+handedness of frame I and continuous along the path. Writes ``<output>.npz`` (the dataset
+format, so the other commands read it back) and ``<output>.pdb`` (one MODEL per conformation,
+with CONECT bonds).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bond_vae.config import ConfigError
 from bond_vae.data import DataError, Topology, load_dataset
 from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.model import MolecularVAE
+from bond_vae.parity import orient_path, orient_samples
 from bond_vae.structure_files import write_conformations_npz, write_pdb
 
 
@@ -49,7 +53,7 @@ class SampleConfig:
         metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"},
     )
     batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
-    seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
+    seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
@@ -58,8 +62,11 @@ class SampleConfig:
     )
 
 
-def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device) -> torch.Tensor:
-    """(K, latent_dim) latents chosen by the configuration: a file's, an interpolation's, or prior draws."""
+def latent_vectors(
+    config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(K, latent_dim) latents chosen by the configuration: a file's, an interpolation's, or prior draws
+    from ``generator``; and for an interpolation the (N, 3) frame it starts from (else None)."""
     if config.latents is not None:
         if not config.latents.is_file():
             raise DataError(f"{config.latents}: file not found")
@@ -71,7 +78,7 @@ def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology
             raise DataError(
                 f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
             )
-        return torch.from_numpy(latents.astype(np.float32)).to(device)
+        return torch.from_numpy(latents.astype(np.float32)).to(device), None
     if config.interpolate is not None:
         try:
             first, last = (int(part) for part in config.interpolate.split(","))
@@ -87,9 +94,8 @@ def latent_vectors(config: SampleConfig, model: MolecularVAE, topology: Topology
         with torch.no_grad():
             mu, _ = model.encode(ends)
         weights = torch.linspace(0.0, 1.0, config.steps, device=device).unsqueeze(1)
-        return (1.0 - weights) * mu[0] + weights * mu[1]
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
+        return (1.0 - weights) * mu[0] + weights * mu[1], ends[0]
+    return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device), None
 
 
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
@@ -97,8 +103,13 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
     check_inference_request(config, outputs, ("num_samples", "steps", "batch_size"))
     _, model, topology, device = load_for_inference(checkpoint_path, config.device)
-    latents = latent_vectors(config, model, topology, device)
-    coords = decode_in_batches(model, latents, config.batch_size, config.compile)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    latents, start = latent_vectors(config, model, topology, device, generator)
+    decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile))
+    if start is None:
+        coords = orient_samples(decoded, model.parity, generator).numpy()
+    else:
+        coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
     config.output.parent.mkdir(parents=True, exist_ok=True)
     source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
     metadata = {
@@ -106,6 +117,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         "checkpoint": str(checkpoint_path),
         "source": source,
         "seed": config.seed,
+        "parity": model.parity.mode,
         "units": "Angstrom",
     }
     written = [write_conformations_npz(outputs[0], coords, topology, metadata)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bond_vae.config import ConfigError
 from bond_vae.model import ModelConfig
+from bond_vae.parity import PARITY_CHOICES
 
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -87,6 +88,16 @@ class TrainConfig:
         default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
+    parity: str = field(
+        default="auto",
+        metadata={
+            "help": "handedness of the output, a rule decided from the training split and kept in the checkpoint: "
+            "mirror-symmetric (each prior sample mirrored with probability 1/2), chiral (prior samples keep the "
+            "data's stereocentres), auto (chiral when the data have stereocentres, else mirror-symmetric), none "
+            "(the decoder's raw output); but for none, reconstructions take the handedness of their input",
+            "choices": PARITY_CHOICES,
+        },
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     devices: int = field(
         default=1,

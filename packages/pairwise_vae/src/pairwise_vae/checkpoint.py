@@ -1,11 +1,13 @@
 """Checkpoints: their contents, written atomically, read with ``torch.load(weights_only=True)``.
 
 This module alone knows what a checkpoint holds: the training settings (``config``), the
-molecule (``topology``, see :meth:`Topology.to_record`), the model weights, and for a run to
-resume, the optimiser, scheduler, :class:`Progress` and random states. It holds only tensors
-and plain Python types, so loading one cannot run code. It records which package wrote it and
-in which format, so a checkpoint of another package, or of a newer format, is refused with a
-clear message instead of failing deep in torch.
+molecule (``topology``, see :meth:`Topology.to_record`), the model weights, the parity rule
+decided from the training data (``parity``, see :meth:`ParityRule.to_record`; a checkpoint
+without one loads with the rule ``none``), and for a run to resume, the optimiser, scheduler,
+:class:`Progress` and random states. It holds only tensors and plain Python types, so
+loading one cannot run code. It records which package wrote it and in which format, so a
+checkpoint of another package, or of a newer format, is refused with a clear message instead
+of failing deep in torch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pairwise_vae import __version__
 from pairwise_vae.config import from_dict, to_dict
 from pairwise_vae.data import Topology
 from pairwise_vae.model import MolecularVAEMSE
+from pairwise_vae.parity import ParityRule
 from pairwise_vae.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
@@ -61,8 +64,13 @@ class Progress:
 
 
 def model_payload(config: TrainConfig, topology: Topology, model: MolecularVAEMSE) -> dict[str, Any]:
-    """What inference needs: settings, molecule and weights (no optimiser state)."""
-    return {"config": to_dict(config), "topology": topology.to_record(), "model": model.state_dict()}
+    """What inference needs: settings, molecule, weights and parity rule (no optimiser state)."""
+    return {
+        "config": to_dict(config),
+        "topology": topology.to_record(),
+        "model": model.state_dict(),
+        "parity": model.parity.to_record(),
+    }
 
 
 def training_payload(
@@ -184,9 +192,12 @@ def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoin
         model_config = config_from_checkpoint(payload, path).model
         topology = payload["topology"]
         n_atoms = topology["atomic_numbers"].shape[0]
-        model = MolecularVAEMSE(model_config, topology["atomic_numbers"], topology["bonds"], torch.zeros(n_atoms, 3))
+        parity = ParityRule.from_record(payload.get("parity"))
+        model = MolecularVAEMSE(
+            model_config, topology["atomic_numbers"], topology["bonds"], torch.zeros(n_atoms, 3), parity
+        )
         model.load_state_dict({RENAMED_KEYS.get(key, key): value for key, value in payload["model"].items()})
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{path}: checkpoint does not describe a valid model ({str(error).splitlines()[0][:200]})"
         ) from None

@@ -15,7 +15,9 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 * the quality bar (``quality_bar.py``): each criterion met or not, and a one-line summary;
 * latent space: KL per dimension and active units.
 
-The reference defaults to the validation split of the checkpoint's own training data.
+Reconstructions and prior samples are oriented by the checkpoint's parity rule
+(:mod:`pairwise_vae.parity`), as ``sample`` and the training-time metrics orient them. The
+reference defaults to the validation split of the checkpoint's own training data.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pairwise_vae.data import DataError, Topology, load_dataset, subsample, trai
 from pairwise_vae.ensembles import ENSEMBLE_METRICS, compare_ensembles, floor_comparison, projections, write_figures
 from pairwise_vae.inference import decode_in_batches, encode_in_batches, load_for_inference
 from pairwise_vae.metrics import latent_statistics
+from pairwise_vae.parity import orient_reconstructions, orient_samples
 from pairwise_vae.quality_bar import bar_report, judge
 from pairwise_vae.structure_files import write_conformations_npz
 
@@ -69,7 +72,7 @@ class EvaluateConfig:
     num_samples: int = field(default=2000, metadata={"help": "conformations drawn from the prior"})
     max_frames: int = field(default=2000, metadata={"help": "reference frames used, evenly spaced"})
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
-    seed: int = field(default=0, metadata={"help": "seed of the prior draws"})
+    seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     compile: bool = field(
         default=True, metadata={"help": "torch.compile the decoder when more than one batch is decoded"}
@@ -103,6 +106,8 @@ def markdown_report(report: dict) -> str:
         "",
         f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames; "
         f"{samples['count']} prior samples.",
+        "",
+        f"Orientation of the output: {report['parity']}.",
         "",
         "## Quality bar",
         "",
@@ -181,10 +186,14 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
     mu, log_var = encode_in_batches(model, reference, config.batch_size, device)
-    reconstructed = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size, config.compile)
+    decoded = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size, config.compile)
+    reconstructed = orient_reconstructions(
+        torch.from_numpy(decoded), torch.from_numpy(reference), model.parity, model.bonds
+    ).numpy()
     generator = torch.Generator(device=device).manual_seed(config.seed)
     prior_draws = torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
-    samples = decode_in_batches(model, prior_draws, config.batch_size, config.compile)
+    decoded = decode_in_batches(model, prior_draws, config.batch_size, config.compile)
+    samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
 
     reference_64 = reference.astype(np.float64)
     report = compare_ensembles(reference_64, reconstructed.astype(np.float64), samples.astype(np.float64), topology)
@@ -197,6 +206,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         checkpoint=str(checkpoint_path),
         package=f"pairwise_vae {__version__}",
         reference={"description": description, "frames": len(reference)},
+        parity=model.parity.summary(),
         figures=[path.name for path in figures],
     )
     (config.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")

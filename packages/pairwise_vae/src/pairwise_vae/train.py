@@ -42,6 +42,7 @@ from pairwise_vae.distributed import (
     wait_for_all,
 )
 from pairwise_vae.model import MolecularVAEMSE, reference_conformation
+from pairwise_vae.parity import decide_parity
 from pairwise_vae.run_log import RunLog, new_run_folder
 from pairwise_vae.train_config import RESUME_OVERRIDABLE, TrainConfig
 from pairwise_vae.trainer import (
@@ -114,6 +115,7 @@ def build_run(
             torch.from_numpy(topology.atomic_numbers),
             torch.from_numpy(topology.bonds),
             reference_conformation(train_frames),
+            decide_parity(train_frames, topology, config.parity),
         )
     else:
         check_resumable(checkpoint, dataset, config, ranks)
@@ -215,6 +217,7 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
             f"{ranks.world_size} x {device_name}; run folder {run.run_dir}",
             flush=True,
         )
+        print(run.model.parity.summary(), flush=True)
         note = schedule_change_note(run, checkpoint) if checkpoint is not None else None
         if note:
             print(note, file=sys.stderr)

@@ -75,6 +75,24 @@ def signed_volumes(positions: torch.Tensor, quadruplets: torch.Tensor) -> torch.
     return ((p1 - p0) * torch.linalg.cross(p2 - p1, p3 - p2)).sum(dim=-1)
 
 
+def normalized_volumes(positions: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Signed volumes of atom chains divided by the product of their three bond lengths (dimensionless).
+
+    For a chain i-j-k-l with bond angles theta_1, theta_2 and dihedral phi this is
+    sin(theta_1) sin(theta_2) sin(phi), in [-1, 1]; odd under reflections like the volume.
+
+    Args:
+        positions: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom indices.
+
+    Returns:
+        (B, Q) normalised signed volumes.
+    """
+    p0, p1, p2, p3 = (positions[:, quadruplets[:, k]] for k in range(4))
+    lengths = (p1 - p0).norm(dim=-1) * (p2 - p1).norm(dim=-1) * (p3 - p2).norm(dim=-1)
+    return signed_volumes(positions, quadruplets) / lengths.clamp_min(1e-12)
+
+
 def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:
     """RMSD after optimal superposition (Kabsch algorithm).
 

@@ -1,7 +1,8 @@
 """The validation pass of a training run: loss, reconstruction and sample quality, and the run's figures.
 
 The loss is computed from the posterior means (no sampled z), so the choice of ``best.pt`` is
-reproducible.
+reproducible, on the decoder's raw output (it is blind to reflections anyway); the structural
+metrics see reconstructions and prior samples oriented by the model's parity rule.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from pairwise_vae.data import Topology
 from pairwise_vae.ensembles import compare_ensembles, write_figures
 from pairwise_vae.model import MolecularVAEMSE
+from pairwise_vae.parity import orient_reconstructions
 from pairwise_vae.plots import plot_bond_lengths, plot_loss_curves
 from pairwise_vae.structure_files import write_pdb
 from pairwise_vae.utils import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
@@ -30,7 +32,8 @@ class ValidationResult:
 
     ``metrics``: loss terms at full beta and structural errors (Angstrom); ``reference``,
     ``reconstructed``: (F, N, 3) validation frames and their reconstructions from the posterior
-    means; ``samples``: (EVALUATION_SAMPLES, N, 3) prior samples; all float64, Angstrom.
+    means; ``samples``: (EVALUATION_SAMPLES, N, 3) prior samples; all float64, Angstrom, the
+    last two oriented by the model's parity rule.
     """
 
     metrics: dict[str, float]
@@ -62,6 +65,7 @@ def validate(model: MolecularVAEMSE, coords: torch.Tensor, beta: float, amp: boo
         terms = model.criterion(batch, reconstruction, mu, log_var, beta=beta)
         for key, value in (("loss", terms.total), ("reconstruction", terms.reconstruction), ("kl", terms.kl)):
             totals[key] += value.item() * len(batch)
+        reconstruction = orient_reconstructions(reconstruction, batch, model.parity, model.bonds)
         rmsd.append(kabsch_rmsd(reconstruction, batch))
         reconstructions.append(reconstruction)
     reconstructed = torch.cat(reconstructions)
