@@ -34,6 +34,14 @@ class ModelConfig:
             "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
         },
     )
+    distance_sigma_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "weigh each distance's squared error by 1 / (its variance in the training data + F^2), "
+            "scaled to mean 1 (Angstrom): stiff pairs (bonds, angles) count more; none: all distances alike",
+            "metavar": "F",
+        },
+    )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
 
@@ -58,7 +66,9 @@ def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
 
 
-def pairwise_distance_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def pairwise_distance_loss(
+    predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared error of all interatomic distances, molecule by molecule (Angstrom^2).
 
     Distances are taken only between atoms of the same molecule, batched without a loop.
@@ -66,8 +76,29 @@ def pairwise_distance_loss(predicted: torch.Tensor, target: torch.Tensor) -> tor
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         target: (B, N, 3) coordinates in Angstrom.
+        weights: (N (N - 1) / 2,) weight of each pair's squared error (mean 1), in the order of
+            :func:`~pairwise_vae.utils.pairwise_distances`; None: all 1.
     """
-    return (pairwise_distances(predicted) - pairwise_distances(target)).pow(2).mean()
+    squared_errors = (pairwise_distances(predicted) - pairwise_distances(target)).pow(2)
+    return (squared_errors if weights is None else squared_errors * weights).mean()
+
+
+def distance_weights(coords: torch.Tensor, sigma_floor: float) -> torch.Tensor:
+    """Inverse-variance weights of the pairwise distances, 1 / (var_ij + floor^2), scaled to mean 1.
+
+    A Gaussian likelihood of each distance with its own spread in the data: bonded pairs,
+    which barely vary, weigh more than pairs at opposite ends of the molecule.
+
+    Args:
+        coords: (F, N, 3) training frames in Angstrom (at most about 2000, evenly spaced, are used).
+        sigma_floor: Angstrom added in quadrature to each distance's standard deviation.
+
+    Returns:
+        (N (N - 1) / 2,) weights in the order of :func:`~pairwise_vae.utils.pairwise_distances`.
+    """
+    sample = coords[:: max(1, len(coords) // 2000)].double()
+    weights = 1.0 / (pairwise_distances(sample).var(dim=0) + sigma_floor**2)
+    return (weights / weights.mean()).float()
 
 
 def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
@@ -112,6 +143,8 @@ class MolecularVAEMSE(nn.Module):
         reference_positions: (N, 3) the decoder's starting conformation, Angstrom.
         parity: how :meth:`sample` and :meth:`reconstruct` orient their output (see
             :mod:`pairwise_vae.parity`); None: ``none``, the decoder's raw output.
+        pair_weights: (N (N - 1) / 2,) weights of the pairs' squared errors in the loss (see
+            :func:`distance_weights`); None: all 1, the plain mean squared error.
     """
 
     def __init__(
@@ -121,12 +154,16 @@ class MolecularVAEMSE(nn.Module):
         bonds: torch.Tensor,
         reference_positions: torch.Tensor,
         parity: ParityRule | None = None,
+        pair_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.parity = parity if parity is not None else ParityRule()
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("bonds", bonds.long().clone())
+        n_pairs = atomic_numbers.shape[0] * (atomic_numbers.shape[0] - 1) // 2
+        pair_weights = torch.ones(n_pairs) if pair_weights is None else pair_weights
+        self.register_buffer("distance_weights", pair_weights.float().clone())
         self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -180,7 +217,7 @@ class MolecularVAEMSE(nn.Module):
         whose outputs are bfloat16).
         """
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
-        reconstruction_loss = pairwise_distance_loss(reconstruction, positions)
+        reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
         kl = kl_divergence(mu, log_var).mean()
         chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:

@@ -41,7 +41,7 @@ from pairwise_vae.distributed import (
     ranks_from_environment,
     wait_for_all,
 )
-from pairwise_vae.model import MolecularVAEMSE, reference_conformation
+from pairwise_vae.model import MolecularVAEMSE, distance_weights, reference_conformation
 from pairwise_vae.parity import decide_parity
 from pairwise_vae.run_log import RunLog, new_run_folder
 from pairwise_vae.train_config import RESUME_OVERRIDABLE, TrainConfig
@@ -110,12 +110,14 @@ def build_run(
     topology = dataset.topology
     if checkpoint is None:
         seed_everything(config.seed)
+        floor = config.model.distance_sigma_floor
         model = MolecularVAEMSE(
             config.model,
             torch.from_numpy(topology.atomic_numbers),
             torch.from_numpy(topology.bonds),
             reference_conformation(train_frames),
             decide_parity(train_frames, topology, config.parity),
+            None if floor is None else distance_weights(train_frames, floor),
         )
     else:
         check_resumable(checkpoint, dataset, config, ranks)
