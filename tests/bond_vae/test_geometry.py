@@ -6,7 +6,7 @@ import math
 
 import torch
 from bond_helpers import random_orthogonal
-from bond_vae.model import bond_length_loss, kl_divergence
+from bond_vae.model import kl_divergence, pair_distance_loss
 from bond_vae.utils import bond_length_statistics, kabsch_rmsd
 
 
@@ -16,7 +16,7 @@ def test_bond_length_loss_matches_hand_computation():
     bonds = torch.tensor([[0, 1], [1, 2]])
     # predicted lengths 1.5 and 2.0, target lengths 1.0 and 1.0
     expected = ((1.5 - 1.0) ** 2 + (2.0 - 1.0) ** 2) / 2
-    assert math.isclose(bond_length_loss(predicted, target, bonds).item(), expected, rel_tol=1e-6)
+    assert math.isclose(pair_distance_loss(predicted, target, bonds).item(), expected, rel_tol=1e-6)
 
 
 def test_kl_divergence_matches_closed_form():

@@ -7,7 +7,7 @@ import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
 from bond_vae.model import MolecularVAE as MODEL_CLASS
-from bond_vae.model import bond_length_loss, chirality_loss
+from bond_vae.model import chirality_loss, pair_distance_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
 
 
@@ -61,11 +61,11 @@ def test_bond_loss_is_invariant(aib9, positions):
     bonds = torch.from_numpy(aib9.topology.bonds)
     generator = torch.Generator().manual_seed(3)
     other = positions.roll(1, dims=0)
-    loss = bond_length_loss(positions, other, bonds)
+    loss = pair_distance_loss(positions, other, bonds)
     for reflect in (False, True):
         rotation = random_orthogonal(reflect, generator)
         moved = positions @ rotation.T + torch.randn(3, generator=generator, dtype=torch.float64)
-        torch.testing.assert_close(bond_length_loss(moved, other, bonds), loss)
+        torch.testing.assert_close(pair_distance_loss(moved, other, bonds), loss)
 
 
 def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(aib9, positions):

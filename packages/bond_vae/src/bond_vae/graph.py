@@ -1,4 +1,5 @@
-"""The molecule as a graph: bond hop counts, and edge lists for batches of molecules that share one topology.
+"""The molecule as a graph: bond hop counts, atom pairs some bonds apart, and edge lists for batches of
+molecules that share one topology.
 
 Every molecule in a batch has the same ``n_atoms`` atoms, so a batch of ``B`` molecules is a
 graph of ``B * n_atoms`` nodes: node ``b * n_atoms + i`` is atom ``i`` of molecule ``b``.
@@ -39,6 +40,24 @@ def hop_counts(bonds: np.ndarray, n_atoms: int) -> np.ndarray:
         counts[frontier] = hops
         reached |= frontier
     return counts
+
+
+def pairs_bonds_apart(bonds: np.ndarray, n_atoms: int, hops: int) -> np.ndarray:
+    """Atom pairs whose shortest covalent path has exactly ``hops`` bonds (from :func:`hop_counts`).
+
+    ``hops`` 2 gives the 1-3 pairs (their distances fix the bond angles), 3 the 1-4 pairs
+    (their distances fix the torsions up to sign). Atoms that no path joins never pair.
+
+    Args:
+        bonds: (n_bonds, 2) atom indices.
+        n_atoms: atoms in the molecule N.
+        hops: bonds between the two atoms, at least 1.
+
+    Returns:
+        (P, 2) int64 array of pairs (i, j) with i < j, in row-major order.
+    """
+    apart = (hop_counts(bonds, n_atoms) == hops) & (hops < n_atoms)  # n_atoms marks "no path"
+    return np.argwhere(np.triu(apart, k=1)).astype(np.int64)
 
 
 def bond_edges(bonds: torch.Tensor, n_molecules: int, n_atoms: int) -> torch.Tensor:

@@ -4,6 +4,12 @@ Loss = mean squared error of the covalent bond lengths of the reconstruction aga
 input (Angstrom^2) + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
 dimensions and averaged over molecules. Both terms are invariant under rotations,
 translations and reflections of the input.
+
+Bond lengths alone barely vary between conformations: that loss is minimised by a
+z-independent output with the mean bond lengths, and the latent collapses. Two optional
+terms, also E(3)-invariant, add the bonded geometry: ``angle_weight`` x the MSE of the 1-3
+distances (atoms two bonds apart; they fix the bond angles) and ``torsion_weight`` x the MSE
+of the 1-4 distances (three bonds apart; they fix the torsions up to sign), both Angstrom^2.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from torch import nn
 
 from bond_vae.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.encoder import EncoderConfig, ViSNetEncoder
+from bond_vae.graph import pairs_bonds_apart
 from bond_vae.parity import ParityRule, orient_reconstructions, orient_samples
 from bond_vae.utils import bond_lengths, normalized_volumes
 
@@ -33,6 +40,20 @@ class ModelConfig:
             "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
         },
     )
+    angle_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the MSE of 1-3 distances (atoms two bonds apart: bond angles), Angstrom^2; "
+            "0 leaves the loss as bond lengths only"
+        },
+    )
+    torsion_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the MSE of 1-4 distances (atoms three bonds apart: torsions up to sign), Angstrom^2; "
+            "0 leaves them out of the loss"
+        },
+    )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
 
@@ -42,13 +63,17 @@ class LossTerms:
     """Scalar loss tensors of one batch.
 
     ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
-    ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0.
+    ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0;
+    ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
+    weights (zero for a molecule without such pairs).
     """
 
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
     chirality: torch.Tensor
+    angle: torch.Tensor
+    torsion: torch.Tensor
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -56,15 +81,15 @@ def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
 
 
-def bond_length_loss(predicted: torch.Tensor, target: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of bond lengths over bonds and molecules (Angstrom^2).
+def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the distances of atom pairs over pairs and molecules (Angstrom^2).
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         target: (B, N, 3) coordinates in Angstrom.
-        bonds: (n_bonds, 2) atom indices.
+        pairs: (P, 2) atom indices, P > 0: the covalent bonds, or the 1-3 or 1-4 pairs.
     """
-    return (bond_lengths(predicted, bonds) - bond_lengths(target, bonds)).pow(2).mean()
+    return (bond_lengths(predicted, pairs) - bond_lengths(target, pairs)).pow(2).mean()
 
 
 def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
@@ -109,6 +134,9 @@ class MolecularVAE(nn.Module):
         reference_positions: (N, 3) the decoder's starting conformation, Angstrom.
         parity: how :meth:`sample` and :meth:`reconstruct` orient their output (see
             :mod:`bond_vae.parity`); None: ``none``, the decoder's raw output.
+
+    Buffers ``angle_pairs`` and ``torsion_pairs`` ((P, 2) atoms two and three bonds apart) are
+    rebuilt from the bonds and not saved, so checkpoints written without them load.
     """
 
     def __init__(
@@ -124,6 +152,10 @@ class MolecularVAE(nn.Module):
         self.parity = parity if parity is not None else ParityRule()
         self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
         self.register_buffer("bonds", bonds.long().clone())
+        n_atoms = len(atomic_numbers)
+        for name, hops in (("angle_pairs", 2), ("torsion_pairs", 3)):
+            pairs = pairs_bonds_apart(bonds.long().cpu().numpy(), n_atoms, hops)
+            self.register_buffer(name, torch.from_numpy(pairs), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -153,7 +185,7 @@ class MolecularVAE(nn.Module):
         return self.decode(self.reparameterize(mu, log_var)), mu, log_var
 
     def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
-        """Bond-length MSE + beta * KL for a batch of (B, N, 3) conformations in Angstrom."""
+        """Bond-length MSE + beta * KL (+ the weighted optional terms) for (B, N, 3) conformations in Angstrom."""
         return self.criterion(positions, *self(positions), beta=beta)
 
     def criterion(
@@ -177,13 +209,22 @@ class MolecularVAE(nn.Module):
         whose outputs are bfloat16).
         """
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
-        reconstruction_loss = bond_length_loss(reconstruction, positions, self.bonds)
+        reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
         chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        angle, torsion = (
+            pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
+            for pairs in (self.angle_pairs, self.torsion_pairs)
+        )
         total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
-        return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
+        for weight, term in ((self.config.angle_weight, angle), (self.config.torsion_weight, torsion)):
+            if weight > 0:
+                total = total + weight * term
+        return LossTerms(
+            total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality, angle=angle, torsion=torsion
+        )
 
     @torch.no_grad()
     def reconstruct(self, positions: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ def validate(model: MolecularVAE, coords: torch.Tensor, beta: float, amp: bool, 
     """
     model.eval()
     device = coords.device
-    totals = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0}
+    totals = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "angle": 0.0, "torsion": 0.0}
     rmsd, reconstructions = [], []
     for start in range(0, len(coords), VALIDATION_BATCH):
         batch = coords[start : start + VALIDATION_BATCH]
@@ -63,7 +63,13 @@ def validate(model: MolecularVAE, coords: torch.Tensor, beta: float, amp: bool, 
             mu, log_var = model.encode(batch)
             reconstruction = model.decode(mu).float()
         terms = model.criterion(batch, reconstruction, mu, log_var, beta=beta)
-        for key, value in (("loss", terms.total), ("reconstruction", terms.reconstruction), ("kl", terms.kl)):
+        for key, value in (
+            ("loss", terms.total),
+            ("reconstruction", terms.reconstruction),
+            ("kl", terms.kl),
+            ("angle", terms.angle),
+            ("torsion", terms.torsion),
+        ):
             totals[key] += value.item() * len(batch)
         reconstruction = orient_reconstructions(reconstruction, batch, model.parity, model.bonds)
         rmsd.append(kabsch_rmsd(reconstruction, batch))

@@ -1,0 +1,154 @@
+"""The optional bonded-geometry loss terms: 1-3 (bond angle) and 1-4 (torsion) distance MSEs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from bond_helpers import make_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
+from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from bond_vae.graph import pairs_bonds_apart
+from bond_vae.model import MolecularVAE, kl_divergence, pair_distance_loss
+from bond_vae.train import main
+from bond_vae.train_config import TrainConfig
+from bond_vae.utils import torsion_quadruplets
+
+CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+
+
+def test_pairs_two_and_three_bonds_apart_in_a_chain():
+    assert pairs_bonds_apart(CHAIN_BONDS, 5, 1).tolist() == CHAIN_BONDS.tolist()
+    assert pairs_bonds_apart(CHAIN_BONDS, 5, 2).tolist() == [[0, 2], [1, 3], [2, 4]]
+    assert pairs_bonds_apart(CHAIN_BONDS, 5, 3).tolist() == [[0, 3], [1, 4]]
+    assert pairs_bonds_apart(CHAIN_BONDS, 5, 4).tolist() == [[0, 4]]
+
+
+def test_pairs_of_a_branched_molecule_a_ring_and_disconnected_atoms():
+    # 0, 2 and 3 on atom 1; 4 on atom 3 (the carbon skeleton of isopentane)
+    branched = np.array([[1, 0], [1, 2], [1, 3], [3, 4]])
+    assert pairs_bonds_apart(branched, 5, 2).tolist() == [[0, 2], [0, 3], [1, 4], [2, 3]]
+    assert pairs_bonds_apart(branched, 5, 3).tolist() == [[0, 4], [2, 4]]
+    # in a four-ring the far atom is two bonds away either way round: shortest paths count
+    ring = np.array([[0, 1], [1, 2], [2, 3], [3, 0]])
+    assert pairs_bonds_apart(ring, 4, 2).tolist() == [[0, 2], [1, 3]]
+    assert pairs_bonds_apart(ring, 4, 3).shape == (0, 2)
+    # atom 2 is bonded to nothing: it pairs with no atom, whatever the hop count
+    assert pairs_bonds_apart(np.array([[0, 1]]), 3, 2).shape == (0, 2)
+    assert pairs_bonds_apart(np.array([[0, 1]]), 3, 3).shape == (0, 2)
+
+
+def test_aib9_pairs_are_the_ends_of_bonded_chains(aib9):
+    """AIB9 has no rings: the 1-3 pairs are the ends of bonded triplets, the 1-4 pairs those of quadruplets."""
+    bonds = aib9.topology.bonds
+    model = make_model(aib9)
+    neighbours = [set() for _ in range(58)]
+    for i, j in bonds.tolist():
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    ends_of_triplets = {(i, k) for j in range(58) for i in neighbours[j] for k in neighbours[j] if i < k}
+    quadruplets = torsion_quadruplets(torch.from_numpy(bonds), 58).tolist()
+    ends_of_quadruplets = {(min(i, m), max(i, m)) for i, _, _, m in quadruplets}
+    assert {tuple(pair) for pair in model.angle_pairs.tolist()} == ends_of_triplets
+    assert {tuple(pair) for pair in model.torsion_pairs.tolist()} == ends_of_quadruplets
+
+
+def chain_model(angle_weight: float, torsion_weight: float) -> MolecularVAE:
+    config = tiny_model_config()
+    config.angle_weight, config.torsion_weight = angle_weight, torsion_weight
+    torch.manual_seed(0)
+    return MolecularVAE(config, torch.full((5,), 6), torch.from_numpy(CHAIN_BONDS), torch.zeros(5, 3)).double()
+
+
+def test_terms_match_hand_computation_on_a_five_atom_chain():
+    # target: a planar staircase with unit bonds; 1-3 distances sqrt(2), 1-4 distances sqrt(5)
+    target = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [2, 1, 0], [2, 2, 0]]], dtype=torch.float64)
+    # reconstruction: a straight line with bonds of 1.5 A; 1-3 distances 3, 1-4 distances 4.5
+    predicted = torch.tensor([[[1.5 * k, 0.0, 0.0] for k in range(5)]], dtype=torch.float64)
+    mu = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)  # KL 0.5 nats
+    log_var = torch.zeros(1, 4, dtype=torch.float64)
+    bond = 0.5**2
+    angle = (3.0 - math.sqrt(2.0)) ** 2  # three 1-3 pairs, all equal
+    torsion = (4.5 - math.sqrt(5.0)) ** 2  # two 1-4 pairs, all equal
+    terms = chain_model(angle_weight=2.0, torsion_weight=0.5).criterion(target, predicted, mu, log_var, beta=0.1)
+    assert math.isclose(terms.reconstruction.item(), bond, rel_tol=1e-12)
+    assert math.isclose(terms.angle.item(), angle, rel_tol=1e-12)
+    assert math.isclose(terms.torsion.item(), torsion, rel_tol=1e-12)
+    assert math.isclose(terms.kl.item(), 0.5, rel_tol=1e-12)
+    expected_total = bond + 2.0 * angle + 0.5 * torsion + 0.1 * 0.5
+    assert math.isclose(terms.total.item(), expected_total, rel_tol=1e-12)
+    # the terms are reported with zero weights too, and then stay out of the total
+    unweighted = chain_model(0.0, 0.0).criterion(target, predicted, mu, log_var, beta=0.1)
+    assert math.isclose(unweighted.angle.item(), angle, rel_tol=1e-12)
+    assert math.isclose(unweighted.total.item(), bond + 0.1 * 0.5, rel_tol=1e-12)
+
+
+def test_zero_weights_give_exactly_the_bond_length_loss(aib9):
+    model = make_model(aib9)
+    batch = torch.from_numpy(aib9.coords[:6])
+    torch.manual_seed(1)
+    reconstruction, mu, log_var = model(batch)
+    terms = model.criterion(batch, reconstruction, mu, log_var, beta=1e-3)
+    old = pair_distance_loss(reconstruction, batch, model.bonds) + 1e-3 * kl_divergence(mu, log_var).mean()
+    assert torch.equal(terms.total, old)
+    assert terms.angle > 0 and terms.torsion > 0, "reported, but left out of the total"
+    model.config.angle_weight, model.config.torsion_weight = 1.0, 3.0
+    weighted = model.criterion(batch, reconstruction, mu, log_var, beta=1e-3)
+    torch.testing.assert_close(weighted.total, old + terms.angle + 3.0 * terms.torsion)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_terms_are_invariant_under_rotation_reflection_translation(aib9, positions, reflect):
+    model = make_model(aib9)
+    other = positions.roll(1, dims=0)
+    generator = torch.Generator().manual_seed(7)
+    moved, other_moved = (
+        x @ random_orthogonal(reflect, generator).T + 5.0 * torch.randn(3, generator=generator, dtype=torch.float64)
+        for x in (positions, other)
+    )
+    for pairs in (model.angle_pairs, model.torsion_pairs):
+        loss = pair_distance_loss(positions, other, pairs)
+        assert loss > 1e-4, "two different conformations"
+        torch.testing.assert_close(pair_distance_loss(moved, other, pairs), loss, rtol=1e-10, atol=0)
+        torch.testing.assert_close(pair_distance_loss(moved, other_moved, pairs), loss, rtol=1e-10, atol=0)
+
+
+def test_checkpoints_hold_no_pairs_and_old_ones_load(aib9, tmp_path):
+    """The pair buffers are rebuilt from the bonds: a checkpoint written before they existed loads."""
+    model = make_model(aib9)
+    payload = model_payload(TrainConfig(model=tiny_model_config()), aib9.topology, model)
+    assert not any("pairs" in key for key in payload["model"])
+    for name in ("angle_weight", "torsion_weight"):
+        del payload["config"]["model"][name]  # as written before the options existed
+    save_checkpoint(tmp_path / "old.pt", payload)
+    restored = model_from_checkpoint(load_checkpoint(tmp_path / "old.pt"))
+    assert restored.config.angle_weight == 0.0 and restored.config.torsion_weight == 0.0
+    assert torch.equal(restored.angle_pairs, model.angle_pairs)
+    assert torch.equal(restored.torsion_pairs, model.torsion_pairs)
+
+
+def test_flags_are_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "--angle-weight" in out and "--torsion-weight" in out
+
+
+@pytest.mark.parametrize("flag", ["--angle-weight", "--torsion-weight"])
+def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, capsys):
+    argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, flag, "-0.5")
+    assert run_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and flag in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_records_the_terms(tiny_npz, tmp_path):
+    argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--angle-weight", "1", "--torsion-weight", "1")
+    assert run_main([*argv, "--run-name", "run", "--evaluate-every", "2"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["split"] for record in records] == ["train", "validation"]
+    for record in records:
+        assert record["angle"] > 0 and record["torsion"] > 0, record
