@@ -38,8 +38,10 @@ def test_the_latent_does_not_collapse_on_two_basins(aib9):
     assert separation > 0.5, "the two basins should have different latent codes"
     active_units = int((mu.var(dim=0) > 0.01).sum())
     assert active_units >= 1, "a collapsed latent has no active unit"
-    across = kabsch_rmsd(decoded[:8], decoded[8:], allow_reflection=True)
-    within = kabsch_rmsd(decoded[:8], frames[:8], allow_reflection=True)
-    assert across.mean() > 1.0 and across.mean() > 1.5 * within.mean(), (
-        f"codes of the two basins decode to different structures: {across.mean():.2f} vs {within.mean():.2f} A"
+    apart = kabsch_rmsd(frames[:8], frames[8:], allow_reflection=True).mean()
+    across = kabsch_rmsd(decoded[:8], decoded[8:], allow_reflection=True).mean()
+    within = kabsch_rmsd(decoded, frames, allow_reflection=True).mean()
+    assert across > 0.25 * apart and within < 0.6 * apart, (
+        f"codes of the two basins decode to different structures: decoded {across:.2f} A apart, "
+        f"inputs {apart:.2f} A, reconstructions {within:.2f} A from their inputs"
     )

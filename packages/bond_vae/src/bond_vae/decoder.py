@@ -45,6 +45,13 @@ class DecoderConfig:
     distance_range: float = field(
         default=20.0, metadata={"help": "the distance basis is spread over 0 to this distance (Angstrom)"}
     )
+    coarse_channels: int = field(
+        default=256,
+        metadata={
+            "help": "width of the MLP that maps z to a coarse displacement of every atom from the starting "
+            "conformation, which the EGNN layers then refine; 0: none (the layers move the atoms alone)"
+        },
+    )
     max_topological_distance: int = field(
         default=8, metadata={"help": "bond-path lengths above this share one pair embedding"}
     )
@@ -182,6 +189,18 @@ class EGNNDecoder(nn.Module):
         self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
         self.latent_proj = nn.Linear(latent_dim, hidden)
+        self.coarse_displacement = None
+        if config.coarse_channels > 0:
+            last = nn.Linear(config.coarse_channels, 3 * n_atoms)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)  # starts as the fixed starting conformation
+            self.coarse_displacement = nn.Sequential(
+                nn.Linear(latent_dim, config.coarse_channels),
+                nn.SiLU(),
+                nn.Linear(config.coarse_channels, config.coarse_channels),
+                nn.SiLU(),
+                last,
+            )
         self.topology_embedding = nn.Embedding(config.max_topological_distance + 1, pair)
         self.distance_basis = DistanceBasis(config.distance_features, config.distance_range)
         self.layers = nn.ModuleList(
@@ -200,6 +219,8 @@ class EGNNDecoder(nn.Module):
         atom_features = self.element_embedding(self.atomic_numbers) + self.atom_embedding.weight
         h = atom_features.unsqueeze(0) + self.latent_proj(z).unsqueeze(1)
         x = self.reference_positions.expand(z.shape[0], -1, -1)
+        if self.coarse_displacement is not None:
+            x = x + self.coarse_displacement(z).view(z.shape[0], self.n_atoms, 3).float()
         pair_attributes = self.topology_embedding(self.hop_counts)
         for layer in self.layers:
             h, x = layer(h, x, pair_attributes, self.pair_mask, self.distance_basis)
