@@ -9,6 +9,7 @@ from pairwise_helpers import random_orthogonal
 from pairwise_vae.model import (
     ModelConfig,
     MolecularVAEMSE,
+    distance_weights,
     kl_divergence,
     pairwise_distance_loss,
 )
@@ -21,6 +22,21 @@ def test_pairwise_loss_matches_hand_computation():
     # predicted distances (0-1, 0-2, 1-2) = 3, 5, 4; target = 2, sqrt(8), 2
     expected = ((3 - 2) ** 2 + (5 - math.sqrt(8)) ** 2 + (4 - 2) ** 2) / 3
     assert math.isclose(pairwise_distance_loss(predicted, target).item(), expected, rel_tol=1e-6)
+
+
+def test_weighted_loss_and_inverse_variance_weights_match_hand_computation():
+    # three atoms on a line; pair 0-1 never changes (variance 0), 0-2 and 1-2 swing by +-1 A
+    frames = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0]], [[0.0, 0, 0], [1, 0, 0], [5, 0, 0]]])
+    # distances (0-1, 0-2, 1-2) = (1, 3, 2) and (1, 5, 4): unbiased variances 0, 2, 2
+    floor = 1.0
+    raw = torch.tensor([1 / (0 + floor**2), 1 / (2 + floor**2), 1 / (2 + floor**2)])
+    weights = distance_weights(frames, sigma_floor=floor)
+    torch.testing.assert_close(weights, raw / raw.mean())
+    predicted = torch.tensor([[[0.0, 0, 0], [3, 0, 0], [3, 4, 0]]])
+    target = torch.tensor([[[0.0, 0, 0], [2, 0, 0], [2, 2, 0]]])
+    squared_errors = torch.tensor([(3 - 2) ** 2, (5 - math.sqrt(8)) ** 2, (4 - 2) ** 2])
+    expected = (weights * squared_errors).mean()
+    torch.testing.assert_close(pairwise_distance_loss(predicted, target, weights), expected)
 
 
 def test_pairwise_loss_equals_pdist_molecule_by_molecule(aib9):

@@ -5,8 +5,10 @@ the complete graph of one molecule, written densely: every molecule of a batch h
 N atoms, so features are (B, N, H) and pair features (B, N, N, C), with C pair channels
 (narrower than H to save time and memory). Decoding starts from one
 fixed reference conformation (a buffer of the model, chosen from the training data), so it
-is deterministic for a given z; the latent vector and the per-atom embeddings tell the layers
-how to move the atoms away from it. A generic 3D starting geometry matters: EGNN moves atoms
+is deterministic for a given z. A small MLP first moves every atom by a displacement computed
+from z alone (the coarse shape: a helix of the other hand or an unfolded chain is several
+Angstrom away from the starting frame), then the EGNN layers, told z and the per-atom
+embeddings, refine the structure equivariantly. A generic 3D starting geometry matters: EGNN moves atoms
 only along inter-atomic vectors, so a planar or linear start could never leave its plane
 or line, and identical start positions would never separate.
 

@@ -5,6 +5,13 @@ against the input (Angstrom^2; 1,653 distances for AIB9's 58 atoms), computed pe
 and averaged over molecules, + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
 dimensions and averaged over molecules. Both terms are invariant under rotations,
 translations and reflections of the input.
+
+By default each distance's squared error is weighted by the inverse of its variance in the
+training data (plus a floor of 0.3 A in quadrature; weights of mean 1, see
+:func:`distance_weights`): a Gaussian likelihood with one width per distance instead of one
+for all. Bonds (3 % of the pairs) then carry 13 % of the weight and bond angles 20 %, so the
+decoder learns local geometry along with the global shape (``--distance-sigma-floor none``:
+the plain mean).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ class ModelConfig:
         },
     )
     distance_sigma_floor: float | None = field(
-        default=None,
+        default=0.3,
         metadata={
             "help": "weigh each distance's squared error by 1 / (its variance in the training data + F^2), "
             "scaled to mean 1 (Angstrom): stiff pairs (bonds, angles) count more; none: all distances alike",
