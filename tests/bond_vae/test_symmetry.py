@@ -6,6 +6,7 @@ import pytest
 import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
+from bond_vae.encoder import ViSMPLayer
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import chirality_loss, pair_distance_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
@@ -45,6 +46,40 @@ def test_egnn_layer_is_equivariant(aib9):
         torch.testing.assert_close(h_moved, h_out)
         torch.testing.assert_close(x_moved, x_out @ rotation.T + shift)
         assert (x_out - x).abs().max() > 1e-3, "the layer should move atoms"
+
+
+def test_first_encoder_layer_computes_what_the_general_layer_computes_on_zero_vectors():
+    """The first ViS-MP layer leaves out the terms of its (zero) incoming vectors; with the general
+    layer's weights for the terms it keeps, it must give the general layer's increments."""
+    torch.manual_seed(0)
+    hidden, n_nodes, n_edges = 8, 12, 30
+    general = ViSMPLayer(hidden, 2, cutoff=5.0, receives_vectors=True, update_edges=True).double()
+    first = ViSMPLayer(hidden, 2, cutoff=5.0, receives_vectors=False, update_edges=False).double()
+    first.load_state_dict(
+        {
+            name: value[hidden:]
+            if name.startswith("s_proj")
+            else value[2 * hidden :]
+            if name.startswith("o_proj")
+            else value
+            for name, value in general.state_dict().items()
+            if name in first.state_dict()
+        }
+    )
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(n_nodes, hidden, generator=generator, dtype=torch.float64)
+    edges = torch.randint(0, n_nodes, (2, n_edges), generator=generator)
+    distances = 1.0 + 3.0 * torch.rand(n_edges, generator=generator, dtype=torch.float64)
+    edge_sh = torch.randn(n_edges, 3, generator=generator, dtype=torch.float64)
+    edge_features = torch.randn(n_edges, hidden, generator=generator, dtype=torch.float64)
+    zero_vectors = torch.zeros(n_nodes, 3, hidden, dtype=torch.float64)
+    dx, dvec, df = general(x, zero_vectors, edges, distances, edge_sh, edge_features)
+    first_dx, first_dvec, first_df = first(x, None, edges, distances, edge_sh, edge_features)
+    torch.testing.assert_close(first_dx, dx)
+    torch.testing.assert_close(first_dvec, dvec)
+    assert first_df is None and df.abs().max() == 0, "zero vectors give no edge update"
+    assert dvec.abs().max() > 1e-3, "the edge directions alone should start the vector features"
+    assert sum(p.numel() for p in first.parameters()) < 0.6 * sum(p.numel() for p in general.parameters())
 
 
 def test_decoded_structure_depends_on_z(aib9):

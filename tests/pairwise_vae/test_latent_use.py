@@ -25,7 +25,7 @@ def test_the_latent_does_not_collapse_on_two_basins(aib9):
     model = make_model(aib9)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
-    for _ in range(150):
+    for _ in range(250):
         terms = model.loss(frames, beta=1e-4)
         optimizer.zero_grad()
         terms.total.backward()

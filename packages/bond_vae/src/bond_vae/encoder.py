@@ -123,18 +123,27 @@ class ViSMPLayer(nn.Module):
     Scalars are updated by multi-head attention over neighbours (keys modulated by edge
     features), vectors by gated copies of neighbour vectors plus the edge direction; the
     inner products of vectors feed back into scalars and edge features.
+
+    The first layer of an encoder receives no vector features (they start at zero), so every
+    term that multiplies them vanishes: built with ``receives_vectors=False`` the layer leaves
+    those terms out and has no weights for them (its vector output is the gated edge
+    directions alone). It computes what the general layer computes on zero vectors.
     """
 
-    def __init__(self, hidden_channels: int, num_heads: int, cutoff: float, update_edges: bool) -> None:
+    def __init__(
+        self, hidden_channels: int, num_heads: int, cutoff: float, receives_vectors: bool, update_edges: bool
+    ) -> None:
         super().__init__()
         if hidden_channels % num_heads:
             raise ValueError(f"hidden_channels={hidden_channels} is not divisible by num_heads={num_heads}")
+        if update_edges and not receives_vectors:
+            raise ValueError("a layer without incoming vector features has no edge update (it would be zero)")
         self.hidden_channels = hidden_channels
         self.num_heads = num_heads
         self.head_dim = hidden_channels // num_heads
+        self.receives_vectors = receives_vectors
         self.update_edges = update_edges
         self.layernorm = nn.LayerNorm(hidden_channels)
-        self.vec_layernorm = VectorLayerNorm(hidden_channels)
         self.act = nn.SiLU()
         self.cutoff_fn = CosineCutoff(cutoff)
         self.q_proj = nn.Linear(hidden_channels, hidden_channels)
@@ -142,9 +151,13 @@ class ViSMPLayer(nn.Module):
         self.v_proj = nn.Linear(hidden_channels, hidden_channels)
         self.dk_proj = nn.Linear(hidden_channels, hidden_channels)
         self.dv_proj = nn.Linear(hidden_channels, hidden_channels)
-        self.s_proj = nn.Linear(hidden_channels, 2 * hidden_channels)
-        self.vec_proj = nn.Linear(hidden_channels, 3 * hidden_channels, bias=False)
-        self.o_proj = nn.Linear(hidden_channels, 3 * hidden_channels)
+        # gates of the neighbour vectors and of the edge direction; without vectors, the latter only
+        self.s_proj = nn.Linear(hidden_channels, (2 if receives_vectors else 1) * hidden_channels)
+        # o1 (gate of vec3), o2 (weight of <vec1, vec2>), o3; without vectors, o3 only
+        self.o_proj = nn.Linear(hidden_channels, (3 if receives_vectors else 1) * hidden_channels)
+        if receives_vectors:
+            self.vec_layernorm = VectorLayerNorm(hidden_channels)
+            self.vec_proj = nn.Linear(hidden_channels, 3 * hidden_channels, bias=False)
         if update_edges:
             self.f_proj = nn.Linear(hidden_channels, hidden_channels)
             self.w_src_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
@@ -153,26 +166,29 @@ class ViSMPLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        vec: torch.Tensor,
+        vec: torch.Tensor | None,
         edges: torch.Tensor,
         distances: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_features: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Return the increments (dx, dvec, df) of scalar, vector and edge features.
 
         Args:
             x: (n_nodes, H) scalar features.
-            vec: (n_nodes, S, H) vector features, S = (lmax + 1)^2 - 1.
+            vec: (n_nodes, S, H) vector features, S = (lmax + 1)^2 - 1; None (zero) for a layer
+                built without ``receives_vectors``.
             edges: (2, E) source and target node indices.
             distances: (E,) edge lengths in Angstrom.
             edge_sh: (E, S) spherical harmonics of the unit vectors from target to source.
             edge_features: (E, H) edge features.
+
+        Returns:
+            dx (n_nodes, H), dvec (n_nodes, S, H), and df (E, H), or None without ``update_edges``.
         """
         source, target = edges
         n_edges = edges.shape[1]
         x = self.layernorm(x)
-        vec = self.vec_layernorm(vec)
         heads = (-1, self.num_heads, self.head_dim)
 
         q = self.q_proj(x).view(heads)
@@ -180,23 +196,27 @@ class ViSMPLayer(nn.Module):
         v = self.v_proj(x).view(heads)
         dk = self.act(self.dk_proj(edge_features)).view(heads)
         dv = self.act(self.dv_proj(edge_features)).view(heads)
-        vec1, vec2, vec3 = self.vec_proj(vec).split(self.hidden_channels, dim=-1)
-        vec_dot = (vec1 * vec2).sum(dim=1)
 
         attention = (q[target] * k[source] * dk).sum(dim=-1)
         attention = self.act(attention) * self.cutoff_fn(distances).unsqueeze(-1)
         scalar_messages = (v[source] * dv * attention.unsqueeze(-1)).reshape(n_edges, self.hidden_channels)
-        gate_vec, gate_dir = self.act(self.s_proj(scalar_messages)).split(self.hidden_channels, dim=-1)
-        vector_messages = vec[source] * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
-
         aggregated_x = sum_into_targets(scalar_messages, target, x.shape[0])
+        gates = self.act(self.s_proj(scalar_messages))
+        if not self.receives_vectors:
+            vector_messages = gates.unsqueeze(1) * edge_sh.unsqueeze(-1)
+            return self.o_proj(aggregated_x), sum_into_targets(vector_messages, target, x.shape[0]), None
+
+        vec = self.vec_layernorm(vec)
+        vec1, vec2, vec3 = self.vec_proj(vec).split(self.hidden_channels, dim=-1)
+        gate_vec, gate_dir = gates.split(self.hidden_channels, dim=-1)
+        vector_messages = vec[source] * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
         aggregated_vec = sum_into_targets(vector_messages, target, x.shape[0])
 
         o1, o2, o3 = self.o_proj(aggregated_x).split(self.hidden_channels, dim=-1)
-        dx = vec_dot * o2 + o3
+        dx = (vec1 * vec2).sum(dim=1) * o2 + o3
         dvec = vec3 * o1.unsqueeze(1) + aggregated_vec
         if not self.update_edges:
-            return dx, dvec, torch.zeros_like(edge_features)
+            return dx, dvec, None
 
         w_dot = rejection_dot(self.w_trg_proj(vec)[target], self.w_src_proj(vec)[source], edge_sh)
         df = self.act(self.f_proj(edge_features)) * w_dot
@@ -223,14 +243,19 @@ class ViSNetEncoder(nn.Module):
             "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
         )
         irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
-        self.sh_dim = irreps_sh.dim
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.rbf = ExpNormalSmearing(config.cutoff, config.num_rbf)
         self.neighbor_embedding = NeighborEmbedding(hidden, config.num_rbf, config.cutoff, config.max_atomic_number)
         self.edge_embedding = EdgeEmbedding(config.num_rbf, hidden)
         self.layers = nn.ModuleList(
-            ViSMPLayer(hidden, config.num_heads, config.cutoff, update_edges=i < config.num_layers - 1)
+            ViSMPLayer(
+                hidden,
+                config.num_heads,
+                config.cutoff,
+                receives_vectors=i > 0,
+                update_edges=0 < i < config.num_layers - 1,
+            )
             for i in range(config.num_layers)
         )
         self.out_norm = nn.LayerNorm(hidden)
@@ -272,10 +297,12 @@ class ViSNetEncoder(nn.Module):
         x = self.embedding(flat_numbers)
         x = self.neighbor_embedding(flat_numbers, x, edges, distances, rbf)
         edge_features = self.edge_embedding(edges, rbf, x)
-        vec = x.new_zeros(x.shape[0], self.sh_dim, x.shape[1])
+        vec = None  # zero: the first layer is built without the terms that read it
         for layer in self.layers:
             dx, dvec, df = layer(x, vec, edges, distances, edge_sh, edge_features)
-            x, vec, edge_features = x + dx, vec + dvec, edge_features + df
+            x, vec = x + dx, dvec if vec is None else vec + dvec
+            if df is not None:
+                edge_features = edge_features + df
 
         x, vec = self.output_block(self.out_norm(x), self.vec_out_norm(vec))
         x, _ = self.readout_block(nn.functional.silu(x), vec)
