@@ -15,7 +15,7 @@ measurement runs in a fresh process so that the peak memory (resident set size o
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
 fraction of the GPU's peak dense bf16 throughput (MFU). The step is the one training runs:
 the model's forward pass compiled with ``torch.compile`` (unless ``--no-compile``), bf16
-autocast as training's ``--precision`` (auto: on CUDA only), fused AdamW. ``--source DIR``
+autocast as training's ``--precision`` (auto: on CUDA and on CPUs with native bfloat16), fused AdamW. ``--source DIR``
 measures the packages of another checkout (an older version, say) instead of this one, so
 that versions can be compared on one machine. ``--original DIR`` also times the original
 implementation (with ``../shared/reference_bench/original_throughput.py``) at its batch sizes
@@ -150,7 +150,7 @@ def measure(
     eager_forward = model.forward
     if compile_model:
         model.forward = torch.compile(eager_forward)  # what the loss calls
-    amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    amp = importlib.import_module(f"{package}.utils").uses_bf16(precision, device)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def train_step() -> None:
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         "--precision",
         choices=["auto", "bf16", "fp32"],
         default="auto",
-        help="as training's --precision: auto is bf16 on CUDA, fp32 on the CPU",
+        help="as training's --precision: auto is bf16 on CUDA and on CPUs with native bfloat16, else fp32",
     )
     parser.add_argument(
         "--pair-channels",

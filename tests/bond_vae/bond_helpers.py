@@ -37,7 +37,8 @@ SHARED_RUN_FLAGS = ("--checkpoint-every", "3", "--run-name", "run")
 
 
 def tiny_run_flags(data: Path, output_dir: Path, epochs: int = 1, *extra: str) -> list[str]:
-    """Flags of a tiny eager training run on the CPU (batches of 8, W&B off)."""
+    """Flags of a tiny eager fp32 training run on the CPU (batches of 8, W&B off); fp32, so that the
+    results do not depend on whether this CPU has native bfloat16 (``--precision auto``)."""
     return [
         "--data",
         str(data),
@@ -54,6 +55,8 @@ def tiny_run_flags(data: Path, output_dir: Path, epochs: int = 1, *extra: str) -
         "--device",
         "cpu",
         "--no-compile",
+        "--precision",
+        "fp32",
         *TINY_MODEL_FLAGS,
         *extra,
     ]

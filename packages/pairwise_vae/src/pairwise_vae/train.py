@@ -54,7 +54,7 @@ from pairwise_vae.trainer import (
     schedule_for,
     training_network,
 )
-from pairwise_vae.utils import seed_everything
+from pairwise_vae.utils import seed_everything, uses_bf16
 
 EXIT_CODES = {"finished": 0, "diverged": 3}  # a stop: 130 after SIGINT, 143 after SIGTERM
 
@@ -96,7 +96,7 @@ def build_run(
 ) -> TrainingRun:
     """The run's data split, model, optimiser and schedule; restored from ``checkpoint`` when resuming."""
     device = device_for_rank(config.device, ranks)
-    amp = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    amp = uses_bf16(config.precision, device)
     train_frames, validation_frames = (
         torch.from_numpy(frames - frames.mean(axis=1, keepdims=True))
         for frames in training_split(dataset.coords, config.max_frames, config.validation_fraction, config.seed)
@@ -216,7 +216,7 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
         print(
             f"pairwise_vae {__version__}: {len(run.train_coords)} training / {len(run.validation_coords)} validation "
             f"frames of {dataset.topology.n_atoms} atoms from {dataset.source}; {parameters:,} parameters on "
-            f"{ranks.world_size} x {device_name}; run folder {run.run_dir}",
+            f"{ranks.world_size} x {device_name} in {'bf16' if run.amp else 'fp32'}; run folder {run.run_dir}",
             flush=True,
         )
         print(run.model.parity.summary(), flush=True)

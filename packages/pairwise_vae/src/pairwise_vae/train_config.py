@@ -109,7 +109,7 @@ class TrainConfig:
         default="auto",
         metadata={
             "help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; "
-            "auto: bf16 on CUDA, fp32 on the CPU (bf16 pays on CPUs with AVX-512 BF16 or AMX)",
+            "auto: bf16 on CUDA and on CPUs with native bfloat16 arithmetic (AVX-512 BF16 or AMX), fp32 on others",
             "choices": PRECISIONS,
         },
     )

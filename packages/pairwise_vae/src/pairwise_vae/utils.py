@@ -1,8 +1,9 @@
-"""Geometry and run helpers: bond lengths, pairwise distances, Kabsch-aligned RMSD, seeding, device choice."""
+"""Geometry and run helpers: bond lengths, pairwise distances, Kabsch RMSD, seeding, device and precision."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -137,6 +138,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), read from ``cpuinfo``'s
+    flags; False where that file does not exist (not Linux) or names neither."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``--precision`` (auto, bf16 or fp32) means bfloat16 autocast on ``device``: auto is
+    bf16 on CUDA and on CPUs with native bfloat16 arithmetic, fp32 elsewhere."""
+    if precision == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return precision == "bf16"
 
 
 def resolve_device(name: str) -> torch.device:
