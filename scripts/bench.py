@@ -114,6 +114,15 @@ def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int,
     return lambda model, latents, batch_size, compile_decoder: decode_in_batches(model, latents, batch_size)
 
 
+def uses_bf16(package: str, precision: str, device: torch.device) -> bool:
+    """Whether training's ``--precision`` means bf16 autocast on ``device``, by the package's rule."""
+    utils = importlib.import_module(f"{package}.utils")
+    if hasattr(utils, "uses_bf16"):
+        return utils.uses_bf16(precision, device)
+    # a --source checkout from before the CPU rule: auto was bf16 on CUDA only
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -150,7 +159,7 @@ def measure(
     eager_forward = model.forward
     if compile_model:
         model.forward = torch.compile(eager_forward)  # what the loss calls
-    amp = importlib.import_module(f"{package}.utils").uses_bf16(precision, device)
+    amp = uses_bf16(package, precision, device)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def train_step() -> None:

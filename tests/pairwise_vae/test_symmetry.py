@@ -55,16 +55,11 @@ def test_first_encoder_layer_computes_what_the_general_layer_computes_on_zero_ve
     hidden, n_nodes, n_edges = 8, 12, 30
     general = ViSMPLayer(hidden, 2, cutoff=5.0, receives_vectors=True, update_edges=True).double()
     first = ViSMPLayer(hidden, 2, cutoff=5.0, receives_vectors=False, update_edges=False).double()
+    # the first layer keeps the edge-direction gate (second half of s_proj) and o3 (last third of o_proj)
+    kept_rows = {"s_proj": slice(hidden, None), "o_proj": slice(2 * hidden, None)}
+    weights = general.state_dict()
     first.load_state_dict(
-        {
-            name: value[hidden:]
-            if name.startswith("s_proj")
-            else value[2 * hidden :]
-            if name.startswith("o_proj")
-            else value
-            for name, value in general.state_dict().items()
-            if name in first.state_dict()
-        }
+        {name: weights[name][kept_rows.get(name.split(".")[0], slice(None))] for name in first.state_dict()}
     )
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(n_nodes, hidden, generator=generator, dtype=torch.float64)
