@@ -9,7 +9,8 @@
 For each package and setting it times the full training step (forward, loss, backward,
 optimiser step) on batches of the embedded AIB9 data after warm-up steps, and reports the
 median over repeats in molecules/s; then prior sampling in conformations/s, as the sampling
-commands decode (float32, compiled unless ``--no-compile``, as the commands do by default). Each
+commands decode (compiled unless ``--no-compile``, in bf16 where ``--precision`` trains in bf16, as
+the commands do by default). Each
 measurement runs in a fresh process so that the peak memory (resident set size on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU) belongs to it alone. On CUDA it also counts the
 model FLOPs of one training step (``torch.utils.flop_counter``) and reports the achieved
@@ -105,13 +106,18 @@ def build_model(
     return model.to(device), coords.to(device), batch_size
 
 
-def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int, bool], object]:
-    """The package's ``sample.decode_in_batches(model, latents, batch_size, compile_decoder)``."""
+def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int, bool, bool], object]:
+    """The package's ``sample.decode_in_batches(model, latents, batch_size, compile_decoder, bf16)``."""
     decode_in_batches = importlib.import_module(f"{package}.sample").decode_in_batches
-    if "compile_decoder" in inspect.signature(decode_in_batches).parameters:
+    parameters = inspect.signature(decode_in_batches).parameters
+    if "bf16" in parameters:
         return decode_in_batches
+    if "compile_decoder" in parameters:  # a --source checkout from before bf16 sampling decodes in float32
+        return lambda model, latents, batch_size, compile_decoder, bf16: decode_in_batches(
+            model, latents, batch_size, compile_decoder
+        )
     # a --source checkout from before compiled sampling decodes eagerly
-    return lambda model, latents, batch_size, compile_decoder: decode_in_batches(model, latents, batch_size)
+    return lambda model, latents, batch_size, compile_decoder, bf16: decode_in_batches(model, latents, batch_size)
 
 
 def uses_bf16(package: str, precision: str, device: torch.device) -> bool:
@@ -196,14 +202,15 @@ def measure(
         mfu = statistics.median(rates) * flops_per_molecule / peak if peak else None
 
     # prior sampling as bond-vae-sample / pairwise-vae-sample decode: batches of sample_batch through the
-    # package's decode_in_batches (compiled as --compile says), after a first call that compiles
+    # package's decode_in_batches (compiled as --compile says, in the precision --precision gives training,
+    # as the commands' own --precision does), after a first call that compiles
     decode_in_batches = batch_decoder(package)
     # at least two batches, so that the commands' rule (compile when more than one batch) applies
     latents = torch.randn(max(2, repeats) * sample_batch, model.latent_dim, device=device, generator=generator)
-    decode_in_batches(model, latents[: 2 * sample_batch], sample_batch, compile_model)
+    decode_in_batches(model, latents[: 2 * sample_batch], sample_batch, compile_model, amp)
     synchronize(device)
     start = time.perf_counter()
-    decode_in_batches(model, latents, sample_batch, compile_model)
+    decode_in_batches(model, latents, sample_batch, compile_model, amp)
     synchronize(device)
     sample_rate = len(latents) / (time.perf_counter() - start)
 

@@ -239,5 +239,20 @@ def test_compiled_batched_decoding_matches_one_eager_batch(aib9):
     latents = torch.randn(10, model.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model.decode(latents).numpy()
-    decoded = decode_in_batches(model, latents, batch_size=4, compile_decoder=True)  # 4 + 4 + 2 padded to 4
+    decoded = decode_in_batches(model, latents, batch_size=4, compile_decoder=True, bf16=False)  # 4 + 4 + 2 padded
     np.testing.assert_allclose(decoded, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_decoding_stays_within_0_02_angstrom_of_float32(aib9):
+    model = make_model(aib9).eval()
+    with torch.no_grad():  # move the output away from the starting frame, as training does
+        for layer in model.decoder.layers:
+            layer.coordinate_mlp[-1].weight.normal_(0.0, 0.2)
+        model.decoder.coarse_displacement[-1].weight.normal_(0.0, 0.2)
+    latents = torch.randn(16, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    full = decode_in_batches(model, latents, batch_size=8, compile_decoder=False, bf16=False)
+    half = decode_in_batches(model, latents, batch_size=8, compile_decoder=False, bf16=True)
+    start = model.decoder.reference_positions.numpy()
+    assert np.abs(full - start).max() > 0.5  # the decoder moved the atoms
+    deviation = np.linalg.norm(half - full, axis=-1)
+    assert 0.0 < deviation.max() < 0.02, deviation.max()  # bf16 did run, and stayed close

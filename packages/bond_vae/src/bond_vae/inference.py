@@ -27,25 +27,31 @@ def load_for_inference(
 
 @torch.no_grad()
 def encode_in_batches(
-    model: MolecularVAE, coords: np.ndarray, batch_size: int, device: torch.device
+    model: MolecularVAE, coords: np.ndarray, batch_size: int, device: torch.device, bf16: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior parameters of (F, N, 3) Angstrom frames: means and log-variances, each (F, latent_dim)."""
+    """Posterior parameters of (F, N, 3) Angstrom frames: means and log-variances, each (F, latent_dim),
+    float32 (computed under bfloat16 autocast with ``bf16``)."""
     model.eval()
     mus, log_vars = [], []
     for start in range(0, len(coords), batch_size):
-        mu, log_var = model.encode(torch.from_numpy(coords[start : start + batch_size]).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            mu, log_var = model.encode(torch.from_numpy(coords[start : start + batch_size]).to(device))
         mus.append(mu.float().cpu())
         log_vars.append(log_var.float().cpu())
     return torch.cat(mus).numpy(), torch.cat(log_vars).numpy()
 
 
 @torch.inference_mode()
-def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: int, compile_decoder: bool) -> np.ndarray:
-    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom.
+def decode_in_batches(
+    model: MolecularVAE, latents: torch.Tensor, batch_size: int, compile_decoder: bool, bf16: bool
+) -> np.ndarray:
+    """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom, float32.
 
     With ``compile_decoder``, and more than one batch to decode, the decoder runs through
     ``torch.compile`` (about 20 s once on a CPU, then 2-3x faster per batch); the last batch
-    is padded to the full batch size so that one compiled graph serves all of them.
+    is padded to the full batch size so that one compiled graph serves all of them. With
+    ``bf16`` the decoder runs under bfloat16 autocast, as ``--precision bf16`` trains it (about
+    2x faster where bfloat16 is native; atoms move by about 0.001 A against float32).
     """
     model.eval()
     batches = [latents[start : start + batch_size] for start in range(0, len(latents), batch_size)]
@@ -54,5 +60,7 @@ def decode_in_batches(model: MolecularVAE, latents: torch.Tensor, batch_size: in
     for batch in tqdm(batches, desc="decoding", unit="batch", disable=len(batches) == 1):
         padding = batch_size - len(batch) if decode is not model.decoder else 0
         padded = torch.cat([batch, batch.new_zeros(padding, batch.shape[1])]) if padding else batch
-        chunks.append(decode(padded)[: len(batch)].float().cpu())
+        with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
+            decoded = decode(padded)
+        chunks.append(decoded[: len(batch)].float().cpu())
     return torch.cat(chunks).numpy()

@@ -25,6 +25,7 @@ from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.model import MolecularVAE
 from bond_vae.parity import orient_path, orient_samples
 from bond_vae.structure_files import write_conformations_npz, write_pdb
+from bond_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
 
 @dataclass
@@ -55,6 +56,10 @@ class SampleConfig:
     batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": PRECISION_HELP, "choices": PRECISIONS},
+    )
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
         default=True,
@@ -105,7 +110,8 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     _, model, topology, device = load_for_inference(checkpoint_path, config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     latents, start = latent_vectors(config, model, topology, device, generator)
-    decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile))
+    bf16 = uses_bf16(config.precision, device)
+    decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile, bf16))
     if start is None:
         coords = orient_samples(decoded, model.parity, generator).numpy()
     else:
@@ -118,6 +124,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         "source": source,
         "seed": config.seed,
         "parity": model.parity.mode,
+        "precision": "bf16" if bf16 else "fp32",
         "units": "Angstrom",
     }
     written = [write_conformations_npz(outputs[0], coords, topology, metadata)]

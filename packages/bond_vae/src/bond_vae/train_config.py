@@ -8,9 +8,9 @@ from pathlib import Path
 from bond_vae.config import ConfigError
 from bond_vae.model import ModelConfig
 from bond_vae.parity import PARITY_CHOICES
+from bond_vae.utils import PRECISION_HELP, PRECISIONS
 
 WANDB_MODES = ("offline", "online", "disabled")
-PRECISIONS = ("auto", "bf16", "fp32")
 # settings that --resume may change; the others are the run's own
 RESUME_OVERRIDABLE = (
     "epochs",
@@ -108,8 +108,7 @@ class TrainConfig:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "bf16: bfloat16 autocast of the model (weights, losses and sums stay float32); fp32; "
-            "auto: bf16 on CUDA and on CPUs with native bfloat16 arithmetic (AVX-512 BF16 or AMX), fp32 on others",
+            "help": PRECISION_HELP,
             "choices": PRECISIONS,
         },
     )

@@ -39,6 +39,7 @@ from pairwise_vae.metrics import latent_statistics
 from pairwise_vae.parity import orient_reconstructions, orient_samples
 from pairwise_vae.quality_bar import bar_report, judge
 from pairwise_vae.structure_files import write_conformations_npz
+from pairwise_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
 
 @dataclass
@@ -74,6 +75,10 @@ class EvaluateConfig:
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": PRECISION_HELP, "choices": PRECISIONS},
+    )
     compile: bool = field(
         default=True, metadata={"help": "torch.compile the decoder when more than one batch is decoded"}
     )
@@ -107,7 +112,7 @@ def markdown_report(report: dict) -> str:
         f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames; "
         f"{samples['count']} prior samples.",
         "",
-        f"Orientation of the output: {report['parity']}.",
+        f"Orientation of the output: {report['parity']}. Computed in {report['precision']}.",
         "",
         "## Quality bar",
         "",
@@ -185,14 +190,15 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     check_inference_request(config, [config.output], ("num_samples", "max_frames", "batch_size"))
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
-    mu, log_var = encode_in_batches(model, reference, config.batch_size, device)
-    decoded = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size, config.compile)
+    bf16 = uses_bf16(config.precision, device)
+    mu, log_var = encode_in_batches(model, reference, config.batch_size, device, bf16)
+    decoded = decode_in_batches(model, torch.from_numpy(mu).to(device), config.batch_size, config.compile, bf16)
     reconstructed = orient_reconstructions(
         torch.from_numpy(decoded), torch.from_numpy(reference), model.parity, model.bonds
     ).numpy()
     generator = torch.Generator(device=device).manual_seed(config.seed)
     prior_draws = torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
-    decoded = decode_in_batches(model, prior_draws, config.batch_size, config.compile)
+    decoded = decode_in_batches(model, prior_draws, config.batch_size, config.compile, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
 
     reference_64 = reference.astype(np.float64)
@@ -207,6 +213,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         package=f"pairwise_vae {__version__}",
         reference={"description": description, "frames": len(reference)},
         parity=model.parity.summary(),
+        precision="bf16" if bf16 else "fp32",
         figures=[path.name for path in figures],
     )
     (config.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
