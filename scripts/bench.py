@@ -152,6 +152,7 @@ def measure(
     compile_model: bool,
     precision: str,
     pair_channels: int | None,
+    batch_size: int | None,
     source: str | None,
 ) -> Measurement:
     """One package at one setting, in the current process (importing it from ``source`` if given)."""
@@ -160,7 +161,8 @@ def measure(
     device = torch.device(device_name)
     setting = {"default": None, "reference": REFERENCE_SETTINGS[package], "tiny": TINY_SETTINGS}[setting_name]
     torch.manual_seed(0)
-    model, coords, batch_size = build_model(package, setting, pair_channels, device)
+    model, coords, setting_batch_size = build_model(package, setting, pair_channels, device)
+    batch_size = batch_size or setting_batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     eager_forward = model.forward
     if compile_model:
@@ -357,6 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         help="the decoder's pair channels at every setting (default: each package's default, as the node channels)",
     )
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="the training batch at every setting (default: each setting's own: 64 at default, the original's at "
+        "reference: bond 256, pairwise 128); e.g. 32 to compare peak memory with the original at its batch",
+    )
+    parser.add_argument(
         "--source", help="measure the packages of this checkout (its root folder) instead of this one's"
     )
     parser.add_argument(
@@ -390,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             args.compile,
             args.precision,
             args.pair_channels,
+            args.batch_size,
             args.source,
         )
         for p in args.packages

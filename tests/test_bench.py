@@ -28,6 +28,8 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
             "1",
             "--sample-batch",
             "8",
+            "--batch-size",
+            "3",
             "--json",
             str(tmp_path / "bench.json"),
         ],
@@ -41,6 +43,7 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
     rows = json.loads((tmp_path / "bench.json").read_text())
     assert {row["package"] for row in rows} == {"bond_vae", "pairwise_vae"}
     assert all(row["train_molecules_per_s"] > 0 and row["sample_conformations_per_s"] > 0 for row in rows)
+    assert all(row["batch_size"] == 3 for row in rows), "--batch-size overrides the setting's batch"
 
 
 def test_the_comparison_with_the_original_takes_its_best_batch_and_gives_the_ratio():

@@ -41,6 +41,16 @@ class ModelConfig:
             "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
         },
     )
+    relative_chirality_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a parity-even loss term: squared error of the products of every two normalised "
+            "signed volumes of bonded atom chains, that is of their relative signs (a helix has all its backbone "
+            "torsions of one sign, a mixed chain of both). A structure and its mirror image have the same "
+            "products, so the loss stays E(3)-invariant and needs no chiral encoder features; near a match it "
+            "weighs about like --chirality-weight; 0: off"
+        },
+    )
     distance_sigma_floor: float | None = field(
         default=0.3,
         metadata={
@@ -58,14 +68,15 @@ class LossTerms:
     """Scalar loss tensors of one batch.
 
     ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
-    (nats); ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight
-    is 0.
+    (nats); ``chirality``: MSE of normalised signed volumes and ``relative_chirality``: MSE of
+    their pairwise products (both dimensionless), each zero when its weight is 0.
     """
 
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
     chirality: torch.Tensor
+    relative_chirality: torch.Tensor
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -122,6 +133,30 @@ def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: t
         quadruplets: (Q, 4) atom chains i-j-k-l.
     """
     return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
+
+
+def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
+
+    With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
+    Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
+    O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
+    which chains twist the same way and which the opposite way, not the overall hand. For a
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
+    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+
+    Returns:
+        Scalar mean over the batch (dimensionless).
+    """
+    s = normalized_volumes(predicted, quadruplets)
+    t = normalized_volumes(target, quadruplets)
+    s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)
+    return ((s_norm.pow(2) + t_norm.pow(2) - 2.0 * overlap.pow(2)) / quadruplets.shape[0] ** 2).mean()
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -226,11 +261,24 @@ class MolecularVAEMSE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = reconstruction_loss.new_zeros(())
+        chirality = relative_chirality = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
-        total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
-        return LossTerms(total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality)
+        if self.config.relative_chirality_weight > 0:
+            relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        total = (
+            reconstruction_loss
+            + beta * kl
+            + self.config.chirality_weight * chirality
+            + self.config.relative_chirality_weight * relative_chirality
+        )
+        return LossTerms(
+            total=total,
+            reconstruction=reconstruction_loss,
+            kl=kl,
+            chirality=chirality,
+            relative_chirality=relative_chirality,
+        )
 
     @torch.no_grad()
     def reconstruct(self, positions: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from pairwise_vae.run_log import RunLog
 from pairwise_vae.train_config import SYNC_INTERVAL, TrainConfig
 from pairwise_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "grad_norm")
+STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "grad_norm")
 FINAL_LEARNING_RATE_FACTOR = 0.05
 
 
@@ -268,7 +268,11 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     run.optimizer.step()
     del run.optimizer.found_inf
     run.scheduler.step()
-    metrics = torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, grad_norm]).detach().float()
+    metrics = (
+        torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, terms.relative_chirality, grad_norm])
+        .detach()
+        .float()
+    )
     return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
 
