@@ -56,10 +56,7 @@ class SampleConfig:
     batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(
-        default="auto",
-        metadata={"help": PRECISION_HELP, "choices": PRECISIONS},
-    )
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
         default=True,

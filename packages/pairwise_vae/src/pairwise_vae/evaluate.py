@@ -75,10 +75,7 @@ class EvaluateConfig:
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
     seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(
-        default="auto",
-        metadata={"help": PRECISION_HELP, "choices": PRECISIONS},
-    )
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     compile: bool = field(
         default=True, metadata={"help": "torch.compile the decoder when more than one batch is decoded"}
     )

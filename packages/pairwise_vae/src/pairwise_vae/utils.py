@@ -143,7 +143,7 @@ def seed_everything(seed: int) -> None:
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 PRECISIONS = ("auto", "bf16", "fp32")
 PRECISION_HELP = (
-    "bf16: bfloat16 autocast of the model (parameters, losses and sums stay float32); fp32; "
+    "bf16: bfloat16 autocast of the model (parameters and sums stay float32); fp32; "
     "auto: bf16 on CUDA and on CPUs with native bfloat16 arithmetic (AVX-512 BF16 or AMX), fp32 on others"
 )
 
