@@ -21,7 +21,7 @@ comma := ,
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both compare lint test test-isolated bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both compare lint test bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -49,12 +49,14 @@ lint: setup  ## ruff: formatting and lint rules (configured in pyproject.toml)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 
-test: setup  ## run the test suite (CPU)
-	$(UV) run --frozen pytest $(ARGS)
-
-test-isolated: setup  ## each package's tests in a fresh environment that holds only that package
+test: setup  ## the test suite (CPU): the workspace's tests, then each package's alone in its own environment (ARGS="..." runs pytest ARGS in .venv instead)
+ifeq ($(strip $(ARGS)),)
+	$(UV) run --frozen pytest --ignore=tests/bond_vae --ignore=tests/pairwise_vae
 	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
 	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
+else
+	$(UV) run --frozen pytest $(ARGS)
+endif
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
