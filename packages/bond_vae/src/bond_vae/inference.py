@@ -9,8 +9,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, topology_from_checkpoint
-from bond_vae.data import Topology
+from bond_vae.checkpoint import (
+    config_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    topology_from_checkpoint,
+)
+from bond_vae.data import ConformationDataset, DataError, Topology, load_dataset, training_split
 from bond_vae.model import MolecularVAE
 from bond_vae.utils import resolve_device
 
@@ -25,6 +30,21 @@ def load_for_inference(
     return checkpoint, model, topology_from_checkpoint(checkpoint), device
 
 
+def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[ConformationDataset, np.ndarray, np.ndarray]:
+    """The data a checkpoint's run trained on and its split: the dataset, the (F_train, N, 3) training and
+    (F_validation, N, 3) validation frames in Angstrom (as the trainer split them).
+
+    Raises:
+        DataError: the data cannot be read, or its atoms are no longer the checkpoint's molecule.
+    """
+    run = config_from_checkpoint(checkpoint, checkpoint_path)
+    dataset = load_dataset(run.data, run.topology, run.select, run.stride)
+    if not np.array_equal(dataset.topology.atomic_numbers, topology_from_checkpoint(checkpoint).atomic_numbers):
+        raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
+    train, validation = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.seed)
+    return dataset, train, validation
+
+
 @torch.no_grad()
 def encode_in_batches(
     model: MolecularVAE, coords: np.ndarray, batch_size: int, device: torch.device, bf16: bool
@@ -33,7 +53,8 @@ def encode_in_batches(
     float32 (computed under bfloat16 autocast with ``bf16``)."""
     model.eval()
     mus, log_vars = [], []
-    for start in range(0, len(coords), batch_size):
+    starts = range(0, len(coords), batch_size)
+    for start in tqdm(starts, desc="encoding", unit="batch", disable=len(starts) == 1):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             mu, log_var = model.encode(torch.from_numpy(coords[start : start + batch_size]).to(device))
         mus.append(mu.float().cpu())

@@ -7,7 +7,9 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 * reconstruction of the reference frames from their posterior means: Kabsch RMSD with a
   proper rotation, and with reflection allowed (a large gap means the mirror image was
   rebuilt), bond-length and all-pairs distance errors;
-* prior samples against the reference: bond lengths and angles per element type, bonds
+* prior samples (latents from N(0, I), or with ``--prior mixture`` from a Gaussian mixture fitted
+  to the training split's posterior means: :mod:`pairwise_vae.latent_prior`) against the
+  reference: bond lengths and angles per element type, bonds
   within 0.1 Angstrom of the reference mean, clashes, per-residue phi/psi Jensen-Shannon
   distances, helix handedness, radius of gyration, and a free-energy map;
 * the reference floor: each sample-vs-reference metric between two halves of the reference
@@ -30,11 +32,11 @@ import numpy as np
 import torch
 
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import config_from_checkpoint
 from pairwise_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
-from pairwise_vae.data import DataError, Topology, load_dataset, subsample, training_split
+from pairwise_vae.data import DataError, Topology, load_dataset, subsample
 from pairwise_vae.ensembles import ENSEMBLE_METRICS, compare_ensembles, floor_comparison, projections, write_figures
-from pairwise_vae.inference import decode_in_batches, encode_in_batches, load_for_inference
+from pairwise_vae.inference import decode_in_batches, encode_in_batches, load_for_inference, run_split
+from pairwise_vae.latent_prior import PRIOR_HELP, PRIORS, prior_draws
 from pairwise_vae.metrics import latent_statistics
 from pairwise_vae.parity import orient_reconstructions, orient_samples
 from pairwise_vae.quality_bar import bar_report, judge
@@ -73,7 +75,11 @@ class EvaluateConfig:
     num_samples: int = field(default=2000, metadata={"help": "conformations drawn from the prior"})
     max_frames: int = field(default=2000, metadata={"help": "reference frames used, evenly spaced"})
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
-    seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
+    prior: str = field(default="standard", metadata={"help": PRIOR_HELP, "choices": PRIORS})
+    prior_components: int = field(default=16, metadata={"help": "Gaussians of --prior mixture"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     compile: bool = field(
@@ -87,16 +93,11 @@ def reference_frames(
     """(F, N, 3) reference coordinates (Angstrom) and a description of where they come from."""
     if config.data is not None:
         dataset = load_dataset(config.data, config.topology, config.select, config.stride)
-        description = f"{dataset.source} (all frames)"
-        coords = dataset.coords
-    else:
-        run = config_from_checkpoint(checkpoint, checkpoint_path)
-        dataset = load_dataset(run.data, run.topology, run.select, run.stride)
-        _, coords = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.seed)
-        description = f"{dataset.source} (validation split of the training run)"
-    if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
-        raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
-    return subsample(coords, config.max_frames), description
+        if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
+            raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
+        return subsample(dataset.coords, config.max_frames), f"{dataset.source} (all frames)"
+    dataset, _, coords = run_split(checkpoint, checkpoint_path)
+    return subsample(coords, config.max_frames), f"{dataset.source} (validation split of the training run)"
 
 
 def markdown_report(report: dict) -> str:
@@ -107,7 +108,7 @@ def markdown_report(report: dict) -> str:
         f"# Evaluation of {report['checkpoint']}",
         "",
         f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames; "
-        f"{samples['count']} prior samples.",
+        f"{samples['count']} prior samples, latents drawn from {report['prior']}.",
         "",
         f"Orientation of the output: {report['parity']}. Computed in {report['precision']}.",
         "",
@@ -184,7 +185,7 @@ def markdown_report(report: dict) -> str:
 
 def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     """Write the evaluation folder and return the report (as in its ``report.json``)."""
-    check_inference_request(config, [config.output], ("num_samples", "max_frames", "batch_size"))
+    check_inference_request(config, [config.output], ("num_samples", "max_frames", "batch_size", "prior_components"))
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
     bf16 = uses_bf16(config.precision, device)
@@ -194,8 +195,18 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         torch.from_numpy(decoded), torch.from_numpy(reference), model.parity, model.bonds
     ).numpy()
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    prior_draws = torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device)
-    decoded = decode_in_batches(model, prior_draws, config.batch_size, config.compile, bf16)
+    latents, prior = prior_draws(
+        config.prior,
+        config.prior_components,
+        model,
+        checkpoint,
+        checkpoint_path,
+        config.num_samples,
+        generator,
+        config.batch_size,
+        bf16,
+    )
+    decoded = decode_in_batches(model, latents, config.batch_size, config.compile, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
 
     reference_64 = reference.astype(np.float64)
@@ -209,6 +220,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         checkpoint=str(checkpoint_path),
         package=f"pairwise_vae {__version__}",
         reference={"description": description, "frames": len(reference)},
+        prior=prior,
         parity=model.parity.summary(),
         precision="bf16" if bf16 else "fp32",
         figures=[path.name for path in figures],

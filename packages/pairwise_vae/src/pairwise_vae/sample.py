@@ -1,8 +1,9 @@
 """Draw conformations from a trained model: ``pairwise-vae-sample``.
 
-Three sources of latent vectors: the prior N(0, I) (default), a ``.npy`` of latents
-(``--latents``), or the straight line between the posterior means of two frames of a
-dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
+Three sources of latent vectors: the prior (default N(0, I); ``--prior mixture``: a Gaussian
+mixture fitted to the posterior means of the training split, :mod:`pairwise_vae.latent_prior`),
+a ``.npy`` of latents (``--latents``), or the straight line between the posterior means of two
+frames of a dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
 rule (:mod:`pairwise_vae.parity`): decoded latents like prior samples, an interpolation path in the
 handedness of frame I and continuous along the path. Writes ``<output>.npz`` (the dataset
 format, so the other commands read it back) and ``<output>.pdb`` (one MODEL per conformation,
@@ -22,6 +23,7 @@ from pairwise_vae.cli import check_inference_request, exit_on_user_error, parse_
 from pairwise_vae.config import ConfigError
 from pairwise_vae.data import DataError, Topology, load_dataset
 from pairwise_vae.inference import decode_in_batches, load_for_inference
+from pairwise_vae.latent_prior import PRIOR_HELP, PRIORS, prior_draws
 from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.parity import orient_path, orient_samples
 from pairwise_vae.structure_files import write_conformations_npz, write_pdb
@@ -48,13 +50,17 @@ class SampleConfig:
             "metavar": "I,J",
         },
     )
+    prior: str = field(default="standard", metadata={"help": PRIOR_HELP, "choices": PRIORS})
+    prior_components: int = field(default=16, metadata={"help": "Gaussians of --prior mixture"})
     steps: int = field(default=10, metadata={"help": "conformations along an interpolation, ends included"})
     data: Path | None = field(
         default=None,
         metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"},
     )
     batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
-    seed: int = field(default=0, metadata={"help": "seed of the prior draws and of mirror-symmetric reflections"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
@@ -64,11 +70,16 @@ class SampleConfig:
     )
 
 
-def latent_vectors(
-    config: SampleConfig, model: MolecularVAEMSE, topology: Topology, device: torch.device, generator: torch.Generator
+def given_latents(
+    config: SampleConfig, model: MolecularVAEMSE, topology: Topology, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(K, latent_dim) latents chosen by the configuration: a file's, an interpolation's, or prior draws
-    from ``generator``; and for an interpolation the (N, 3) frame it starts from (else None)."""
+    """(K, latent_dim) latents that the configuration names instead of prior draws: a file's (``--latents``) or
+    an interpolation's; and for an interpolation the (N, 3) frame it starts from (else None)."""
+    if config.prior != "standard":
+        raise ConfigError(
+            f"--prior {config.prior} chooses where prior samples come from; it does not combine with "
+            "--latents or --interpolate"
+        )
     if config.latents is not None:
         if not config.latents.is_file():
             raise DataError(f"{config.latents}: file not found")
@@ -81,44 +92,57 @@ def latent_vectors(
                 f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
             )
         return torch.from_numpy(latents.astype(np.float32)).to(device), None
-    if config.interpolate is not None:
-        try:
-            first, last = (int(part) for part in config.interpolate.split(","))
-        except ValueError:
-            raise ConfigError(f"--interpolate takes two frame indices 'I,J', got {config.interpolate!r}") from None
-        dataset = load_dataset(config.data)
-        if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
-            raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
-        for index in (first, last):
-            if not 0 <= index < len(dataset):
-                raise ConfigError(f"--interpolate: frame {index} is not in {dataset.source} ({len(dataset)} frames)")
-        ends = torch.from_numpy(dataset.coords[[first, last]]).to(device)
-        with torch.no_grad():
-            mu, _ = model.encode(ends)
-        weights = torch.linspace(0.0, 1.0, config.steps, device=device).unsqueeze(1)
-        return (1.0 - weights) * mu[0] + weights * mu[1], ends[0]
-    return torch.randn(config.num_samples, model.latent_dim, generator=generator, device=device), None
+    try:
+        first, last = (int(part) for part in config.interpolate.split(","))
+    except ValueError:
+        raise ConfigError(f"--interpolate takes two frame indices 'I,J', got {config.interpolate!r}") from None
+    dataset = load_dataset(config.data)
+    if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
+        raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
+    for index in (first, last):
+        if not 0 <= index < len(dataset):
+            raise ConfigError(f"--interpolate: frame {index} is not in {dataset.source} ({len(dataset)} frames)")
+    ends = torch.from_numpy(dataset.coords[[first, last]]).to(device)
+    with torch.no_grad():
+        mu, _ = model.encode(ends)
+    weights = torch.linspace(0.0, 1.0, config.steps, device=device).unsqueeze(1)
+    return (1.0 - weights) * mu[0] + weights * mu[1], ends[0]
 
 
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     """Decode the chosen latents of a checkpoint's model and write the output files."""
     outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
-    check_inference_request(config, outputs, ("num_samples", "steps", "batch_size"))
-    _, model, topology, device = load_for_inference(checkpoint_path, config.device)
+    check_inference_request(config, outputs, ("num_samples", "steps", "batch_size", "prior_components"))
+    checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    latents, start = latent_vectors(config, model, topology, device, generator)
     bf16 = uses_bf16(config.precision, device)
+    source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
+    if source == "prior":
+        start = None
+        latents, prior = prior_draws(
+            config.prior,
+            config.prior_components,
+            model,
+            checkpoint,
+            checkpoint_path,
+            config.num_samples,
+            generator,
+            config.batch_size,
+            bf16,
+        )
+    else:
+        latents, start = given_latents(config, model, topology, device)
     decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile, bf16))
     if start is None:
         coords = orient_samples(decoded, model.parity, generator).numpy()
     else:
         coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
     config.output.parent.mkdir(parents=True, exist_ok=True)
-    source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
     metadata = {
         "generated_by": f"pairwise_vae {__version__} pairwise-vae-sample",
         "checkpoint": str(checkpoint_path),
         "source": source,
+        **({"prior": prior} if source == "prior" else {}),
         "seed": config.seed,
         "parity": model.parity.mode,
         "precision": "bf16" if bf16 else "fp32",

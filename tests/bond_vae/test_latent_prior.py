@@ -1,0 +1,95 @@
+"""--prior mixture: the Gaussian mixture fitted to the training split's posterior means, in sample and evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from bond_helpers import make_model, tiny_model_config
+from bond_vae.checkpoint import model_payload, save_checkpoint
+from bond_vae.evaluate import main as evaluate_main
+from bond_vae.inference import encode_in_batches, load_for_inference, run_split
+from bond_vae.latent_prior import fit_latent_mixture, prior_draws
+from bond_vae.sample import main as sample_main
+from bond_vae.train_config import TrainConfig
+
+
+@pytest.fixture()
+def tiny_checkpoint(aib9, tmp_path, tiny_npz):
+    """An untrained model's checkpoint whose run trained on 36 of the 48 frames of ``tiny_npz``."""
+    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
+    return path
+
+
+def test_mixture_recovers_the_shares_and_shapes_of_two_clusters():
+    rng = np.random.default_rng(0)
+    clusters = np.concatenate([rng.normal(-3.0, 0.3, size=(700, 4)), rng.normal(3.0, 0.5, size=(300, 4))])
+    mixture = fit_latent_mixture(clusters, components=2, seed=0)
+    draws = mixture.sample(8000, torch.Generator().manual_seed(1))
+    right = draws[:, 0] > 0
+    assert abs(right.float().mean().item() - 0.3) < 0.02  # N(0, I) would give 0.5
+    assert torch.allclose(draws[right].mean(0), torch.full((4,), 3.0), atol=0.05)
+    assert torch.allclose(draws[~right].std(0), torch.full((4,), 0.3), atol=0.02)
+    assert torch.allclose(draws[right].std(0), torch.full((4,), 0.5), atol=0.03)
+    again = mixture.sample(8000, torch.Generator().manual_seed(1))
+    assert torch.equal(draws, again), "the same seed must give the same draws"
+
+
+def test_mixture_of_fewer_frames_than_components_has_one_per_frame():
+    mixture = fit_latent_mixture(np.arange(12.0).reshape(3, 4), components=16, seed=0)
+    assert len(mixture.weights) == 3 and mixture.frames == 3
+    assert torch.isfinite(mixture.sample(10, torch.Generator().manual_seed(0))).all()
+
+
+def test_mixture_prior_draws_where_the_encoder_puts_the_training_frames(tiny_checkpoint):
+    checkpoint, model, _, device = load_for_inference(tiny_checkpoint, "cpu")
+    _, train, _ = run_split(checkpoint, tiny_checkpoint)
+    posterior_means, _ = encode_in_batches(model, train, 64, device, bf16=False)
+    generator = torch.Generator().manual_seed(0)
+    draws, description = prior_draws("mixture", 4, model, checkpoint, tiny_checkpoint, 2000, generator, 64, False)
+    assert description == "a 4-component Gaussian mixture fitted to the posterior means of 36 training frames"
+    # the untrained encoder puts every frame near one point away from the origin: so do the draws, N(0, I) does not
+    centre = torch.from_numpy(posterior_means.mean(0))
+    assert centre.norm() > 0.2 and (draws - centre).norm(dim=1).max() < 0.02
+    generator = torch.Generator().manual_seed(0)
+    standard, description = prior_draws("standard", 4, model, checkpoint, tiny_checkpoint, 5, generator, 64, False)
+    assert description == "N(0, I)" and torch.equal(
+        standard, torch.randn(5, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    )
+
+
+def test_sample_and_evaluate_with_the_mixture_prior_record_it(tiny_checkpoint, tmp_path):
+    sample_main(
+        [str(tiny_checkpoint), "--prior", "mixture", "--prior-components", "3", "--num-samples", "6"]
+        + ["--output", str(tmp_path / "samples"), "--device", "cpu", "--no-pdb"]
+    )
+    with np.load(tmp_path / "samples.npz") as saved:
+        assert saved["coords"].shape == (6, 58, 3)
+        metadata = json.loads(str(saved["metadata"]))
+    assert metadata["prior"] == "a 3-component Gaussian mixture fitted to the posterior means of 36 training frames"
+    evaluate_main(
+        [str(tiny_checkpoint), "--prior", "mixture", "--prior-components", "3", "--num-samples", "8"]
+        + ["--output", str(tmp_path / "report"), "--device", "cpu"]
+    )
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["prior"] == metadata["prior"]
+    assert f"latents drawn from {metadata['prior']}" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--prior", "mixture", "--interpolate", "0,1"], "does not combine with --latents or --interpolate"),
+        (["--prior", "mixture", "--prior-components", "0"], "--prior-components must be at least 1"),
+    ],
+)
+def test_sample_refuses_mixture_prior_misuse(argv, expected, tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main([str(tiny_checkpoint), *argv, "--output", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out.npz").exists()
