@@ -11,7 +11,7 @@ import torch
 from bond_helpers import make_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
 from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
 from bond_vae.graph import pairs_bonds_apart
-from bond_vae.model import MolecularVAE, kl_divergence, pair_distance_loss
+from bond_vae.model import MolecularVAE, kl_divergence, pair_distance_loss, steric_loss, steric_pairs
 from bond_vae.train import main
 from bond_vae.train_config import TrainConfig
 from bond_vae.utils import torsion_quadruplets
@@ -85,6 +85,29 @@ def test_terms_match_hand_computation_on_a_five_atom_chain():
     assert math.isclose(unweighted.total.item(), bond + 0.1 * 0.5, rel_tol=1e-12)
 
 
+def test_steric_term_matches_hand_computation_and_is_e3_invariant(aib9, positions):
+    # the five-atom chain folded so that its ends (4 bonds apart) are 2.0 A apart; (0, 3) at 1.5 A does not count
+    assert steric_pairs(torch.from_numpy(CHAIN_BONDS), 5).tolist() == [[0, 4]]
+    folded = torch.tensor([[[0.0, 0, 0], [1.5, 0, 0], [1.5, 1.5, 0], [0, 1.5, 0], [0.0, 0.0, 2.0]]])
+    torch.testing.assert_close(
+        steric_loss(folded, steric_pairs(torch.from_numpy(CHAIN_BONDS), 5), 2.6), torch.tensor(0.36)
+    )
+    model = chain_model(0.0, 0.0)
+    model.config.steric_weight = 2.0
+    terms = model.criterion(folded, folded, torch.zeros(1, 4), torch.zeros(1, 4), beta=0.0)
+    torch.testing.assert_close(terms.steric, torch.tensor(0.36))
+    torch.testing.assert_close(terms.total, torch.tensor(0.72))
+    pairs = steric_pairs(torch.from_numpy(aib9.topology.bonds), 58)
+    assert steric_loss(positions, pairs, 2.6) == 0.0, "the MD frames have no contacts this close"
+    squeezed = 0.6 * positions
+    loss = steric_loss(squeezed, pairs, 2.6)
+    assert loss > 0.1
+    generator = torch.Generator().manual_seed(3)
+    for reflect in (False, True):
+        moved = squeezed @ random_orthogonal(reflect, generator).T + 5.0
+        torch.testing.assert_close(steric_loss(moved, pairs, 2.6), loss)
+
+
 def test_zero_weights_give_exactly_the_bond_length_loss(aib9):
     model = make_model(aib9)
     batch = torch.from_numpy(aib9.coords[:6])
@@ -133,10 +156,10 @@ def test_flags_are_in_the_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert "--angle-weight" in out and "--torsion-weight" in out
+    assert "--angle-weight" in out and "--torsion-weight" in out and "--steric-weight" in out
 
 
-@pytest.mark.parametrize("flag", ["--angle-weight", "--torsion-weight"])
+@pytest.mark.parametrize("flag", ["--angle-weight", "--torsion-weight", "--steric-weight"])
 def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, capsys):
     argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, flag, "-0.5")
     assert run_main(argv) == 1
@@ -146,9 +169,12 @@ def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, caps
 
 
 def test_a_run_records_the_terms(tiny_npz, tmp_path):
-    argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--angle-weight", "1", "--torsion-weight", "1")
+    argv = tiny_run_flags(
+        tiny_npz, tmp_path / "runs", 1, "--angle-weight", "1", "--torsion-weight", "1", "--steric-weight", "1"
+    )
     assert run_main([*argv, "--run-name", "run", "--evaluate-every", "2"]) == 0
     records = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [record["split"] for record in records] == ["train", "validation"]
     for record in records:
         assert record["angle"] > 0 and record["torsion"] > 0, record
+    assert records[0]["steric"] >= 0

@@ -8,7 +8,13 @@ from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 from pairwise_vae.decoder import DistanceBasis, EGNNLayer
 from pairwise_vae.encoder import ViSMPLayer
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.model import chirality_loss, pairwise_distance_loss, relative_chirality_loss
+from pairwise_vae.model import (
+    chirality_loss,
+    pairwise_distance_loss,
+    relative_chirality_loss,
+    steric_loss,
+    steric_pairs,
+)
 from pairwise_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
 
 
@@ -169,3 +175,23 @@ def test_signed_volume_matches_hand_computation_and_flips_in_a_mirror():
     # (1,0,0) . ((0,1,0) x (0,0,1)) = 1
     assert signed_volumes(chain, quadruplets).item() == 1.0
     assert signed_volumes(chain * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64), quadruplets).item() == -1.0
+
+
+def test_steric_term_matches_hand_computation_and_is_e3_invariant(aib9, positions):
+    # a five-atom chain 0-1-2-3-4: only the pair (0, 4) is 4 bonds apart
+    chain = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]])
+    pairs = steric_pairs(chain, 5)
+    assert pairs.tolist() == [False, False, False, True, False, False, False, False, False, False]
+    folded = torch.tensor([[[0.0, 0, 0], [1.5, 0, 0], [1.5, 1.5, 0], [0, 1.5, 0], [0.0, 0.0, 2.0]]])
+    # pair (0, 4) at 2.0 A: (2.6 - 2.0)^2; the 3-bonds-apart pair (0, 3) at 1.5 A does not count
+    torch.testing.assert_close(steric_loss(folded, pairs, 2.6), torch.tensor(0.36))
+    assert steric_loss(folded, pairs, 1.9) == 0.0
+    aib9_pairs = steric_pairs(torch.from_numpy(aib9.topology.bonds), 58)
+    assert steric_loss(positions, aib9_pairs, 2.6) == 0.0, "the MD frames have no contacts this close"
+    squeezed = positions * 0.6
+    loss = steric_loss(squeezed, aib9_pairs, 2.6)
+    assert loss > 0.1
+    generator = torch.Generator().manual_seed(3)
+    for reflect in (False, True):
+        moved = squeezed @ random_orthogonal(reflect, generator).T + 5.0
+        torch.testing.assert_close(steric_loss(moved, aib9_pairs, 2.6), loss)

@@ -26,7 +26,7 @@ from pairwise_vae.checkpoint import (
     save_checkpoint,
 )
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.model import reference_conformation
+from pairwise_vae.model import reference_conformation, steric_loss, steric_pairs
 from pairwise_vae.run_log import new_run_folder
 from pairwise_vae.train_config import TrainConfig
 from pairwise_vae.trainer import beta_at, learning_rate_factor
@@ -69,6 +69,21 @@ def test_a_few_optimiser_steps_lower_the_loss(aib9):
         optimizer.step()
         losses.append(terms.reconstruction.item())
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses  # measured: 0.158 -> 0.109 A^2
+
+
+def test_steric_weight_adds_the_repulsion_of_overlapping_atoms_to_the_loss(aib9):
+    model = make_model(aib9)
+    model.config.steric_weight = 2.0
+    positions = torch.from_numpy(aib9.coords[:4])
+    squeezed = 0.6 * positions
+    mu, log_var = torch.zeros(4, model.latent_dim), torch.zeros(4, model.latent_dim)
+    terms = model.criterion(positions, squeezed, mu, log_var, beta=0.0)
+    expected = steric_loss(squeezed, steric_pairs(model.bonds, 58), model.config.steric_distance)
+    assert expected > 0.1
+    torch.testing.assert_close(terms.steric, expected)
+    torch.testing.assert_close(terms.total, terms.reconstruction + 2.0 * expected)
+    assert model.criterion(positions, positions, mu, log_var, beta=0.0).steric == 0.0
+    assert "steric_pairs" not in model.state_dict(), "derived from the bonds: not stored in checkpoints"
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):

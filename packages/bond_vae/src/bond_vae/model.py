@@ -10,18 +10,21 @@ z-independent output with the mean bond lengths, and the latent collapses. Two o
 terms, also E(3)-invariant, add the bonded geometry: ``angle_weight`` x the MSE of the 1-3
 distances (atoms two bonds apart; they fix the bond angles) and ``torsion_weight`` x the MSE
 of the 1-4 distances (three bonds apart; they fix the torsions up to sign), both Angstrom^2.
+A third, ``steric_weight`` x :func:`steric_loss`, keeps atoms at least 4 bonds apart from
+overlapping, which no bonded term sees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from bond_vae.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.encoder import EncoderConfig, ViSNetEncoder
-from bond_vae.graph import pairs_bonds_apart
+from bond_vae.graph import hop_counts, pairs_bonds_apart
 from bond_vae.parity import ParityRule, orient_reconstructions, orient_samples
 from bond_vae.utils import bond_lengths, normalized_volumes
 
@@ -54,6 +57,22 @@ class ModelConfig:
             "0 leaves them out of the loss"
         },
     )
+    steric_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a repulsion term: the squared shortfall below --steric-distance of every distance "
+            "between atoms at least 4 bonds apart, summed over the pairs of a molecule (Angstrom^2). Bonded terms "
+            "do not see atoms far apart along the chain; this term is zero for any conformation without such "
+            "contacts and E(3)-invariant; 0: off"
+        },
+    )
+    steric_distance: float = field(
+        default=2.6,
+        metadata={
+            "help": "closest approach (Angstrom) of atoms at least 4 bonds apart that --steric-weight allows; "
+            "0.2 percent of the embedded AIB9 frames come closer, by at most 0.11 A"
+        },
+    )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
 
@@ -65,7 +84,8 @@ class LossTerms:
     ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
     ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0;
     ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
-    weights (zero for a molecule without such pairs).
+    weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
+    distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0.
     """
 
     total: torch.Tensor
@@ -74,6 +94,10 @@ class LossTerms:
     chirality: torch.Tensor
     angle: torch.Tensor
     torsion: torch.Tensor
+    steric: torch.Tensor
+
+
+STERIC_MIN_BONDS_APART = 4  # the clash criterion of the evaluation report
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -106,6 +130,26 @@ def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: t
         quadruplets: (Q, 4) atom chains i-j-k-l.
     """
     return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
+
+
+def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """(P, 2) atom pairs i < j at least ``STERIC_MIN_BONDS_APART`` bonds apart (or in separate fragments)."""
+    far = hop_counts(bonds.long().cpu().numpy(), n_atoms) >= STERIC_MIN_BONDS_APART
+    return torch.from_numpy(np.argwhere(np.triu(far, k=1)).astype(np.int64))
+
+
+def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -> torch.Tensor:
+    """Squared shortfall below ``distance`` of the distances of the chosen pairs, summed per molecule.
+
+    sum over pairs of max(0, distance - d_ij)^2, averaged over molecules (Angstrom^2): zero
+    when no chosen pair is closer than ``distance``; an overlap of 0.3 A costs 0.09.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        pairs: (P, 2) atom indices (:func:`steric_pairs`).
+        distance: Angstrom.
+    """
+    return (distance - bond_lengths(predicted, pairs)).clamp(min=0.0).pow(2).sum(dim=-1).mean()
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -156,6 +200,7 @@ class MolecularVAE(nn.Module):
         for name, hops in (("angle_pairs", 2), ("torsion_pairs", 3)):
             pairs = pairs_bonds_apart(bonds.long().cpu().numpy(), n_atoms, hops)
             self.register_buffer(name, torch.from_numpy(pairs), persistent=False)
+        self.register_buffer("steric_pairs", steric_pairs(bonds, n_atoms), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -211,19 +256,32 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = reconstruction_loss.new_zeros(())
+        chirality = steric = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)
         )
+        if self.config.steric_weight > 0:
+            steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
         total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
-        for weight, term in ((self.config.angle_weight, angle), (self.config.torsion_weight, torsion)):
+        weighted = (
+            (self.config.angle_weight, angle),
+            (self.config.torsion_weight, torsion),
+            (self.config.steric_weight, steric),
+        )
+        for weight, term in weighted:
             if weight > 0:
                 total = total + weight * term
         return LossTerms(
-            total=total, reconstruction=reconstruction_loss, kl=kl, chirality=chirality, angle=angle, torsion=torsion
+            total=total,
+            reconstruction=reconstruction_loss,
+            kl=kl,
+            chirality=chirality,
+            angle=angle,
+            torsion=torsion,
+            steric=steric,
         )
 
     @torch.no_grad()

@@ -157,8 +157,10 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
-        if self.model.angle_weight < 0 or self.model.torsion_weight < 0:
-            raise ConfigError("--angle-weight and --torsion-weight must be non-negative")
+        if min(self.model.angle_weight, self.model.torsion_weight, self.model.steric_weight) < 0:
+            raise ConfigError("--angle-weight, --torsion-weight and --steric-weight must be non-negative")
+        if self.model.steric_distance <= 0:
+            raise ConfigError(f"--steric-distance must be positive, got {self.model.steric_distance:g}")
         if self.model.decoder.pair_channels is not None and self.model.decoder.pair_channels < 1:
             raise ConfigError(f"--decoder-pair-channels must be at least 1, got {self.model.decoder.pair_channels}")
         if self.max_minutes is not None and self.max_minutes <= 0:

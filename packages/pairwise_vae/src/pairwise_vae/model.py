@@ -23,6 +23,7 @@ from torch import nn
 
 from pairwise_vae.decoder import DecoderConfig, EGNNDecoderMSE
 from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE
+from pairwise_vae.graph import hop_counts
 from pairwise_vae.parity import ParityRule, orient_reconstructions, orient_samples
 from pairwise_vae.utils import normalized_volumes, pairwise_distances
 
@@ -51,6 +52,22 @@ class ModelConfig:
             "weighs about like --chirality-weight; 0: off"
         },
     )
+    steric_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a repulsion term: the squared shortfall below --steric-distance of every distance "
+            "between atoms at least 4 bonds apart, summed over the pairs of a molecule (Angstrom^2). The distance "
+            "MSE penalises overlapping atoms only on average; this term is zero for any conformation without such "
+            "contacts and E(3)-invariant; 0: off"
+        },
+    )
+    steric_distance: float = field(
+        default=2.6,
+        metadata={
+            "help": "closest approach (Angstrom) of atoms at least 4 bonds apart that --steric-weight allows; "
+            "0.2 percent of the embedded AIB9 frames come closer, by at most 0.11 A"
+        },
+    )
     distance_sigma_floor: float | None = field(
         default=0.3,
         metadata={
@@ -69,7 +86,8 @@ class LossTerms:
 
     ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
     (nats); ``chirality``: MSE of normalised signed volumes and ``relative_chirality``: MSE of
-    their pairwise products (both dimensionless), each zero when its weight is 0.
+    their pairwise products (both dimensionless); ``steric``: summed squared shortfall of
+    distant pairs (Angstrom^2, :func:`steric_loss`); each of the last three zero when its weight is 0.
     """
 
     total: torch.Tensor
@@ -77,6 +95,10 @@ class LossTerms:
     kl: torch.Tensor
     chirality: torch.Tensor
     relative_chirality: torch.Tensor
+    steric: torch.Tensor
+
+
+STERIC_MIN_BONDS_APART = 4  # the clash criterion of the evaluation report
 
 
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -159,6 +181,28 @@ def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadr
     return ((s_norm.pow(2) + t_norm.pow(2) - 2.0 * overlap.pow(2)) / quadruplets.shape[0] ** 2).mean()
 
 
+def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """(N (N - 1) / 2,) bool: pairs at least ``STERIC_MIN_BONDS_APART`` bonds apart, in the order of
+    :func:`~pairwise_vae.utils.pairwise_distances`."""
+    far = torch.from_numpy(hop_counts(bonds.long().cpu().numpy(), n_atoms) >= STERIC_MIN_BONDS_APART)
+    i, j = torch.triu_indices(n_atoms, n_atoms, offset=1)
+    return far[i, j]
+
+
+def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -> torch.Tensor:
+    """Squared shortfall below ``distance`` of the distances of the chosen pairs, summed per molecule.
+
+    sum over pairs of max(0, distance - d_ij)^2, averaged over molecules (Angstrom^2): zero
+    when no chosen pair is closer than ``distance``; an overlap of 0.3 A costs 0.09.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        pairs: (N (N - 1) / 2,) bool mask (:func:`steric_pairs`).
+        distance: Angstrom.
+    """
+    return (distance - pairwise_distances(predicted)[:, pairs]).clamp(min=0.0).pow(2).sum(dim=-1).mean()
+
+
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
     """The decoder's starting conformation: the frame whose interatomic distances are closest to
     the mean distances (over at most about 2000 evenly spaced frames).
@@ -206,6 +250,8 @@ class MolecularVAEMSE(nn.Module):
         n_pairs = atomic_numbers.shape[0] * (atomic_numbers.shape[0] - 1) // 2
         pair_weights = torch.ones(n_pairs) if pair_weights is None else pair_weights
         self.register_buffer("distance_weights", pair_weights.float().clone())
+        # derived from the bonds, so not stored in checkpoints
+        self.register_buffer("steric_pairs", steric_pairs(bonds, atomic_numbers.shape[0]), persistent=False)
         self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds)
         self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -261,16 +307,19 @@ class MolecularVAEMSE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = relative_chirality = reconstruction_loss.new_zeros(())
+        chirality = relative_chirality = steric = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        if self.config.steric_weight > 0:
+            steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
         total = (
             reconstruction_loss
             + beta * kl
             + self.config.chirality_weight * chirality
             + self.config.relative_chirality_weight * relative_chirality
+            + self.config.steric_weight * steric
         )
         return LossTerms(
             total=total,
@@ -278,6 +327,7 @@ class MolecularVAEMSE(nn.Module):
             kl=kl,
             chirality=chirality,
             relative_chirality=relative_chirality,
+            steric=steric,
         )
 
     @torch.no_grad()

@@ -157,6 +157,12 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
+        weights = ("chirality_weight", "relative_chirality_weight", "steric_weight")
+        for name in weights:
+            if getattr(self.model, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self.model, name):g}")
+        if self.model.steric_distance <= 0:
+            raise ConfigError(f"--steric-distance must be positive, got {self.model.steric_distance:g}")
         if self.model.decoder.pair_channels is not None and self.model.decoder.pair_channels < 1:
             raise ConfigError(f"--decoder-pair-channels must be at least 1, got {self.model.decoder.pair_channels}")
         if self.max_minutes is not None and self.max_minutes <= 0:

@@ -27,7 +27,7 @@ from pairwise_vae.run_log import RunLog
 from pairwise_vae.train_config import SYNC_INTERVAL, TrainConfig
 from pairwise_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "grad_norm")
+STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "steric", "grad_norm")
 FINAL_LEARNING_RATE_FACTOR = 0.05
 
 
@@ -269,7 +269,17 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     del run.optimizer.found_inf
     run.scheduler.step()
     metrics = (
-        torch.stack([terms.total, terms.reconstruction, terms.kl, terms.chirality, terms.relative_chirality, grad_norm])
+        torch.stack(
+            [
+                terms.total,
+                terms.reconstruction,
+                terms.kl,
+                terms.chirality,
+                terms.relative_chirality,
+                terms.steric,
+                grad_norm,
+            ]
+        )
         .detach()
         .float()
     )
