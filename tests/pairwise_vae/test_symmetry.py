@@ -181,7 +181,7 @@ def test_steric_term_matches_hand_computation_and_is_e3_invariant(aib9, position
     # a five-atom chain 0-1-2-3-4: only the pair (0, 4) is 4 bonds apart
     chain = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]])
     pairs = steric_pairs(chain, 5)
-    assert pairs.tolist() == [False, False, False, True, False, False, False, False, False, False]
+    assert pairs.tolist() == [3]  # (0, 4) among (0, 1), (0, 2), (0, 3), (0, 4), (1, 2), ...
     folded = torch.tensor([[[0.0, 0, 0], [1.5, 0, 0], [1.5, 1.5, 0], [0, 1.5, 0], [0.0, 0.0, 2.0]]])
     # pair (0, 4) at 2.0 A: (2.6 - 2.0)^2; the 3-bonds-apart pair (0, 3) at 1.5 A does not count
     torch.testing.assert_close(steric_loss(folded, pairs, 2.6), torch.tensor(0.36))

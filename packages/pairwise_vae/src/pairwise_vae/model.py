@@ -182,11 +182,11 @@ def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadr
 
 
 def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
-    """(N (N - 1) / 2,) bool: pairs at least ``STERIC_MIN_BONDS_APART`` bonds apart, in the order of
-    :func:`~pairwise_vae.utils.pairwise_distances`."""
+    """(P,) int64 positions, in the order of :func:`~pairwise_vae.utils.pairwise_distances`, of the pairs
+    at least ``STERIC_MIN_BONDS_APART`` bonds apart (indices, not a mask: a fixed shape for torch.compile)."""
     far = torch.from_numpy(hop_counts(bonds.long().cpu().numpy(), n_atoms) >= STERIC_MIN_BONDS_APART)
     i, j = torch.triu_indices(n_atoms, n_atoms, offset=1)
-    return far[i, j]
+    return torch.nonzero(far[i, j]).squeeze(1)
 
 
 def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -> torch.Tensor:
@@ -197,7 +197,7 @@ def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
-        pairs: (N (N - 1) / 2,) bool mask (:func:`steric_pairs`).
+        pairs: (P,) positions of the chosen pairs among all N (N - 1) / 2 (:func:`steric_pairs`).
         distance: Angstrom.
     """
     return (distance - pairwise_distances(predicted)[:, pairs]).clamp(min=0.0).pow(2).sum(dim=-1).mean()
