@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,13 +51,15 @@ def test_mixture_prior_draws_where_the_encoder_puts_the_training_frames(tiny_che
     _, train, _ = run_split(checkpoint, tiny_checkpoint)
     posterior_means, _ = encode_in_batches(model, train, 64, device, bf16=False)
     generator = torch.Generator().manual_seed(0)
-    draws, description = prior_draws("mixture", 4, model, checkpoint, tiny_checkpoint, 2000, generator, 64, False)
+    request = SimpleNamespace(prior="mixture", prior_components=4, num_samples=2000, batch_size=64)
+    draws, description = prior_draws(request, model, checkpoint, tiny_checkpoint, generator, False)
     assert description == "a 4-component Gaussian mixture fitted to the posterior means of 36 training frames"
     # the untrained encoder puts every frame near one point away from the origin: so do the draws, N(0, I) does not
     centre = torch.from_numpy(posterior_means.mean(0))
     assert centre.norm() > 0.2 and (draws - centre).norm(dim=1).max() < 0.02
     generator = torch.Generator().manual_seed(0)
-    standard, description = prior_draws("standard", 4, model, checkpoint, tiny_checkpoint, 5, generator, 64, False)
+    request = SimpleNamespace(prior="standard", prior_components=4, num_samples=5, batch_size=64)
+    standard, description = prior_draws(request, model, checkpoint, tiny_checkpoint, generator, False)
     assert description == "N(0, I)" and torch.equal(
         standard, torch.randn(5, model.latent_dim, generator=torch.Generator().manual_seed(0))
     )

@@ -195,17 +195,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         torch.from_numpy(decoded), torch.from_numpy(reference), model.parity, model.bonds
     ).numpy()
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    latents, prior = prior_draws(
-        config.prior,
-        config.prior_components,
-        model,
-        checkpoint,
-        checkpoint_path,
-        config.num_samples,
-        generator,
-        config.batch_size,
-        bf16,
-    )
+    latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
     decoded = decode_in_batches(model, latents, config.batch_size, config.compile, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,16 @@ PRIOR_HELP = (
     "latent distribution of the prior samples: standard, z ~ N(0, I); mixture, a Gaussian mixture "
     "fitted to the posterior means of the checkpoint's training split (reads its training data)"
 )
+
+
+class PriorRequest(Protocol):
+    """What a command asks of the prior (the fields of its config): which prior, its components, how many
+    draws, and the batch size for encoding the training frames."""
+
+    prior: str
+    prior_components: int
+    num_samples: int
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -81,27 +91,27 @@ def fit_latent_mixture(posterior_means: np.ndarray, components: int, seed: int) 
 
 
 def prior_draws(
-    prior: str,
-    components: int,
+    request: PriorRequest,
     model: MolecularVAEMSE,
     checkpoint: dict[str, Any],
     checkpoint_path: Path,
-    count: int,
     generator: torch.Generator,
-    batch_size: int,
     bf16: bool,
 ) -> tuple[torch.Tensor, str]:
-    """(count, latent_dim) latents drawn with ``generator`` from the chosen prior, and a description of it.
+    """(request.num_samples, latent_dim) latents drawn with ``generator`` from the requested prior, and a
+    description of it.
 
     ``mixture`` encodes the training split of the checkpoint's run (:func:`run_split`; at most
-    ``MIXTURE_FIT_FRAMES`` frames, evenly spaced) in batches of ``batch_size`` and fits
-    ``components`` Gaussians to the posterior means, seeded by ``generator``'s seed, before drawing.
+    ``MIXTURE_FIT_FRAMES`` frames, evenly spaced) in batches of ``request.batch_size`` and fits
+    ``request.prior_components`` Gaussians to the posterior means, seeded by ``generator``'s seed,
+    before drawing.
     """
-    if prior == "standard":
-        return torch.randn(count, model.latent_dim, generator=generator, device=generator.device), "N(0, I)"
+    if request.prior == "standard":
+        latents = torch.randn(request.num_samples, model.latent_dim, generator=generator, device=generator.device)
+        return latents, "N(0, I)"
     _, train, _ = run_split(checkpoint, checkpoint_path)
     posterior_means, _ = encode_in_batches(
-        model, subsample(train, MIXTURE_FIT_FRAMES), batch_size, generator.device, bf16
+        model, subsample(train, MIXTURE_FIT_FRAMES), request.batch_size, generator.device, bf16
     )
-    mixture = fit_latent_mixture(posterior_means, components, generator.initial_seed() % 2**32)
-    return mixture.sample(count, generator), mixture.describe()
+    mixture = fit_latent_mixture(posterior_means, request.prior_components, generator.initial_seed() % 2**32)
+    return mixture.sample(request.num_samples, generator), mixture.describe()

@@ -119,17 +119,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
     if source == "prior":
         start = None
-        latents, prior = prior_draws(
-            config.prior,
-            config.prior_components,
-            model,
-            checkpoint,
-            checkpoint_path,
-            config.num_samples,
-            generator,
-            config.batch_size,
-            bf16,
-        )
+        latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
     else:
         latents, start = given_latents(config, model, topology, device)
     decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile, bf16))
