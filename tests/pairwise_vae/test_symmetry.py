@@ -6,7 +6,7 @@ import pytest
 import torch
 from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 from pairwise_vae.decoder import DistanceBasis, EGNNLayer
-from pairwise_vae.encoder import ViSMPLayer
+from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE, ViSMPLayer
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.model import (
     chirality_loss,
@@ -195,3 +195,26 @@ def test_steric_term_matches_hand_computation_and_is_e3_invariant(aib9, position
     for reflect in (False, True):
         moved = squeezed @ random_orthogonal(reflect, generator).T + 5.0
         torch.testing.assert_close(steric_loss(moved, aib9_pairs, 2.6), loss)
+
+
+@pytest.mark.parametrize("readout", ["atoms", "mean"])
+def test_atom_readout_tells_which_end_of_a_chain_a_kink_is_at(readout):
+    """Reversing a chain of identical atoms maps its graph onto itself, so the mean readout cannot
+    tell a kink near one end from the same kink near the other; the per-atom readout must."""
+    torch.manual_seed(0)
+    n_atoms = 8
+    bonds = torch.stack([torch.arange(n_atoms - 1), torch.arange(1, n_atoms)], dim=1)
+    config = EncoderConfig(hidden_channels=16, num_layers=3, num_heads=2, num_rbf=8, readout=readout)
+    encoder = ViSNetEncoderMSE(config, latent_dim=4, bonds=bonds, n_atoms=n_atoms).double()
+    numbers = torch.full((n_atoms,), 6)
+    index = torch.arange(n_atoms, dtype=torch.float64)
+    zigzag = torch.stack([1.3 * index, 0.8 * (-1.0) ** index, torch.zeros(n_atoms, dtype=torch.float64)], dim=1)
+    zigzag[1, 2] = 1.0  # out of the plane near the first end
+    kinked = zigzag.unsqueeze(0)
+    mu, log_var = encoder(numbers, kinked)
+    mu_reversed, log_var_reversed = encoder(numbers, kinked.flip(1))
+    if readout == "mean":
+        torch.testing.assert_close(mu_reversed, mu)
+        torch.testing.assert_close(log_var_reversed, log_var)
+    else:
+        assert (mu_reversed - mu).abs().max() > 1e-6  # the mean readout agrees to ~1e-15

@@ -25,6 +25,7 @@ from bond_vae.graph import bond_edges, merge_edges, radius_edges
 from bond_vae.utils import signed_volumes, torsion_quadruplets
 
 ENCODER_GRAPHS = ("bonds", "bonds+radius")
+ENCODER_READOUTS = ("atoms", "mean")
 
 
 @dataclass
@@ -46,6 +47,15 @@ class EncoderConfig:
         },
     )
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    readout: str = field(
+        default="atoms",
+        metadata={
+            "help": "how atom features become the latent: atoms (each atom's features through their own weights, "
+            "so the latent knows which residue is in which state) or mean (the mean over atoms, blind to where "
+            "along the chain a feature sits)",
+            "choices": ENCODER_READOUTS,
+        },
+    )
     chiral_features: bool = field(
         default=False,
         metadata={
@@ -230,12 +240,15 @@ class ViSNetEncoder(nn.Module):
         config: hyper-parameters.
         latent_dim: dimension D of the latent space.
         bonds: (n_bonds, 2) covalent bonds of the molecule (atom indices).
+        n_atoms: atoms N of the molecule (the ``atoms`` readout has weights for each).
     """
 
-    def __init__(self, config: EncoderConfig, latent_dim: int, bonds: torch.Tensor) -> None:
+    def __init__(self, config: EncoderConfig, latent_dim: int, bonds: torch.Tensor, n_atoms: int) -> None:
         super().__init__()
         if config.graph not in ENCODER_GRAPHS:
             raise ValueError(f"encoder graph must be one of {ENCODER_GRAPHS}, got {config.graph!r}")
+        if config.readout not in ENCODER_READOUTS:
+            raise ValueError(f"encoder readout must be one of {ENCODER_READOUTS}, got {config.readout!r}")
         self.config = config
         hidden = config.hidden_channels
         self.register_buffer("bonds", bonds.long().clone(), persistent=False)
@@ -262,6 +275,7 @@ class ViSNetEncoder(nn.Module):
         self.vec_out_norm = VectorLayerNorm(hidden)
         self.output_block = GatedEquivariantBlock(hidden, hidden // 2)
         self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, scalar_only=True)
+        self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
         self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
@@ -306,7 +320,10 @@ class ViSNetEncoder(nn.Module):
 
         x, vec = self.output_block(self.out_norm(x), self.vec_out_norm(vec))
         x, _ = self.readout_block(nn.functional.silu(x), vec)
-        pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
+        if self.atom_readout is None:
+            pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
+        else:
+            pooled = self.atom_readout(x.view(n_molecules, -1))
         if self.chiral_projection is not None:
             volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
             pooled = pooled + self.chiral_projection(torch.tanh(volumes))

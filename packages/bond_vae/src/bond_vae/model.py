@@ -201,7 +201,7 @@ class MolecularVAE(nn.Module):
             pairs = pairs_bonds_apart(bonds.long().cpu().numpy(), n_atoms, hops)
             self.register_buffer(name, torch.from_numpy(pairs), persistent=False)
         self.register_buffer("steric_pairs", steric_pairs(bonds, n_atoms), persistent=False)
-        self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds)
+        self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds, n_atoms)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
     @property

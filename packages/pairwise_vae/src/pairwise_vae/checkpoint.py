@@ -34,8 +34,8 @@ from pairwise_vae.parity import ParityRule
 from pairwise_vae.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
-CHECKPOINT_VERSION = 4  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
-# 4: first encoder layer without weights for its (zero) incoming vector features
+CHECKPOINT_VERSION = 5  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
+# 4: first encoder layer without weights for its (zero) incoming vector features; 5: encoder readout per atom
 
 
 # state-dict keys renamed since format 2 was introduced: old name -> new name

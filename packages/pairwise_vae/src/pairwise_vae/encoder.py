@@ -30,6 +30,7 @@ from pairwise_vae.blocks import (
 from pairwise_vae.graph import radius_edges
 from pairwise_vae.utils import signed_volumes, torsion_quadruplets
 
+ENCODER_READOUTS = ("atoms", "mean")
 LOG_VAR_INIT_BIAS = -1.0
 LOG_VAR_INIT_WEIGHT_SCALE = 0.1
 
@@ -45,6 +46,15 @@ class EncoderConfig:
     lmax: int = field(default=1, metadata={"help": "highest degree of the spherical harmonics", "choices": (1, 2, 3)})
     cutoff: float = field(default=5.0, metadata={"help": "radial cutoff in Angstrom"})
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    readout: str = field(
+        default="atoms",
+        metadata={
+            "help": "how atom features become the latent: atoms (each atom's features through their own weights, "
+            "so the latent knows which residue is in which state) or mean (the mean over atoms, blind to where "
+            "along the chain a feature sits)",
+            "choices": ENCODER_READOUTS,
+        },
+    )
     chiral_features: bool = field(
         default=False,
         metadata={
@@ -233,10 +243,13 @@ class ViSNetEncoderMSE(nn.Module):
         config: hyper-parameters.
         latent_dim: dimension D of the latent space.
         bonds: (n_bonds, 2) covalent bonds; their chains give the chiral features.
+        n_atoms: atoms N of the molecule (the ``atoms`` readout has weights for each).
     """
 
-    def __init__(self, config: EncoderConfig, latent_dim: int, bonds: torch.Tensor) -> None:
+    def __init__(self, config: EncoderConfig, latent_dim: int, bonds: torch.Tensor, n_atoms: int) -> None:
         super().__init__()
+        if config.readout not in ENCODER_READOUTS:
+            raise ValueError(f"encoder readout must be one of {ENCODER_READOUTS}, got {config.readout!r}")
         self.config = config
         hidden = config.hidden_channels
         self.register_buffer(
@@ -262,6 +275,7 @@ class ViSNetEncoderMSE(nn.Module):
         self.vec_out_norm = VectorLayerNorm(hidden)
         self.output_block = GatedEquivariantBlock(hidden, hidden // 2)
         self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, scalar_only=True)
+        self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
         self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
@@ -301,7 +315,10 @@ class ViSNetEncoderMSE(nn.Module):
 
         x, vec = self.output_block(self.out_norm(x), self.vec_out_norm(vec))
         x, _ = self.readout_block(nn.functional.silu(x), vec)
-        pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
+        if self.atom_readout is None:
+            pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
+        else:
+            pooled = self.atom_readout(x.view(n_molecules, -1))
         if self.chiral_projection is not None:
             volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
             pooled = pooled + self.chiral_projection(torch.tanh(volumes))
