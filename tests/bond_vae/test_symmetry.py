@@ -6,7 +6,7 @@ import pytest
 import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
-from bond_vae.encoder import EncoderConfig, ViSNetEncoder, ViSMPLayer
+from bond_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import chirality_loss, pair_distance_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets

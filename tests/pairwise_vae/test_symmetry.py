@@ -6,7 +6,7 @@ import pytest
 import torch
 from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
 from pairwise_vae.decoder import DistanceBasis, EGNNLayer
-from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE, ViSMPLayer
+from pairwise_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoderMSE
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.model import (
     chirality_loss,
