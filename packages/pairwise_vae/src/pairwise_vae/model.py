@@ -252,7 +252,7 @@ class MolecularVAEMSE(nn.Module):
         self.register_buffer("distance_weights", pair_weights.float().clone())
         # derived from the bonds, so not stored in checkpoints
         self.register_buffer("steric_pairs", steric_pairs(bonds, atomic_numbers.shape[0]), persistent=False)
-        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds, len(atomic_numbers))
+        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds, atomic_numbers.shape[0])
         self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
     @property
