@@ -22,9 +22,15 @@ def test_no_cpuinfo_means_no_native_bf16(tmp_path):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_precision_follows_the_device_and_the_cpu(monkeypatch, native):
+def test_auto_precision_follows_the_device_and_the_cpu(monkeypatch, capsys, native):
     monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: native)
     assert uses_bf16("auto", torch.device("cpu")) is native
     assert uses_bf16("auto", torch.device("cuda")) is True
-    assert uses_bf16("bf16", torch.device("cpu")) is True
     assert uses_bf16("fp32", torch.device("cuda")) is False
+    assert capsys.readouterr().err == ""
+    assert uses_bf16("bf16", torch.device("cpu")) is True
+    warning = capsys.readouterr().err
+    if native:
+        assert warning == ""
+    else:
+        assert warning.startswith("warning: --precision bf16 on a CPU without native bfloat16") and "auto" in warning

@@ -93,6 +93,31 @@ def test_decoded_structure_depends_on_z(aib9):
     assert (decoded[0] - decoded[2]).abs().max() > 1e-6, "moving z moves the atoms"
 
 
+@pytest.mark.parametrize("latent_input", ["atoms", "shared"])
+def test_per_atom_latent_input_gives_each_atom_its_own_reading_of_z(aib9, latent_input):
+    """The shared map adds the same vector W (z1 - z2) to every atom's features when z moves; the
+    per-atom map adds a different one to each atom."""
+    config = tiny_model_config()
+    config.decoder.latent_input = latent_input
+    torch.manual_seed(0)
+    model = MODEL_CLASS(
+        config,
+        torch.from_numpy(aib9.topology.atomic_numbers),
+        torch.from_numpy(aib9.topology.bonds),
+        torch.from_numpy(aib9.coords[0]),
+    )
+    first_layer_inputs = []
+    model.decoder.layers[0].register_forward_pre_hook(lambda _, args: first_layer_inputs.append(args[0]))
+    z = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(3))
+    model.decode(z)
+    change = first_layer_inputs[0][1] - first_layer_inputs[0][0]  # (N, H): what moving z did to each atom
+    spread_over_atoms = (change - change[:1]).abs().max()
+    if latent_input == "shared":
+        assert spread_over_atoms < 1e-6
+    else:
+        assert spread_over_atoms > 1e-2
+
+
 def test_pairwise_loss_is_invariant(positions):
     generator = torch.Generator().manual_seed(3)
     other = positions.roll(1, dims=0)

@@ -106,6 +106,30 @@ def test_a_checkpoint_with_the_old_name_of_the_hop_count_buffer_loads(aib9, tmp_
     torch.testing.assert_close(restored.decoder.hop_counts, model.decoder.hop_counts, rtol=0, atol=0)
 
 
+def test_a_format_5_checkpoint_loads_with_the_shared_latent_input_it_was_trained_with(aib9, tmp_path):
+    config = TrainConfig(model=tiny_model_config())
+    config.model.decoder.latent_input = "shared"
+    torch.manual_seed(0)
+    model = MODEL_CLASS(
+        config.model,
+        torch.from_numpy(aib9.topology.atomic_numbers),
+        torch.from_numpy(aib9.topology.bonds),
+        torch.from_numpy(aib9.coords[0]),
+    )
+    payload = model_payload(config, aib9.topology, model)
+    del payload["config"]["model"]["decoder"]["latent_input"]  # format 5 had no such setting
+    payload["format_version"] = 5
+    save_checkpoint(tmp_path / "format5.pt", payload)
+    restored = model_from_checkpoint(load_checkpoint(tmp_path / "format5.pt"))
+    assert restored.decoder.config.latent_input == "shared"
+    z = torch.randn(3, model.latent_dim)
+    torch.testing.assert_close(restored.decode(z), model.decode(z), rtol=0, atol=0)
+    payload["format_version"] = 4
+    save_checkpoint(tmp_path / "format4.pt", payload)
+    with pytest.raises(CheckpointError, match="format4.pt: written in checkpoint format 4"):
+        load_checkpoint(tmp_path / "format4.pt")
+
+
 def test_a_run_writes_its_folder(tiny_run):
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "loss_curves.png", "bond_lengths.png"):
         assert (tiny_run / name).is_file(), name

@@ -7,8 +7,10 @@ N atoms, so features are (B, N, H) and pair features (B, N, N, C), with C pair c
 fixed reference conformation (a buffer of the model, chosen from the training data), so it
 is deterministic for a given z. A small MLP first moves every atom by a displacement computed
 from z alone (the coarse shape: a helix of the other hand or an unfolded chain is several
-Angstrom away from the starting frame), then the EGNN layers, told z and the per-atom
-embeddings, refine the structure equivariantly. A generic 3D starting geometry matters: EGNN moves atoms
+Angstrom away from the starting frame), then the EGNN layers refine the structure
+equivariantly; each atom's starting features are its embeddings plus a linear map of z, by
+default a map of its own for each atom (``latent_input``), so that every atom reads from z
+what concerns it. A generic 3D starting geometry matters: EGNN moves atoms
 only along inter-atomic vectors, so a planar or linear start could never leave its plane
 or line, and identical start positions would never separate.
 
@@ -26,6 +28,8 @@ import torch
 from torch import nn
 
 from bond_vae.graph import hop_counts
+
+LATENT_INPUTS = ("atoms", "shared")
 
 
 @dataclass
@@ -59,6 +63,14 @@ class DecoderConfig:
     )
     coordinate_range: float = field(
         default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)"}
+    )
+    latent_input: str = field(
+        default="atoms",
+        metadata={
+            "help": "how z enters the atom features: atoms (a linear map of z of its own for each atom, so each "
+            "atom reads from z what concerns it) or shared (one map for all atoms, added to their embeddings)",
+            "choices": LATENT_INPUTS,
+        },
     )
     max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
 
@@ -179,6 +191,8 @@ class EGNNDecoder(nn.Module):
         reference_positions: torch.Tensor,
     ) -> None:
         super().__init__()
+        if config.latent_input not in LATENT_INPUTS:
+            raise ValueError(f"decoder latent input must be one of {LATENT_INPUTS}, got {config.latent_input!r}")
         self.config = config
         n_atoms = atomic_numbers.shape[0]
         hidden = config.hidden_channels
@@ -190,7 +204,7 @@ class EGNNDecoder(nn.Module):
         self.register_buffer("pair_mask", 1.0 - torch.eye(n_atoms))
         self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
-        self.latent_proj = nn.Linear(latent_dim, hidden)
+        self.latent_proj = nn.Linear(latent_dim, (n_atoms if config.latent_input == "atoms" else 1) * hidden)
         self.coarse_displacement = None
         if config.coarse_channels > 0:
             last = nn.Linear(config.coarse_channels, 3 * n_atoms)
@@ -219,7 +233,9 @@ class EGNNDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D) latent vectors -> (B, N, 3) centred coordinates in Angstrom."""
         atom_features = self.element_embedding(self.atomic_numbers) + self.atom_embedding.weight
-        h = atom_features.unsqueeze(0) + self.latent_proj(z).unsqueeze(1)
+        # (B, N, H) with a map per atom, (B, 1, H) shared by all atoms
+        latent_features = self.latent_proj(z).view(z.shape[0], -1, self.config.hidden_channels)
+        h = atom_features.unsqueeze(0) + latent_features
         x = self.reference_positions.expand(z.shape[0], -1, -1)
         if self.coarse_displacement is not None:
             x = x + self.coarse_displacement(z).view(z.shape[0], self.n_atoms, 3).float()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -161,9 +162,16 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``--precision`` (auto, bf16 or fp32) means bfloat16 autocast on ``device``: auto is
-    bf16 on CUDA and on CPUs with native bfloat16 arithmetic, fp32 elsewhere."""
+    bf16 on CUDA and on CPUs with native bfloat16 arithmetic, fp32 elsewhere. bf16 asked for on a
+    CPU without it is obeyed, with a warning on stderr: emulated, it is several times slower."""
     if precision == "auto":
         return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        print(
+            "warning: --precision bf16 on a CPU without native bfloat16 arithmetic (no AVX-512 BF16 or AMX): "
+            "PyTorch emulates it, about ten times slower than fp32 here (--precision auto chooses fp32)",
+            file=sys.stderr,
+        )
     return precision == "bf16"
 
 

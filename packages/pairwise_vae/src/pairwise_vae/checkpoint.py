@@ -34,8 +34,11 @@ from pairwise_vae.parity import ParityRule
 from pairwise_vae.train_config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
-CHECKPOINT_VERSION = 5  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
-# 4: first encoder layer without weights for its (zero) incoming vector features; 5: encoder readout per atom
+CHECKPOINT_VERSION = 6  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
+# 4: first encoder layer without weights for its (zero) incoming vector features; 5: encoder readout per atom;
+# 6: decoder latent input per atom
+# older formats still read, with the settings added since then at the values that give their model
+UPGRADES = {5: {"decoder": {"latent_input": "shared"}}}
 
 
 # state-dict keys renamed since format 2 was introduced: old name -> new name
@@ -152,7 +155,13 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             f"by pairwise_vae {payload.get('package_version')}; "
             f"this pairwise_vae {__version__} reads format {CHECKPOINT_VERSION} at most: upgrade pairwise_vae"
         )
-    if payload.get("format_version", 0) < CHECKPOINT_VERSION:
+    if payload.get("format_version", 0) in UPGRADES:
+        model_settings = payload.get("config", {}).get("model", {})
+        for section, settings in UPGRADES[payload["format_version"]].items():
+            if isinstance(model_settings.get(section), dict):
+                for name, value in settings.items():
+                    model_settings[section].setdefault(name, value)
+    elif payload.get("format_version", 0) < CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path}: written in checkpoint format {payload.get('format_version')} "
             f"by pairwise_vae {payload.get('package_version')}, "
