@@ -21,7 +21,7 @@ comma := ,
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both compare lint test bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both compare lint test test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -49,14 +49,22 @@ lint: setup  ## ruff: formatting and lint rules (configured in pyproject.toml)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 
-test: setup  ## the test suite (CPU): the workspace's tests, then each package's alone in its own environment (ARGS="..." runs pytest ARGS in .venv instead)
+test: setup  ## the test suite (CPU): the workspace's tests and each package's alone in its own environment, side by side (ARGS="..." runs pytest ARGS in .venv instead)
 ifeq ($(strip $(ARGS)),)
-	$(UV) run --frozen pytest --ignore=tests/bond_vae --ignore=tests/pairwise_vae
-	$(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
-	$(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-workspace test-bond test-pairwise
 else
 	$(UV) run --frozen pytest $(ARGS)
 endif
+
+# the three parts of `make test`, run side by side: most tests are small and use one core each
+test-workspace:
+	OMP_NUM_THREADS=1 $(UV) run --frozen pytest --ignore=tests/bond_vae --ignore=tests/pairwise_vae
+
+test-bond:
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
+
+test-pairwise:
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
