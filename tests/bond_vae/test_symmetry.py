@@ -7,6 +7,7 @@ import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
 from bond_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
+from bond_vae.graph import edge_index
 from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import chirality_loss, pair_distance_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
@@ -63,13 +64,13 @@ def test_first_encoder_layer_computes_what_the_general_layer_computes_on_zero_ve
     )
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(n_nodes, hidden, generator=generator, dtype=torch.float64)
-    edges = torch.randint(0, n_nodes, (2, n_edges), generator=generator)
+    graph = edge_index(torch.randint(0, n_nodes, (2, n_edges), generator=generator), n_nodes)
     distances = 1.0 + 3.0 * torch.rand(n_edges, generator=generator, dtype=torch.float64)
     edge_sh = torch.randn(n_edges, 3, generator=generator, dtype=torch.float64)
     edge_features = torch.randn(n_edges, hidden, generator=generator, dtype=torch.float64)
     zero_vectors = torch.zeros(n_nodes, 3, hidden, dtype=torch.float64)
-    dx, dvec, df = general(x, zero_vectors, edges, distances, edge_sh, edge_features)
-    first_dx, first_dvec, first_df = first(x, None, edges, distances, edge_sh, edge_features)
+    dx, dvec, df = general(x, zero_vectors, graph, distances, edge_sh, edge_features)
+    first_dx, first_dvec, first_df = first(x, None, graph, distances, edge_sh, edge_features)
     torch.testing.assert_close(first_dx, dx)
     torch.testing.assert_close(first_dvec, dvec)
     assert first_df is None and df.abs().max() == 0, "zero vectors give no edge update"

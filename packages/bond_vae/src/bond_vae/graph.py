@@ -8,6 +8,8 @@ Edges are directed pairs ``(source, target)``; messages flow from source to targ
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -58,6 +60,74 @@ def pairs_bonds_apart(bonds: np.ndarray, n_atoms: int, hops: int) -> np.ndarray:
     """
     apart = (hop_counts(bonds, n_atoms) == hops) & (hops < n_atoms)  # n_atoms marks "no path"
     return np.argwhere(np.triu(apart, k=1)).astype(np.int64)
+
+
+class EdgeIndex(NamedTuple):
+    """Directed edges of a graph, with each node's incoming and outgoing edges listed.
+
+    ``incoming[n]`` holds the indices of the edges whose target is node ``n`` and ``outgoing[n]``
+    those whose source is ``n``, each row padded with E (one past the last edge) to the largest
+    degree. With them a sum over a node's edges is a gather (``blocks.sum_into_targets``), which
+    compiled CPU code runs much faster than a scatter with atomic additions, in both directions.
+    """
+
+    source: torch.Tensor  # (E,) long
+    target: torch.Tensor  # (E,) long
+    incoming: torch.Tensor  # (n_nodes, largest in-degree) long, padded with E
+    outgoing: torch.Tensor  # (n_nodes, largest out-degree) long, padded with E
+
+
+def node_edge_table(nodes: torch.Tensor, n_nodes: int) -> torch.Tensor:
+    """The edges at each node, as rows of a table padded with E.
+
+    Args:
+        nodes: (E,) long, the node at one end of each edge (its source or its target).
+        n_nodes: number of nodes.
+
+    Returns:
+        (n_nodes, largest degree) long tensor: the indices of the edges at each node, in
+        increasing order, then E.
+    """
+    n_edges = nodes.numel()
+    order = torch.argsort(nodes, stable=True)
+    degree = torch.bincount(nodes, minlength=n_nodes)
+    first_slot = torch.cumsum(degree, dim=0) - degree
+    sorted_nodes = nodes[order]
+    slots = torch.arange(n_edges, device=nodes.device) - first_slot[sorted_nodes]
+    width = int(degree.max()) if n_edges else 0
+    table = torch.full((n_nodes, width), n_edges, dtype=torch.long, device=nodes.device)
+    table[sorted_nodes, slots] = order
+    return table
+
+
+def edge_index(edges: torch.Tensor, n_nodes: int) -> EdgeIndex:
+    """(2, E) source and target node indices -> their :class:`EdgeIndex` on ``n_nodes`` nodes."""
+    source, target = edges
+    return EdgeIndex(source, target, node_edge_table(target, n_nodes), node_edge_table(source, n_nodes))
+
+
+def repeat_edge_index(molecule: EdgeIndex, n_molecules: int, n_atoms: int) -> EdgeIndex:
+    """One molecule's graph repeated for each molecule of a batch: node ``b * n_atoms + i`` is
+    atom ``i`` of molecule ``b``, and edge ``b * E + e`` is edge ``e`` of molecule ``b``. Its
+    shapes depend on the batch size only, so compiled code does not recompile for new frames.
+    """
+    n_edges = molecule.source.numel()
+    molecules = torch.arange(n_molecules, device=molecule.source.device).view(-1, 1)
+
+    def repeat_nodes(nodes: torch.Tensor) -> torch.Tensor:
+        return (nodes.unsqueeze(0) + molecules * n_atoms).reshape(-1)
+
+    def repeat_table(table: torch.Tensor) -> torch.Tensor:
+        shifted = table.unsqueeze(0) + molecules.unsqueeze(-1) * n_edges
+        padded = torch.where(table == n_edges, n_molecules * n_edges, shifted)
+        return padded.reshape(n_molecules * n_atoms, table.shape[1])
+
+    return EdgeIndex(
+        repeat_nodes(molecule.source),
+        repeat_nodes(molecule.target),
+        repeat_table(molecule.incoming),
+        repeat_table(molecule.outgoing),
+    )
 
 
 def bond_edges(bonds: torch.Tensor, n_molecules: int, n_atoms: int) -> torch.Tensor:
@@ -128,3 +198,21 @@ def merge_edges(*edge_sets: torch.Tensor, n_nodes: int) -> torch.Tensor:
     edges = torch.cat(edge_sets, dim=1)
     keys = torch.unique(edges[1] * n_nodes + edges[0])
     return torch.stack([keys % n_nodes, keys // n_nodes])
+
+
+@torch.compiler.disable  # its size depends on the data; compiled code runs around it
+def bonds_and_radius_graph(bonds: torch.Tensor, positions: torch.Tensor, cutoff: float) -> EdgeIndex:
+    """Both directions of every covalent bond plus all pairs closer than ``cutoff``, per molecule.
+
+    Args:
+        bonds: (n_bonds, 2) atom indices of one molecule.
+        positions: (B, N, 3) coordinates in Angstrom.
+        cutoff: radius in Angstrom.
+
+    Returns:
+        The union of the two edge sets on the B * N flat nodes, sorted by target then source.
+    """
+    n_molecules, n_atoms, _ = positions.shape
+    n_nodes = n_molecules * n_atoms
+    edges = merge_edges(bond_edges(bonds, n_molecules, n_atoms), radius_edges(positions, cutoff), n_nodes=n_nodes)
+    return edge_index(edges, n_nodes)

@@ -1,4 +1,5 @@
-"""Generic building blocks of equivariant message passing: radial bases, cutoffs, norms and gates.
+"""Generic building blocks of equivariant message passing: gathers and sums over edges, radial
+bases, cutoffs, norms and gates.
 
 Nothing here knows about ViSNet's layers (``encoder.py``); these are the pieces such models
 share (as torchmd-net's ``models/utils.py`` and MACE's ``modules/blocks.py`` hold them).
@@ -13,24 +14,72 @@ import math
 import torch
 from torch import nn
 
+from pairwise_vae.graph import EdgeIndex
 
-def sum_into_targets(messages: torch.Tensor, target: torch.Tensor, n_nodes: int) -> torch.Tensor:
+
+def _sum_over_table(values: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Sum the rows of ``values`` listed in each row of ``table`` (entries equal to len(values)
+    add nothing), in at least float32: (E, ...) and (n, k) -> (n, ...)."""
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    padded = torch.cat([values.to(dtype), values.new_zeros((1, *values.shape[1:]), dtype=dtype)])
+    return padded[table].sum(dim=1)
+
+
+class _GatherNodes(torch.autograd.Function):
+    """``features[nodes]`` whose gradient sums over each node's edges with a gather, not a scatter."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, nodes: torch.Tensor, edges_at_node: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(edges_at_node)
+        ctx.features_dtype = features.dtype
+        return features[nodes]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (edges_at_node,) = ctx.saved_tensors
+        return _sum_over_table(grad, edges_at_node).to(ctx.features_dtype), None, None
+
+
+class _SumIntoNodes(torch.autograd.Function):
+    """Sum of edge messages at each node by a gather; its gradient is a gather too."""
+
+    @staticmethod
+    def forward(ctx, messages: torch.Tensor, edges_at_node: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(nodes)
+        ctx.messages_dtype = messages.dtype
+        return _sum_over_table(messages, edges_at_node)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (nodes,) = ctx.saved_tensors
+        return grad[nodes].to(ctx.messages_dtype), None, None
+
+
+def gather_sources(features: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
+    """(n_nodes, ...) node features -> (E, ...) the features of each edge's source node."""
+    return _GatherNodes.apply(features, graph.source, graph.outgoing)
+
+
+def gather_targets(features: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
+    """(n_nodes, ...) node features -> (E, ...) the features of each edge's target node."""
+    return _GatherNodes.apply(features, graph.target, graph.incoming)
+
+
+def sum_into_targets(messages: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
     """Sum edge messages into their target nodes, in at least float32 precision.
 
     Under autocast the messages may be bfloat16; they are summed in float32. Float64
-    messages stay float64.
+    messages stay float64. Forward and backward are gathers through the graph's tables
+    (see :class:`~pairwise_vae.graph.EdgeIndex`).
 
     Args:
         messages: (E, ...) per-edge features.
-        target: (E,) target node of each edge.
-        n_nodes: number of nodes.
+        graph: the edges, with each node's incoming edges.
 
     Returns:
         (n_nodes, ...) sums, float32 or float64.
     """
-    dtype = torch.promote_types(messages.dtype, torch.float32)
-    sums = messages.new_zeros((n_nodes, *messages.shape[1:]), dtype=dtype)
-    return sums.index_add_(0, target, messages.to(dtype))
+    return _SumIntoNodes.apply(messages, graph.incoming, graph.target)
 
 
 class CosineCutoff(nn.Module):

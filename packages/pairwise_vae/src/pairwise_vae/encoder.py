@@ -25,9 +25,11 @@ from pairwise_vae.blocks import (
     ExpNormalSmearing,
     GatedEquivariantBlock,
     VectorLayerNorm,
+    gather_sources,
+    gather_targets,
     sum_into_targets,
 )
-from pairwise_vae.graph import radius_edges
+from pairwise_vae.graph import EdgeIndex, radius_graph
 from pairwise_vae.utils import signed_volumes, torsion_quadruplets
 
 ENCODER_READOUTS = ("atoms", "mean")
@@ -81,15 +83,14 @@ class NeighborEmbedding(nn.Module):
         self,
         atomic_numbers: torch.Tensor,
         x: torch.Tensor,
-        edges: torch.Tensor,
+        graph: EdgeIndex,
         distances: torch.Tensor,
         rbf: torch.Tensor,
     ) -> torch.Tensor:
         """Return updated (n_nodes, H) scalar features."""
-        source, target = edges
         weights = self.distance_projection(rbf) * self.cutoff_fn(distances).unsqueeze(-1)
-        messages = weights * self.neighbor_embedding(atomic_numbers)[source]
-        aggregated = sum_into_targets(messages, target, x.shape[0])
+        messages = weights * gather_sources(self.neighbor_embedding(atomic_numbers), graph)
+        aggregated = sum_into_targets(messages, graph)
         return self.combine(torch.cat([x, aggregated], dim=-1))
 
 
@@ -100,10 +101,9 @@ class EdgeEmbedding(nn.Module):
         super().__init__()
         self.rbf_projection = nn.Linear(num_rbf, hidden_channels)
 
-    def forward(self, edges: torch.Tensor, rbf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, graph: EdgeIndex, rbf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Return (E, H) edge features."""
-        source, target = edges
-        return (x[source] + x[target]) * self.rbf_projection(rbf)
+        return (gather_sources(x, graph) + gather_targets(x, graph)) * self.rbf_projection(rbf)
 
 
 def rejection_dot(target_vec: torch.Tensor, source_vec: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -176,7 +176,7 @@ class ViSMPLayer(nn.Module):
         self,
         x: torch.Tensor,
         vec: torch.Tensor | None,
-        edges: torch.Tensor,
+        graph: EdgeIndex,
         distances: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_features: torch.Tensor,
@@ -187,7 +187,7 @@ class ViSMPLayer(nn.Module):
             x: (n_nodes, H) scalar features.
             vec: (n_nodes, S, H) vector features, S = (lmax + 1)^2 - 1; None (zero) for a layer
                 built without ``receives_vectors``.
-            edges: (2, E) source and target node indices.
+            graph: the E edges (source and target node indices, each node's edges).
             distances: (E,) edge lengths in Angstrom.
             edge_sh: (E, S) spherical harmonics of the unit vectors from target to source.
             edge_features: (E, H) edge features.
@@ -195,8 +195,7 @@ class ViSMPLayer(nn.Module):
         Returns:
             dx (n_nodes, H), dvec (n_nodes, S, H), and df (E, H), or None without ``update_edges``.
         """
-        source, target = edges
-        n_edges = edges.shape[1]
+        n_edges = graph.source.shape[0]
         x = self.layernorm(x)
         heads = (-1, self.num_heads, self.head_dim)
 
@@ -206,20 +205,24 @@ class ViSMPLayer(nn.Module):
         dk = self.act(self.dk_proj(edge_features)).view(heads)
         dv = self.act(self.dv_proj(edge_features)).view(heads)
 
-        attention = (q[target] * k[source] * dk).sum(dim=-1)
+        attention = (gather_targets(q, graph) * gather_sources(k, graph) * dk).sum(dim=-1)
         attention = self.act(attention) * self.cutoff_fn(distances).unsqueeze(-1)
-        scalar_messages = (v[source] * dv * attention.unsqueeze(-1)).reshape(n_edges, self.hidden_channels)
-        aggregated_x = sum_into_targets(scalar_messages, target, x.shape[0])
+        scalar_messages = (gather_sources(v, graph) * dv * attention.unsqueeze(-1)).reshape(
+            n_edges, self.hidden_channels
+        )
+        aggregated_x = sum_into_targets(scalar_messages, graph)
         gates = self.act(self.s_proj(scalar_messages))
         if not self.receives_vectors:
             vector_messages = gates.unsqueeze(1) * edge_sh.unsqueeze(-1)
-            return self.o_proj(aggregated_x), sum_into_targets(vector_messages, target, x.shape[0]), None
+            return self.o_proj(aggregated_x), sum_into_targets(vector_messages, graph), None
 
         vec = self.vec_layernorm(vec)
         vec1, vec2, vec3 = self.vec_proj(vec).split(self.hidden_channels, dim=-1)
         gate_vec, gate_dir = gates.split(self.hidden_channels, dim=-1)
-        vector_messages = vec[source] * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
-        aggregated_vec = sum_into_targets(vector_messages, target, x.shape[0])
+        vector_messages = gather_sources(vec, graph) * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(
+            1
+        ) * edge_sh.unsqueeze(-1)
+        aggregated_vec = sum_into_targets(vector_messages, graph)
 
         o1, o2, o3 = self.o_proj(aggregated_x).split(self.hidden_channels, dim=-1)
         dx = (vec1 * vec2).sum(dim=1) * o2 + o3
@@ -227,7 +230,9 @@ class ViSMPLayer(nn.Module):
         if not self.update_edges:
             return dx, dvec, None
 
-        w_dot = rejection_dot(self.w_trg_proj(vec)[target], self.w_src_proj(vec)[source], edge_sh)
+        w_dot = rejection_dot(
+            gather_targets(self.w_trg_proj(vec), graph), gather_sources(self.w_src_proj(vec), graph), edge_sh
+        )
         df = self.act(self.f_proj(edge_features)) * w_dot
         return dx, dvec, df
 
@@ -294,21 +299,20 @@ class ViSNetEncoderMSE(nn.Module):
             mu and log_var, each (B, latent_dim).
         """
         n_molecules, n_atoms, _ = positions.shape
-        edges = radius_edges(positions, self.config.cutoff)
-        source, target = edges
+        graph = radius_graph(positions, self.config.cutoff)
         flat_positions = positions.reshape(-1, 3)
         flat_numbers = atomic_numbers.repeat(n_molecules)
-        edge_vectors = flat_positions[source] - flat_positions[target]
+        edge_vectors = flat_positions[graph.source] - flat_positions[graph.target]
         distances = edge_vectors.norm(dim=-1)
         edge_sh = self.spherical_harmonics(edge_vectors)
         rbf = self.rbf(distances)
 
         x = self.embedding(flat_numbers)
-        x = self.neighbor_embedding(flat_numbers, x, edges, distances, rbf)
-        edge_features = self.edge_embedding(edges, rbf, x)
+        x = self.neighbor_embedding(flat_numbers, x, graph, distances, rbf)
+        edge_features = self.edge_embedding(graph, rbf, x)
         vec = None  # zero: the first layer is built without the terms that read it
         for layer in self.layers:
-            dx, dvec, df = layer(x, vec, edges, distances, edge_sh, edge_features)
+            dx, dvec, df = layer(x, vec, graph, distances, edge_sh, edge_features)
             x, vec = x + dx, dvec if vec is None else vec + dvec
             if df is not None:
                 edge_features = edge_features + df
