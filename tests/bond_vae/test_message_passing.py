@@ -1,5 +1,5 @@
 """Message passing through an EdgeIndex: each node's edge tables, and gathers and sums over edges
-that must equal plain indexing and index_add, values and gradients."""
+that must equal plain indexing and index_add, values and gradients, on either path."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def test_edge_tables_list_each_nodes_edges_then_padding():
         assert (table[6] == 30).all()
 
 
+@pytest.mark.parametrize("through_tables", [True, False], ids=["tables (compiled code)", "indexing (eager)"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gathers_and_sums_equal_indexing_and_index_add_with_gradients(dtype):
+def test_gathers_and_sums_equal_indexing_and_index_add_with_gradients(dtype, through_tables, monkeypatch):
+    monkeypatch.setattr("bond_vae.blocks.gathers_through_tables", lambda: through_tables)
     edges = random_edges(n_nodes=9, n_edges=40, seed=1)
     graph = edge_index(edges, n_nodes=9)
     generator = torch.Generator().manual_seed(2)

@@ -17,6 +17,13 @@ from torch import nn
 from bond_vae.graph import EdgeIndex
 
 
+def gathers_through_tables() -> bool:
+    """Whether sums over edges and their gradients run as gathers through the graph's tables:
+    in compiled code, where they replace scatters with atomic additions; eager code uses
+    ATen's indexing and ``index_add``, which are faster uncompiled. Both give the same sums."""
+    return torch.compiler.is_compiling()
+
+
 def _sum_over_table(values: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Sum the rows of ``values`` listed in each row of ``table`` (entries equal to len(values)
     add nothing), in at least float32: (E, ...) and (n, k) -> (n, ...)."""
@@ -57,11 +64,15 @@ class _SumIntoNodes(torch.autograd.Function):
 
 def gather_sources(features: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
     """(n_nodes, ...) node features -> (E, ...) the features of each edge's source node."""
+    if not gathers_through_tables():
+        return features[graph.source]
     return _GatherNodes.apply(features, graph.source, graph.outgoing)
 
 
 def gather_targets(features: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
     """(n_nodes, ...) node features -> (E, ...) the features of each edge's target node."""
+    if not gathers_through_tables():
+        return features[graph.target]
     return _GatherNodes.apply(features, graph.target, graph.incoming)
 
 
@@ -69,8 +80,8 @@ def sum_into_targets(messages: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
     """Sum edge messages into their target nodes, in at least float32 precision.
 
     Under autocast the messages may be bfloat16; they are summed in float32. Float64
-    messages stay float64. Forward and backward are gathers through the graph's tables
-    (see :class:`~bond_vae.graph.EdgeIndex`).
+    messages stay float64. In compiled code forward and backward are gathers through the
+    graph's tables (see :class:`~bond_vae.graph.EdgeIndex`).
 
     Args:
         messages: (E, ...) per-edge features.
@@ -79,6 +90,10 @@ def sum_into_targets(messages: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
     Returns:
         (n_nodes, ...) sums, float32 or float64.
     """
+    if not gathers_through_tables():
+        dtype = torch.promote_types(messages.dtype, torch.float32)
+        sums = messages.new_zeros((graph.incoming.shape[0], *messages.shape[1:]), dtype=dtype)
+        return sums.index_add_(0, graph.target, messages.to(dtype))
     return _SumIntoNodes.apply(messages, graph.incoming, graph.target)
 
 
