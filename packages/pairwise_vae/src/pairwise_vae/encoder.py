@@ -219,9 +219,8 @@ class ViSMPLayer(nn.Module):
         vec = self.vec_layernorm(vec)
         vec1, vec2, vec3 = self.vec_proj(vec).split(self.hidden_channels, dim=-1)
         gate_vec, gate_dir = gates.split(self.hidden_channels, dim=-1)
-        vector_messages = gather_sources(vec, graph) * gate_vec.unsqueeze(1) + gate_dir.unsqueeze(
-            1
-        ) * edge_sh.unsqueeze(-1)
+        gated_neighbours = gather_sources(vec, graph) * gate_vec.unsqueeze(1)
+        vector_messages = gated_neighbours + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
         aggregated_vec = sum_into_targets(vector_messages, graph)
 
         o1, o2, o3 = self.o_proj(aggregated_x).split(self.hidden_channels, dim=-1)
