@@ -24,10 +24,15 @@ def gathers_through_tables() -> bool:
     return torch.compiler.is_compiling()
 
 
+def _summation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sums over edges run in at least float32 (bfloat16 messages under autocast included)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _sum_over_table(values: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Sum the rows of ``values`` listed in each row of ``table`` (entries equal to len(values)
     add nothing), in at least float32: (E, ...) and (n, k) -> (n, ...)."""
-    dtype = torch.promote_types(values.dtype, torch.float32)
+    dtype = _summation_dtype(values.dtype)
     padded = torch.cat([values.to(dtype), values.new_zeros((1, *values.shape[1:]), dtype=dtype)])
     return padded[table].sum(dim=1)
 
@@ -91,7 +96,7 @@ def sum_into_targets(messages: torch.Tensor, graph: EdgeIndex) -> torch.Tensor:
         (n_nodes, ...) sums, float32 or float64.
     """
     if not gathers_through_tables():
-        dtype = torch.promote_types(messages.dtype, torch.float32)
+        dtype = _summation_dtype(messages.dtype)
         sums = messages.new_zeros((graph.incoming.shape[0], *messages.shape[1:]), dtype=dtype)
         return sums.index_add_(0, graph.target, messages.to(dtype))
     return _SumIntoNodes.apply(messages, graph.incoming, graph.target)
