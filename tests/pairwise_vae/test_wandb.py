@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import wandb
 from pairwise_helpers import run_main, tiny_run_flags
 from pairwise_vae.run_log import RunLog
 
@@ -15,7 +16,9 @@ def test_an_offline_run_holds_the_images_molecules_and_summary(tiny_npz, tmp_pat
     assert {"loss", "bond", "ramachandran", "free", "structures"} <= images, images
     molecules = list(offline.rglob("media/molecule/**/*.pdb"))
     assert len(molecules) == 4 and all("HETATM" in path.read_text() for path in molecules)
-    # an offline run keeps its config and summary in its binary log until 'wandb sync'
+    # an offline run keeps its config and summary in its binary log until 'wandb sync'; W&B's service
+    # process writes that log after finish() returns, and teardown waits for it (as exiting the command does)
+    wandb.teardown()
     log = next(offline.glob("*.wandb")).read_bytes()
     for key in (b"best/kabsch_rmsd", b"best_validation_loss", b"exit_code", b"log_checkpoints", b"batch_size"):
         assert key in log, key
