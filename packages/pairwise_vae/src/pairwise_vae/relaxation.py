@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from pairwise_vae.graph import hop_counts
 from pairwise_vae.inference import run_split
 from pairwise_vae.model import STERIC_MIN_BONDS_APART, MolecularVAEMSE
+from pairwise_vae.utils import bond_lengths
 
 RESTRAINT = 0.01  # k, per Angstrom^2 of displacement: weak next to a bond term of weight 1
 RELAX_HELP = (
@@ -53,11 +54,12 @@ class RelaxationTargets:
 
 
 def relaxation_targets(train_frames: np.ndarray, bonds: np.ndarray, steric_distance: float) -> RelaxationTargets:
-    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths."""
+    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths (CPU, float64, as
+    :func:`relax` computes)."""
     bonds = np.asarray(bonds, dtype=np.int64)
     frames = torch.from_numpy(np.asarray(train_frames, dtype=np.float64))
     index = torch.from_numpy(bonds)
-    lengths = (frames[:, index[:, 0]] - frames[:, index[:, 1]]).norm(dim=-1).mean(dim=0)
+    lengths = bond_lengths(frames, index).mean(dim=0)
     far = np.argwhere(np.triu(hop_counts(bonds, frames.shape[1]) >= STERIC_MIN_BONDS_APART, k=1))
     return RelaxationTargets(index, lengths, torch.from_numpy(far), steric_distance)
 
@@ -73,11 +75,10 @@ def run_relaxation_targets(
 
 def relaxation_energy(positions: torch.Tensor, start: torch.Tensor, targets: RelaxationTargets) -> torch.Tensor:
     """E summed over a batch: (B, N, 3) positions and their (B, N, 3) decoded start -> scalar, Angstrom^2."""
-    bonds, far = targets.bonds, targets.far_pairs
-    bond_lengths = (positions[:, bonds[:, 0]] - positions[:, bonds[:, 1]]).norm(dim=-1)
+    far = targets.far_pairs
     far_distances = (positions[:, far[:, 0]] - positions[:, far[:, 1]]).norm(dim=-1)
     return (
-        (bond_lengths - targets.bond_lengths).pow(2).sum()
+        (bond_lengths(positions, targets.bonds) - targets.bond_lengths).pow(2).sum()
         + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum()
         + RESTRAINT * (positions - start).pow(2).sum()
     )
@@ -105,9 +106,6 @@ def relax(coords: np.ndarray, targets: RelaxationTargets, iterations: int, batch
 
     Each batch takes at most ``iterations`` L-BFGS iterations (:func:`relax_batch`), in float64 on the CPU.
     """
-    targets = RelaxationTargets(
-        targets.bonds.cpu(), targets.bond_lengths.double().cpu(), targets.far_pairs.cpu(), targets.steric_distance
-    )
     batches = [coords[start : start + batch_size] for start in range(0, len(coords), batch_size)]
     relaxed = [
         relax_batch(torch.from_numpy(np.asarray(batch, dtype=np.float64)), targets, iterations).float()
