@@ -66,6 +66,7 @@ class Measurement:
     compiled: bool
     bf16: bool
     pair_channels: int
+    vector_channels: int
     device: str
     batch_size: int
     parameters: int
@@ -78,10 +79,14 @@ class Measurement:
 
 
 def build_model(
-    package: str, setting: dict | None, pair_channels: int | None, device: torch.device
+    package: str,
+    setting: dict | None,
+    pair_channels: int | None,
+    device: torch.device,
+    vector_channels: int | None = None,
 ) -> tuple[torch.nn.Module, torch.Tensor, int]:
-    """The package's model at a setting (None: its defaults) and decoder pair channels (None: the
-    package's default), and a data tensor on ``device``."""
+    """The package's model at a setting (None: its defaults), decoder pair channels and encoder
+    vector channels (None: the package's default), and a data tensor on ``device``."""
     data_module = importlib.import_module(f"{package}.data")
     model_module = importlib.import_module(f"{package}.model")
     dataset = data_module.load_dataset(None)
@@ -96,6 +101,8 @@ def build_model(
         batch_size = setting["batch_size"]
     if pair_channels is not None:
         config.decoder.pair_channels = pair_channels
+    if vector_channels is not None:
+        config.encoder.vector_channels = vector_channels
     coords = torch.from_numpy(dataset.coords)
     model = getattr(model_module, PACKAGES[package])(
         config,
@@ -154,6 +161,7 @@ def measure(
     pair_channels: int | None,
     batch_size: int | None,
     source: str | None,
+    vector_channels: int | None = None,
 ) -> Measurement:
     """One package at one setting, in the current process (importing it from ``source`` if given)."""
     if source is not None:
@@ -161,7 +169,7 @@ def measure(
     device = torch.device(device_name)
     setting = {"default": None, "reference": REFERENCE_SETTINGS[package], "tiny": TINY_SETTINGS}[setting_name]
     torch.manual_seed(0)
-    model, coords, setting_batch_size = build_model(package, setting, pair_channels, device)
+    model, coords, setting_batch_size = build_model(package, setting, pair_channels, device, vector_channels)
     batch_size = batch_size or setting_batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     eager_forward = model.forward
@@ -227,6 +235,7 @@ def measure(
         compiled=compile_model,
         bf16=amp,
         pair_channels=model.decoder.layers[0].source_proj.out_features,
+        vector_channels=model.encoder.vec_out_norm.weight.numel(),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
         batch_size=batch_size,
         parameters=sum(p.numel() for p in model.parameters()),
@@ -310,9 +319,9 @@ def format_comparison(rows: list[Measurement], original: list[dict]) -> str:
 
 def format_table(rows: list[Measurement]) -> str:
     header = (
-        f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'pair':>4} {'batch':>5} {'params':>10} "
-        f"{'train mol/s':>12} {'sample conf/s':>14} {'sample/train':>12} {'peak MiB':>9} {'GFLOP/mol':>10} "
-        f"{'MFU':>6}  device"
+        f"{'package':<13} {'setting':<10} {'compiled':<8} {'bf16':<4} {'pair':>4} {'vec':>4} {'batch':>5} "
+        f"{'params':>10} {'train mol/s':>12} {'sample conf/s':>14} {'sample/train':>12} {'peak MiB':>9} "
+        f"{'GFLOP/mol':>10} {'MFU':>6}  device"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -320,7 +329,8 @@ def format_table(rows: list[Measurement]) -> str:
         mfu = f"{100 * r.mfu:5.1f}%" if r.mfu is not None else f"{'-':>6}"
         lines.append(
             f"{r.package:<13} {r.setting:<10} {'yes' if r.compiled else 'no':<8} {'yes' if r.bf16 else 'no':<4} "
-            f"{r.pair_channels:>4} {r.batch_size:>5} {r.parameters:>10,} {r.train_molecules_per_s:>12.1f} "
+            f"{r.pair_channels:>4} {r.vector_channels:>4} {r.batch_size:>5} {r.parameters:>10,} "
+            f"{r.train_molecules_per_s:>12.1f} "
             f"{r.sample_conformations_per_s:>14.1f} {r.sample_conformations_per_s / r.train_molecules_per_s:>11.1f}x "
             f"{r.peak_memory_mib:>9.0f} {flops} {mfu}  {r.device}"
         )
@@ -360,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
         "--pair-channels",
         type=int,
         help="the decoder's pair channels at every setting (default: each package's default, as the node channels)",
+    )
+    parser.add_argument(
+        "--vector-channels",
+        type=int,
+        help="the encoder's vector channels at every setting (default: each package's default, as the scalar channels)",
     )
     parser.add_argument(
         "--batch-size",
@@ -404,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             args.pair_channels,
             batch_size,
             args.source,
+            args.vector_channels,
         )
         for p in args.packages
         for s in args.settings

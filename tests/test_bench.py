@@ -58,6 +58,7 @@ def test_the_comparison_with_the_original_takes_its_best_batch_and_gives_the_rat
         compiled=True,
         bf16=False,
         pair_channels=256,
+        vector_channels=256,
         device="CPU",
         batch_size=256,
         parameters=1,

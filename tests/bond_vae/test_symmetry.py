@@ -203,3 +203,35 @@ def test_atom_readout_tells_which_end_of_a_chain_a_kink_is_at(readout, graph):
         torch.testing.assert_close(log_var_reversed, log_var)
     else:
         assert (mu_reversed - mu).abs().max() > 1e-6  # the mean readout agrees to ~1e-15
+
+
+@pytest.mark.parametrize("graph", ["bonds", "bonds+radius"])
+def test_narrow_vector_channels_keep_the_encoder_invariant(aib9, positions, graph):
+    """Fewer vector than scalar channels (--encoder-vector-channels): fewer weights, the same
+    symmetry; the default (as many as scalar channels) keeps the weights of earlier checkpoints."""
+    torch.manual_seed(0)
+    numbers, bond_list = torch.from_numpy(aib9.topology.atomic_numbers), torch.from_numpy(aib9.topology.bonds)
+    configs = {
+        channels: EncoderConfig(
+            hidden_channels=16, vector_channels=channels, num_layers=3, num_heads=2, num_rbf=8, lmax=2, graph=graph
+        )
+        for channels in (None, 16, 4)
+    }
+    encoders = {
+        channels: ViSNetEncoder(config, latent_dim=4, bonds=bond_list, n_atoms=len(numbers)).double()
+        for channels, config in configs.items()
+    }
+    shapes = {channels: {k: v.shape for k, v in e.state_dict().items()} for channels, e in encoders.items()}
+    assert shapes[None] == shapes[16]
+    layer_weights = {channels: sum(p.numel() for p in e.layers.parameters()) for channels, e in encoders.items()}
+    assert layer_weights[4] < 0.7 * layer_weights[16]
+    narrow = encoders[4]
+    generator = torch.Generator().manual_seed(4)
+    for reflect in (False, True):
+        rotation = random_orthogonal(reflect, generator)
+        shift = 10.0 * torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
+        mu, log_var = narrow(numbers, positions)
+        mu_moved, log_var_moved = narrow(numbers, positions @ rotation.T + shift)
+        torch.testing.assert_close(mu_moved, mu, atol=1e-9, rtol=1e-7)
+        torch.testing.assert_close(log_var_moved, log_var, atol=1e-9, rtol=1e-7)
+    assert not torch.allclose(mu[0], mu[1]), "different conformations should encode differently"

@@ -106,6 +106,7 @@ def bad_inputs(tmp_path, aib9):
         ("validation fraction", ["--validation-fraction", "1.5"], "--validation-fraction"),
         ("latent dimension", ["--latent-dim", "0"], "--latent-dim"),
         ("pair channels", ["--decoder-pair-channels", "0"], "--decoder-pair-channels must be at least 1"),
+        ("vector channels", ["--encoder-vector-channels", "0"], "--encoder-vector-channels must be at least 1"),
         ("negative loss weight", ["--steric-weight", "-1"], "--steric-weight must be non-negative"),
         ("steric distance", ["--steric-distance", "0"], "--steric-distance must be positive"),
         ("heads do not divide channels", ["--encoder-hidden-channels", "30", "--encoder-num-heads", "4"], "divisible"),

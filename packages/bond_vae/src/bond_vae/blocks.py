@@ -155,27 +155,37 @@ class GatedEquivariantBlock(nn.Module):
     """Gated equivariant block (Schuett et al. 2021): mixes vector norms into scalars and
     gates the vectors with scalars.
 
-    With ``scalar_only`` (the last block of a readout) it returns only the scalars, and has no
-    weights that would produce the unused vectors.
+    Vector channels default to the scalar channels (in and out). With ``scalar_only`` (the last
+    block of a readout) it returns only the scalars, and has no weights that would produce the
+    unused vectors.
     """
 
-    def __init__(self, hidden_channels: int, out_channels: int, scalar_only: bool = False) -> None:
+    def __init__(
+        self,
+        hidden_channels: int,
+        out_channels: int,
+        vector_channels: int | None = None,
+        out_vector_channels: int | None = None,
+        scalar_only: bool = False,
+    ) -> None:
         super().__init__()
+        vector_channels = vector_channels or hidden_channels
         self.out_channels = out_channels
-        self.vec1_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
-        self.vec2_proj = None if scalar_only else nn.Linear(hidden_channels, out_channels, bias=False)
+        self.out_vector_channels = out_vector_channels or out_channels
+        self.vec1_proj = nn.Linear(vector_channels, vector_channels, bias=False)
+        self.vec2_proj = None if scalar_only else nn.Linear(vector_channels, self.out_vector_channels, bias=False)
         self.update_net = nn.Sequential(
-            nn.Linear(2 * hidden_channels, hidden_channels),
+            nn.Linear(hidden_channels + vector_channels, hidden_channels),
             nn.SiLU(),
-            nn.Linear(hidden_channels, out_channels if scalar_only else 2 * out_channels),
+            nn.Linear(hidden_channels, out_channels + (0 if scalar_only else self.out_vector_channels)),
         )
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(n_nodes, H) scalars and (n_nodes, S, H) vectors -> (n_nodes, out) scalars and
-        (n_nodes, S, out) vectors (None when ``scalar_only``)."""
+        """(n_nodes, H) scalars and (n_nodes, S, V) vectors -> (n_nodes, out) scalars and
+        (n_nodes, S, out_vector) vectors (None when ``scalar_only``)."""
         vec_norm = (self.vec1_proj(vec).pow(2).sum(dim=1) + 1e-8).sqrt()
         update = self.update_net(torch.cat([x, vec_norm], dim=-1))
         if self.vec2_proj is None:
             return update, None
-        scalars, gates = update.split(self.out_channels, dim=-1)
+        scalars, gates = update.split([self.out_channels, self.out_vector_channels], dim=-1)
         return scalars, gates.unsqueeze(1) * self.vec2_proj(vec)

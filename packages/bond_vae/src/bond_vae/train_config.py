@@ -161,8 +161,12 @@ class TrainConfig:
             raise ConfigError("--angle-weight, --torsion-weight and --steric-weight must be non-negative")
         if self.model.steric_distance <= 0:
             raise ConfigError(f"--steric-distance must be positive, got {self.model.steric_distance:g}")
-        if self.model.decoder.pair_channels is not None and self.model.decoder.pair_channels < 1:
-            raise ConfigError(f"--decoder-pair-channels must be at least 1, got {self.model.decoder.pair_channels}")
+        for flag, channels in (
+            ("--decoder-pair-channels", self.model.decoder.pair_channels),
+            ("--encoder-vector-channels", self.model.encoder.vector_channels),
+        ):
+            if channels is not None and channels < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {channels}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes:g}")
         if self.max_frames is not None and self.max_frames < 2:

@@ -41,7 +41,15 @@ LOG_VAR_INIT_WEIGHT_SCALE = 0.1
 class EncoderConfig:
     """Encoder: ViSNet on the radius graph (lengths in Angstrom)"""
 
-    hidden_channels: int = field(default=64, metadata={"help": "scalar and vector channels"})
+    hidden_channels: int = field(default=64, metadata={"help": "scalar channels (and vector channels, by default)"})
+    vector_channels: int | None = field(
+        default=None,
+        metadata={
+            "help": "vector channels (each a copy of the spherical harmonics of degree 1..lmax); fewer than the "
+            "scalar channels make the encoder cheaper (the vector terms are about half its work); "
+            "none: as --encoder-hidden-channels"
+        },
+    )
     num_layers: int = field(default=4, metadata={"help": "ViS-MP layers"})
     num_heads: int = field(default=8, metadata={"help": "attention heads (must divide the channels)"})
     num_rbf: int = field(default=32, metadata={"help": "exp-normal radial basis functions"})
@@ -126,6 +134,11 @@ def rejection_dot(target_vec: torch.Tensor, source_vec: torch.Tensor, direction:
     return (target_vec * source_vec).sum(dim=1) - along_target * along_source
 
 
+def widening(in_channels: int, out_channels: int) -> nn.Module:
+    """A linear map from fewer channels to more (no bias), or the identity where they are equal."""
+    return nn.Identity() if in_channels == out_channels else nn.Linear(in_channels, out_channels, bias=False)
+
+
 class ViSMPLayer(nn.Module):
     """One vector-scalar interactive message-passing layer.
 
@@ -140,7 +153,13 @@ class ViSMPLayer(nn.Module):
     """
 
     def __init__(
-        self, hidden_channels: int, num_heads: int, cutoff: float, receives_vectors: bool, update_edges: bool
+        self,
+        hidden_channels: int,
+        num_heads: int,
+        cutoff: float,
+        receives_vectors: bool,
+        update_edges: bool,
+        vector_channels: int | None = None,
     ) -> None:
         super().__init__()
         if hidden_channels % num_heads:
@@ -148,6 +167,7 @@ class ViSMPLayer(nn.Module):
         if update_edges and not receives_vectors:
             raise ValueError("a layer without incoming vector features has no edge update (it would be zero)")
         self.hidden_channels = hidden_channels
+        self.vector_channels = vector = vector_channels or hidden_channels
         self.num_heads = num_heads
         self.head_dim = hidden_channels // num_heads
         self.receives_vectors = receives_vectors
@@ -161,16 +181,19 @@ class ViSMPLayer(nn.Module):
         self.dk_proj = nn.Linear(hidden_channels, hidden_channels)
         self.dv_proj = nn.Linear(hidden_channels, hidden_channels)
         # gates of the neighbour vectors and of the edge direction; without vectors, the latter only
-        self.s_proj = nn.Linear(hidden_channels, (2 if receives_vectors else 1) * hidden_channels)
+        self.s_proj = nn.Linear(hidden_channels, (2 if receives_vectors else 1) * vector)
         # o1 (gate of vec3), o2 (weight of <vec1, vec2>), o3; without vectors, o3 only
-        self.o_proj = nn.Linear(hidden_channels, (3 if receives_vectors else 1) * hidden_channels)
+        self.o_proj = nn.Linear(hidden_channels, (2 * vector if receives_vectors else 0) + hidden_channels)
         if receives_vectors:
-            self.vec_layernorm = VectorLayerNorm(hidden_channels)
-            self.vec_proj = nn.Linear(hidden_channels, 3 * hidden_channels, bias=False)
+            self.vec_layernorm = VectorLayerNorm(vector)
+            self.vec_proj = nn.Linear(vector, 3 * vector, bias=False)
+            # vector inner products (V channels) into scalar increments (H); none when V = H
+            self.dot_to_scalar = widening(vector, hidden_channels)
         if update_edges:
-            self.f_proj = nn.Linear(hidden_channels, hidden_channels)
-            self.w_src_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
-            self.w_trg_proj = nn.Linear(hidden_channels, hidden_channels, bias=False)
+            self.f_proj = nn.Linear(hidden_channels, vector)
+            self.w_src_proj = nn.Linear(vector, vector, bias=False)
+            self.w_trg_proj = nn.Linear(vector, vector, bias=False)
+            self.dot_to_edge = widening(vector, hidden_channels)
 
     def forward(
         self,
@@ -185,7 +208,7 @@ class ViSMPLayer(nn.Module):
 
         Args:
             x: (n_nodes, H) scalar features.
-            vec: (n_nodes, S, H) vector features, S = (lmax + 1)^2 - 1; None (zero) for a layer
+            vec: (n_nodes, S, V) vector features, S = (lmax + 1)^2 - 1; None (zero) for a layer
                 built without ``receives_vectors``.
             graph: the E edges (source and target node indices, each node's edges).
             distances: (E,) edge lengths in Angstrom.
@@ -193,7 +216,7 @@ class ViSMPLayer(nn.Module):
             edge_features: (E, H) edge features.
 
         Returns:
-            dx (n_nodes, H), dvec (n_nodes, S, H), and df (E, H), or None without ``update_edges``.
+            dx (n_nodes, H), dvec (n_nodes, S, V), and df (E, H), or None without ``update_edges``.
         """
         n_edges = graph.source.shape[0]
         x = self.layernorm(x)
@@ -217,14 +240,16 @@ class ViSMPLayer(nn.Module):
             return self.o_proj(aggregated_x), sum_into_targets(vector_messages, graph), None
 
         vec = self.vec_layernorm(vec)
-        vec1, vec2, vec3 = self.vec_proj(vec).split(self.hidden_channels, dim=-1)
-        gate_vec, gate_dir = gates.split(self.hidden_channels, dim=-1)
+        vec1, vec2, vec3 = self.vec_proj(vec).split(self.vector_channels, dim=-1)
+        gate_vec, gate_dir = gates.split(self.vector_channels, dim=-1)
         gated_neighbours = gather_sources(vec, graph) * gate_vec.unsqueeze(1)
         vector_messages = gated_neighbours + gate_dir.unsqueeze(1) * edge_sh.unsqueeze(-1)
         aggregated_vec = sum_into_targets(vector_messages, graph)
 
-        o1, o2, o3 = self.o_proj(aggregated_x).split(self.hidden_channels, dim=-1)
-        dx = (vec1 * vec2).sum(dim=1) * o2 + o3
+        o1, o2, o3 = self.o_proj(aggregated_x).split(
+            [self.vector_channels, self.vector_channels, self.hidden_channels], dim=-1
+        )
+        dx = self.dot_to_scalar((vec1 * vec2).sum(dim=1) * o2) + o3
         dvec = vec3 * o1.unsqueeze(1) + aggregated_vec
         if not self.update_edges:
             return dx, dvec, None
@@ -232,7 +257,7 @@ class ViSMPLayer(nn.Module):
         w_dot = rejection_dot(
             gather_targets(self.w_trg_proj(vec), graph), gather_sources(self.w_src_proj(vec), graph), edge_sh
         )
-        df = self.act(self.f_proj(edge_features)) * w_dot
+        df = self.dot_to_edge(self.act(self.f_proj(edge_features)) * w_dot)
         return dx, dvec, df
 
 
@@ -256,6 +281,7 @@ class ViSNetEncoderMSE(nn.Module):
             raise ValueError(f"encoder readout must be one of {ENCODER_READOUTS}, got {config.readout!r}")
         self.config = config
         hidden = config.hidden_channels
+        vector = config.vector_channels or hidden
         self.register_buffer(
             "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
         )
@@ -272,13 +298,14 @@ class ViSNetEncoderMSE(nn.Module):
                 config.cutoff,
                 receives_vectors=i > 0,
                 update_edges=0 < i < config.num_layers - 1,
+                vector_channels=vector,
             )
             for i in range(config.num_layers)
         )
         self.out_norm = nn.LayerNorm(hidden)
-        self.vec_out_norm = VectorLayerNorm(hidden)
-        self.output_block = GatedEquivariantBlock(hidden, hidden // 2)
-        self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, scalar_only=True)
+        self.vec_out_norm = VectorLayerNorm(vector)
+        self.output_block = GatedEquivariantBlock(hidden, hidden // 2, vector, max(vector // 2, 1))
+        self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, max(vector // 2, 1), scalar_only=True)
         self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
         self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
