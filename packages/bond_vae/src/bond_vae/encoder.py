@@ -3,7 +3,9 @@
 Vector-scalar interactive message passing (ViS-MP) after Wang et al., "Enhancing geometric
 representations for molecules with equivariant vector-scalar interactive message passing",
 Nat. Commun. 15, 313 (2024). Each atom carries scalar features ``x`` (H channels) and vector
-features ``vec`` (one copy of the real spherical harmonics of degree 1..lmax per channel).
+features ``vec`` (V channels, each a copy of the real spherical harmonics of degree 1..lmax;
+V = H as in the paper unless ``vector_channels`` sets fewer, whose inner products then reach
+the H scalar channels through a linear widening).
 The runtime geometry terms of the paper enter as the inner products ``<vec1, vec2>`` of an
 atom's own vectors (angular information) and of vectors rejected from the bond direction on
 both ends of an edge (dihedral information). All outputs are built from inner products, so
