@@ -107,6 +107,7 @@ def bad_inputs(tmp_path, aib9):
         ("latent dimension", ["--latent-dim", "0"], "--latent-dim"),
         ("pair channels", ["--decoder-pair-channels", "0"], "--decoder-pair-channels must be at least 1"),
         ("vector channels", ["--encoder-vector-channels", "0"], "--encoder-vector-channels must be at least 1"),
+        ("free bits", ["--free-bits", "-1"], "--free-bits must be non-negative"),
         ("heads do not divide channels", ["--encoder-hidden-channels", "30", "--encoder-num-heads", "4"], "divisible"),
         ("missing file", ["--data", str(tmp_path / "nope.npz")], "nope.npz: file not found"),
         ("empty file", ["--data", str(empty)], "file is empty"),

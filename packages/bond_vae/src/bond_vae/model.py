@@ -2,7 +2,8 @@
 
 Loss = mean squared error of the covalent bond lengths of the reconstruction against the
 input (Angstrom^2) + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
-dimensions and averaged over molecules. Both terms are invariant under rotations,
+dimensions and averaged over molecules (with ``free_bits`` F > 0, each dimension's
+batch-mean KL is charged as max(F, KL_i)). Both terms are invariant under rotations,
 translations and reflections of the input.
 
 Bond lengths alone barely vary between conformations: that loss is minimised by a
@@ -66,6 +67,15 @@ class ModelConfig:
             "contacts and E(3)-invariant; 0: off"
         },
     )
+    free_bits: float = field(
+        default=0.0,
+        metadata={
+            "help": "nats per latent dimension that the KL term does not charge (free bits, Kingma et al. 2016): "
+            "the loss charges sum_i max(F, KL_i), KL_i the batch-mean KL of dimension i, so the encoder may put up "
+            "to F nats into each dimension at no cost; against the bond loss's collapse (see the README); "
+            "0: the plain KL. Metrics always report the plain KL"
+        },
+    )
     steric_distance: float = field(
         default=2.6,
         metadata={
@@ -100,9 +110,21 @@ class LossTerms:
 STERIC_MIN_BONDS_APART = 4  # the clash criterion of the evaluation report
 
 
+def kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) of each latent dimension: (B, D) -> (B, D) in nats."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
+
+
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(log_var)) || N(0, I)) per molecule: (B, D) -> (B,) in nats."""
-    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
+    return kl_per_dimension(mu, log_var).sum(dim=-1)
+
+
+def free_bits_kl(mu: torch.Tensor, log_var: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL a loss with free bits charges (nats per molecule): sum over latent dimensions of
+    max(free_bits, the batch-mean KL of the dimension), for (B, D) posterior parameters. Below
+    ``free_bits`` a dimension's KL has no gradient."""
+    return kl_per_dimension(mu, log_var).mean(dim=0).clamp_min(free_bits).sum()
 
 
 def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -265,7 +287,8 @@ class MolecularVAE(nn.Module):
         )
         if self.config.steric_weight > 0:
             steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
-        total = reconstruction_loss + beta * kl + self.config.chirality_weight * chirality
+        charged_kl = free_bits_kl(mu, log_var, self.config.free_bits) if self.config.free_bits > 0 else kl
+        total = reconstruction_loss + beta * charged_kl + self.config.chirality_weight * chirality
         weighted = (
             (self.config.angle_weight, angle),
             (self.config.torsion_weight, torsion),

@@ -159,6 +159,8 @@ class TrainConfig:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
         if min(self.model.angle_weight, self.model.torsion_weight, self.model.steric_weight) < 0:
             raise ConfigError("--angle-weight, --torsion-weight and --steric-weight must be non-negative")
+        if self.model.free_bits < 0:
+            raise ConfigError(f"--free-bits must be non-negative, got {self.model.free_bits:g}")
         if self.model.steric_distance <= 0:
             raise ConfigError(f"--steric-distance must be positive, got {self.model.steric_distance:g}")
         for flag, channels in (
