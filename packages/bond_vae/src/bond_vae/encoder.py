@@ -144,7 +144,8 @@ def rejection_dot(target_vec: torch.Tensor, source_vec: torch.Tensor, direction:
 
 
 def widening(in_channels: int, out_channels: int) -> nn.Module:
-    """A linear map from fewer channels to more (no bias), or the identity where they are equal."""
+    """A linear map (no bias) from the vector channels to the scalar or edge channels, or the identity
+    where their numbers are equal."""
     return nn.Identity() if in_channels == out_channels else nn.Linear(in_channels, out_channels, bias=False)
 
 
