@@ -35,6 +35,15 @@ class ModelConfig:
     """Model: latent space"""
 
     latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
+    free_bits: float = field(
+        default=0.0,
+        metadata={
+            "help": "nats per latent dimension that the KL term does not charge (free bits, Kingma et al. 2016): "
+            "the loss charges sum_i max(F, KL_i), KL_i the batch-mean KL of dimension i, so the encoder may put up "
+            "to F nats into each dimension at no cost; against the bond loss's collapse (see the README); "
+            "0: the plain KL. Metrics always report the plain KL"
+        },
+    )
     chirality_weight: float = field(
         default=0.0,
         metadata={
@@ -65,15 +74,6 @@ class ModelConfig:
             "between atoms at least 4 bonds apart, summed over the pairs of a molecule (Angstrom^2). Bonded terms "
             "do not see atoms far apart along the chain; this term is zero for any conformation without such "
             "contacts and E(3)-invariant; 0: off"
-        },
-    )
-    free_bits: float = field(
-        default=0.0,
-        metadata={
-            "help": "nats per latent dimension that the KL term does not charge (free bits, Kingma et al. 2016): "
-            "the loss charges sum_i max(F, KL_i), KL_i the batch-mean KL of dimension i, so the encoder may put up "
-            "to F nats into each dimension at no cost; against the bond loss's collapse (see the README); "
-            "0: the plain KL. Metrics always report the plain KL"
         },
     )
     steric_distance: float = field(
