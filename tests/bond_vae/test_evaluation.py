@@ -58,6 +58,19 @@ def test_mirrored_helix_is_flagged_by_handedness_but_not_by_distance_metrics(aib
     assert report["samples"]["ramachandran_js_distance"]["mean"] > 0.9
 
 
+def test_reconstruction_error_is_broken_down_by_the_reference_frames_helix_class(aib9):
+    helices = aib9.coords[:1500][::150].astype(np.float64)  # replica 0: right-handed helices
+    mixed = aib9.coords[6000:7500][::150].astype(np.float64)  # replica 4: right-handed N-half, left-handed C-half
+    reference = np.concatenate([helices, mixed])
+    rebuilt_as_helices = np.concatenate([helices, helices])  # the mixed frames come back helical
+    reconstruction = compare_ensembles(reference, rebuilt_as_helices, reference, aib9.topology)["reconstruction"]
+    by_class = reconstruction["kabsch_rmsd_by_reference_class"]
+    assert list(by_class) == ["right", "left", "mixed"]
+    assert by_class["right"] < 1e-6 and by_class["left"] is None and by_class["mixed"] > 1.0
+    assert math.isclose(reconstruction["kabsch_rmsd"], by_class["mixed"] / 2, rel_tol=1e-6)
+    assert 0.0 < reconstruction["kabsch_rmsd_median"] <= reconstruction["kabsch_rmsd"]
+
+
 def test_clash_fraction_counts_frames_with_close_distant_atoms(aib9):
     coords = aib9.coords[:4].astype(np.float64).copy()
     assert clash_fraction(coords, aib9.topology.bonds) == 0.0
@@ -178,7 +191,7 @@ def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path, capsys):
     for figure in ("ramachandran.png", "free_energy.png", "bonds_angles.png", "distances_rg.png", "structures.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "Kabsch RMSD" in markdown
+    assert "Kabsch RMSD" in markdown and "| same, mean over reference frames that are right / left / mixed" in markdown
     assert "| metric | samples | reference floor |" in markdown and "| criterion | value | bar | met |" in markdown
     js = report["ensemble_metrics"]["ramachandran_js_distance_mean"]
     row = f"| phi/psi Jensen-Shannon distance, mean over residues | {js['samples']:.4f} | {js['reference_floor']:.4f} |"

@@ -1,8 +1,10 @@
 """Comparing conformation ensembles: structural agreement of reconstructions and prior samples
 with a reference, as numbers (:func:`compare_ensembles`) and figures (:func:`write_figures`).
 
-* reconstruction: Kabsch RMSD with a proper rotation, and with reflection allowed (a large
-  gap means the mirror image was rebuilt), bond-length and all-pairs distance errors;
+* reconstruction: Kabsch RMSD with a proper rotation (mean, median, and for peptides the mean
+  over the reference frames of each helix class, which shows where the error sits), and with
+  reflection allowed (a large gap means the mirror image was rebuilt), bond-length and all-pairs
+  distance errors;
 * prior samples: bond lengths and angles per element type, bonds within 0.1 Angstrom of the
   reference mean, clashes, per-residue phi/psi Jensen-Shannon distances, helix handedness,
   radius of gyration, and a free-energy map;
@@ -23,6 +25,7 @@ from bond_vae.data import Topology, subsample
 from bond_vae.metrics import (
     CLASH_DISTANCE,
     CLASH_MIN_BONDS_APART,
+    HELIX_CLASSES,
     JS_PSEUDO_COUNT,
     RAMACHANDRAN_BINS,
     angle_triplets,
@@ -30,6 +33,7 @@ from bond_vae.metrics import (
     clash_fraction,
     dihedrals,
     find_backbone,
+    helix_classes,
     helix_handedness,
     jensen_shannon_distance,
     per_type_deviation,
@@ -87,6 +91,7 @@ def compare_ensembles(
     report: dict = {
         "reconstruction": {
             "kabsch_rmsd": float(proper.mean()),
+            "kabsch_rmsd_median": float(np.median(proper)),
             "kabsch_rmsd_reflection_allowed": float(improper.mean()),
             "mirror_gap": float((proper - improper).mean()),
             "bond_mae": bond_error.abs().mean().item(),
@@ -94,13 +99,18 @@ def compare_ensembles(
         }
     }
     report.update(sample_agreement(samples, reference, topology))
-    found = backbone_angles(topology, {"reconstruction": reconstructed})
+    found = backbone_angles(topology, {"reference": reference, "reconstruction": reconstructed})
     if found is not None:
         handedness = report["handedness"]
         report["handedness"] = {
             "reference": handedness["reference"],
             "reconstruction": helix_handedness(found[1]["reconstruction"][0]),
             "samples": handedness["samples"],
+        }
+        classes = helix_classes(found[1]["reference"][0])
+        report["reconstruction"]["kabsch_rmsd_by_reference_class"] = {
+            name: float(proper[classes == index].mean()) if (classes == index).any() else None
+            for index, name in enumerate(HELIX_CLASSES)
         }
     return report
 

@@ -130,6 +130,13 @@ def markdown_report(report: dict) -> str:
         "| metric | value |",
         "|---|---|",
         f"| Kabsch RMSD, proper rotation (A) | {reconstruction['kabsch_rmsd']:.3f} |",
+        f"| same, median over frames (A) | {reconstruction['kabsch_rmsd_median']:.3f} |",
+    ]
+    by_class = reconstruction.get("kabsch_rmsd_by_reference_class")
+    if by_class is not None:
+        values = " / ".join("n/a" if value is None else f"{value:.3f}" for value in by_class.values())
+        lines.append(f"| same, mean over reference frames that are {' / '.join(by_class)} helices (A) | {values} |")
+    lines += [
         f"| Kabsch RMSD, reflection allowed (A) | {reconstruction['kabsch_rmsd_reflection_allowed']:.3f} |",
         f"| bond-length MAE (A) | {reconstruction['bond_mae']:.4f} |",
         f"| all-pairs distance MAE (A) | {reconstruction['distance_mae']:.3f} |",

@@ -125,17 +125,28 @@ def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, bins: int = RAMACHA
     return counts
 
 
-def helix_handedness(phi: np.ndarray) -> dict[str, float]:
-    """Fractions of frames whose inner residues (first and last excluded) all have phi < 0
-    (right-handed), all phi > 0 (left-handed), or neither (mixed or unfolded).
+HELIX_CLASSES = ("right", "left", "mixed")
+
+
+def helix_classes(phi: np.ndarray) -> np.ndarray:
+    """(frames,) index into ``HELIX_CLASSES`` of each frame: 0 right-handed (inner residues, first and
+    last excluded, all with phi < 0), 1 left-handed (all phi > 0), 2 neither (mixed or unfolded).
 
     Args:
         phi: (frames, n_residues) phi angles in degrees.
     """
     inner = phi[:, 1:-1] if phi.shape[1] > 2 else phi
-    right = (inner < 0).all(axis=1)
-    left = (inner > 0).all(axis=1)
-    return {"right": float(right.mean()), "left": float(left.mean()), "mixed": float((~right & ~left).mean())}
+    return np.where((inner < 0).all(axis=1), 0, np.where((inner > 0).all(axis=1), 1, 2))
+
+
+def helix_handedness(phi: np.ndarray) -> dict[str, float]:
+    """Fractions of frames in each helix class (:func:`helix_classes`).
+
+    Args:
+        phi: (frames, n_residues) phi angles in degrees.
+    """
+    counts = np.bincount(helix_classes(phi), minlength=len(HELIX_CLASSES)) / len(phi)
+    return {name: float(fraction) for name, fraction in zip(HELIX_CLASSES, counts, strict=True)}
 
 
 def latent_statistics(mu: np.ndarray, log_var: np.ndarray) -> dict[str, object]:
