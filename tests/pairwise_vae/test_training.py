@@ -14,6 +14,7 @@ from pairwise_helpers import (
     SHARED_RUN_EPOCHS,
     SHARED_RUN_FLAGS,
     make_model,
+    random_orthogonal,
     run_main,
     tiny_model_config,
     tiny_run_flags,
@@ -26,7 +27,7 @@ from pairwise_vae.checkpoint import (
     save_checkpoint,
 )
 from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.model import reference_conformation, steric_loss, steric_pairs
+from pairwise_vae.model import aligned_coordinate_loss, reference_conformation, steric_loss, steric_pairs
 from pairwise_vae.run_log import new_run_folder
 from pairwise_vae.train_config import TrainConfig
 from pairwise_vae.trainer import beta_at, learning_rate_factor
@@ -84,6 +85,39 @@ def test_steric_weight_adds_the_repulsion_of_overlapping_atoms_to_the_loss(aib9)
     torch.testing.assert_close(terms.total, terms.reconstruction + 2.0 * expected)
     assert model.criterion(positions, positions, mu, log_var, beta=0.0).steric == 0.0
     assert "steric_pairs" not in model.state_dict(), "derived from the bonds: not stored in checkpoints"
+
+
+def test_aligned_coordinate_loss_against_hand_computation_and_under_e3(aib9):
+    generator = torch.Generator().manual_seed(0)
+    target = torch.from_numpy(aib9.coords[:3]).double()
+    centred = target - target.mean(dim=1, keepdim=True)
+    # shrunk about the centroid: the best superposition is the identity, MSD = (1 - s)^2 |T|^2 / N
+    shrunk = 0.9 * centred
+    expected = (0.01 * centred.pow(2).sum(dim=(1, 2)) / 58).mean()
+    torch.testing.assert_close(aligned_coordinate_loss(shrunk, target), expected)
+    for reflect in (False, True):
+        moved = shrunk @ random_orthogonal(reflect, generator).double().T + torch.tensor([3.0, -1.0, 7.0])
+        torch.testing.assert_close(aligned_coordinate_loss(moved, target), expected)
+        assert aligned_coordinate_loss(centred @ random_orthogonal(reflect, generator).double().T, target) < 1e-9
+    # one atom displaced: the loss sees it (0.5 A on 1 of 58 atoms, a little less after superposition)
+    displaced = target.clone()
+    displaced[:, 10, 0] += 0.5
+    assert 0.5 * 0.25 / 58 < aligned_coordinate_loss(displaced, target) <= 0.25 / 58
+    predicted = shrunk.clone().float().requires_grad_(True)
+    aligned_coordinate_loss(predicted, target.float()).backward()
+    assert torch.isfinite(predicted.grad).all() and predicted.grad.abs().sum() > 0
+
+
+def test_aligned_weight_adds_the_aligned_term_to_the_total(aib9):
+    model = make_model(aib9)
+    positions = torch.from_numpy(aib9.coords[:4])
+    shrunk = 0.8 * (positions - positions.mean(dim=1, keepdim=True))
+    mu, log_var = torch.zeros(4, model.latent_dim), torch.zeros(4, model.latent_dim)
+    assert model.criterion(positions, shrunk, mu, log_var, beta=0.0).aligned == 0.0, "off by default"
+    model.config.aligned_weight = 0.5
+    terms = model.criterion(positions, shrunk, mu, log_var, beta=0.0)
+    torch.testing.assert_close(terms.aligned, aligned_coordinate_loss(shrunk, positions))
+    torch.testing.assert_close(terms.total, terms.reconstruction + 0.5 * terms.aligned)
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(aib9, tmp_path):

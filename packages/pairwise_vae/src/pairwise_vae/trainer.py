@@ -27,7 +27,7 @@ from pairwise_vae.run_log import RunLog
 from pairwise_vae.train_config import SYNC_INTERVAL, TrainConfig
 from pairwise_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "steric", "grad_norm")
+STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "steric", "aligned", "grad_norm")
 FINAL_LEARNING_RATE_FACTOR = 0.05
 
 
@@ -277,6 +277,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
                 terms.chirality,
                 terms.relative_chirality,
                 terms.steric,
+                terms.aligned,
                 grad_norm,
             ]
         )
