@@ -12,6 +12,10 @@ training data (plus a floor of 0.3 A in quadrature; weights of mean 1, see
 for all. Bonds (3 % of the pairs) then carry 13 % of the weight and bond angles 20 %, so the
 decoder learns local geometry along with the global shape (``--distance-sigma-floor none``:
 the plain mean).
+
+Optional terms, each off at weight 0 (:class:`ModelConfig`): signed-volume terms (parity-odd
+and parity-even), a steric repulsion, and an aligned-coordinate MSE after the best rotation or
+reflection, which frees the decoder from local minima of the distance loss.
 """
 
 from __future__ import annotations
