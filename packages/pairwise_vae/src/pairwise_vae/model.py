@@ -29,7 +29,7 @@ from pairwise_vae.decoder import DecoderConfig, EGNNDecoderMSE
 from pairwise_vae.encoder import EncoderConfig, ViSNetEncoderMSE
 from pairwise_vae.graph import hop_counts
 from pairwise_vae.parity import ParityRule, orient_reconstructions, orient_samples
-from pairwise_vae.utils import normalized_volumes, pairwise_distances
+from pairwise_vae.utils import normalized_volumes, pairwise_distances, superposed_squared_deviation
 
 
 @dataclass
@@ -221,27 +221,18 @@ def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -
 
 
 def aligned_coordinate_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared atom displacement after the best superposition by a rotation or a reflection.
+    """Mean squared atom displacement after the best superposition by a rotation or a reflection
+    (:func:`~pairwise_vae.utils.superposed_squared_deviation`), averaged over molecules (Angstrom^2).
 
-    For centred P and T, min over orthogonal R of |P R - T|^2 is |P|^2 + |T|^2 - 2 (sum of the
-    singular values of P^T T) (Kabsch with the reflection allowed), so no rotation is formed and the
-    gradient (through the singular values only) is stable. Invariant under rotations, reflections
-    and translations of either argument, like the distance loss; unlike it, without local minima
-    where a segment sits on the wrong side of the rest of the chain.
+    Invariant under rotations, reflections and translations of either argument, like the distance
+    loss; unlike it, without local minima where a segment sits on the wrong side of the rest of
+    the chain.
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         target: (B, N, 3) coordinates in Angstrom.
-
-    Returns:
-        Scalar: the per-atom mean over each molecule, averaged over molecules (Angstrom^2).
     """
-    dtype = target.dtype
-    predicted = predicted.double() - predicted.double().mean(dim=1, keepdim=True)  # float64: |P|^2 + |T|^2 cancels
-    target = target.double() - target.double().mean(dim=1, keepdim=True)
-    overlap = torch.linalg.svdvals(predicted.transpose(1, 2) @ target).sum(dim=-1)
-    squared = predicted.pow(2).sum(dim=(1, 2)) + target.pow(2).sum(dim=(1, 2)) - 2.0 * overlap
-    return (squared.clamp_min(0.0) / predicted.shape[1]).mean().to(dtype)
+    return superposed_squared_deviation(predicted, target, allow_reflection=True).mean().to(target.dtype)
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
