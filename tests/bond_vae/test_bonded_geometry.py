@@ -1,4 +1,4 @@
-"""The optional bonded-geometry loss terms: 1-3 (bond angle) and 1-4 (torsion) distance MSEs."""
+"""The optional bonded-geometry loss terms: 1-3 (bond angle) and 1-4 (torsion) distance MSEs, relative chirality."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import torch
 from bond_helpers import make_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
 from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
 from bond_vae.graph import pairs_bonds_apart
-from bond_vae.model import MolecularVAE, kl_divergence, pair_distance_loss, steric_loss, steric_pairs
+from bond_vae.model import (
+    MolecularVAE,
+    kl_divergence,
+    pair_distance_loss,
+    relative_chirality_loss,
+    steric_loss,
+    steric_pairs,
+)
 from bond_vae.train import main
 from bond_vae.train_config import TrainConfig
 from bond_vae.utils import torsion_quadruplets
@@ -117,9 +124,13 @@ def test_zero_weights_give_exactly_the_bond_length_loss(aib9):
     old = pair_distance_loss(reconstruction, batch, model.bonds) + 1e-3 * kl_divergence(mu, log_var).mean()
     assert torch.equal(terms.total, old)
     assert terms.angle > 0 and terms.torsion > 0, "reported, but left out of the total"
+    assert terms.relative_chirality == 0, "computed only when weighted"
     model.config.angle_weight, model.config.torsion_weight = 1.0, 3.0
+    model.config.relative_chirality_weight = 0.5
     weighted = model.criterion(batch, reconstruction, mu, log_var, beta=1e-3)
-    torch.testing.assert_close(weighted.total, old + terms.angle + 3.0 * terms.torsion)
+    relative = relative_chirality_loss(reconstruction, batch, model.encoder.quadruplets)
+    assert weighted.relative_chirality == relative > 0
+    torch.testing.assert_close(weighted.total, old + terms.angle + 3.0 * terms.torsion + 0.5 * relative)
 
 
 @pytest.mark.parametrize("reflect", [False, True])
@@ -159,7 +170,9 @@ def test_flags_are_in_the_help(capsys):
     assert "--angle-weight" in out and "--torsion-weight" in out and "--steric-weight" in out
 
 
-@pytest.mark.parametrize("flag", ["--angle-weight", "--torsion-weight", "--steric-weight"])
+@pytest.mark.parametrize(
+    "flag", ["--angle-weight", "--torsion-weight", "--steric-weight", "--relative-chirality-weight"]
+)
 def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, capsys):
     argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, flag, "-0.5")
     assert run_main(argv) == 1
@@ -170,11 +183,14 @@ def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, caps
 
 def test_a_run_records_the_terms(tiny_npz, tmp_path):
     argv = tiny_run_flags(
-        tiny_npz, tmp_path / "runs", 1, "--angle-weight", "1", "--torsion-weight", "1", "--steric-weight", "1"
+        tiny_npz,
+        tmp_path / "runs",
+        1,
+        *("--angle-weight", "1", "--torsion-weight", "1", "--steric-weight", "1", "--relative-chirality-weight", "1"),
     )
     assert run_main([*argv, "--run-name", "run", "--evaluate-every", "2"]) == 0
     records = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [record["split"] for record in records] == ["train", "validation"]
     for record in records:
         assert record["angle"] > 0 and record["torsion"] > 0, record
-    assert records[0]["steric"] >= 0
+    assert records[0]["steric"] >= 0 and records[0]["relative_chirality"] > 0

@@ -9,7 +9,7 @@ from bond_vae.decoder import DistanceBasis, EGNNLayer
 from bond_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
 from bond_vae.graph import edge_index
 from bond_vae.model import MolecularVAE as MODEL_CLASS
-from bond_vae.model import chirality_loss, pair_distance_loss
+from bond_vae.model import chirality_loss, pair_distance_loss, relative_chirality_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
 
 
@@ -156,6 +156,23 @@ def test_chirality_term_is_zero_on_the_target_and_odd_under_reflection(aib9, pos
     torch.testing.assert_close(chirality_loss(mirrored, positions, quadruplets), 4 * volumes.pow(2).mean())
     assert volumes.abs().max() <= 1.0
     torch.testing.assert_close(chirality_loss(positions * 10.0, positions, quadruplets), positions.new_zeros(()))
+
+
+def test_relative_chirality_term_is_even_under_reflection_and_matches_the_sum_over_pairs(aib9, positions):
+    quadruplets = torsion_quadruplets(torch.from_numpy(aib9.topology.bonds), 58)
+    generator = torch.Generator().manual_seed(7)
+    other = positions.roll(1, dims=0)  # each frame against another frame
+    # hand computation: the mean over molecules and over all Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2
+    s, t = normalized_volumes(other, quadruplets), normalized_volumes(positions, quadruplets)
+    by_pairs = (s.unsqueeze(2) * s.unsqueeze(1) - t.unsqueeze(2) * t.unsqueeze(1)).pow(2).mean(dim=(1, 2)).mean()
+    loss = relative_chirality_loss(other, positions, quadruplets)
+    torch.testing.assert_close(loss, by_pairs)
+    assert loss > 1e-3
+    for reflect in (False, True):  # rotated or mirrored, translated, rescaled: the same products
+        moved = 2.0 * other @ random_orthogonal(reflect, generator).T + 3.0
+        torch.testing.assert_close(relative_chirality_loss(moved, positions, quadruplets), loss)
+        mirror = positions @ random_orthogonal(reflect, generator).T
+        assert relative_chirality_loss(mirror, positions, quadruplets).abs() < 1e-12
 
 
 def test_normalized_volume_is_sine_of_the_dihedral_times_sines_of_the_bond_angles():

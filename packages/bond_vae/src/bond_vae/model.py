@@ -12,7 +12,9 @@ terms, also E(3)-invariant, add the bonded geometry: ``angle_weight`` x the MSE 
 distances (atoms two bonds apart; they fix the bond angles) and ``torsion_weight`` x the MSE
 of the 1-4 distances (three bonds apart; they fix the torsions up to sign), both Angstrom^2.
 A third, ``steric_weight`` x :func:`steric_loss`, keeps atoms at least 4 bonds apart from
-overlapping, which no bonded term sees.
+overlapping, which no bonded term sees. The 1-4 distances leave each torsion's sign open;
+``relative_chirality_weight`` x :func:`relative_chirality_loss` asks which torsions twist the
+same way and which the opposite way (a helix or a mixed chain), still blind to the overall hand.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ class ModelConfig:
             "(volume / product of the 3 bond lengths = sin(angle) sin(angle) sin(dihedral), in [-1, 1]); at weight "
             "1 an error of 0.1 in them costs as much as a 0.1 Angstrom error of every bond length; "
             "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
+        },
+    )
+    relative_chirality_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a parity-even loss term: squared error of the products of every two normalised "
+            "signed volumes of bonded atom chains, that is of their relative signs (a helix has all its backbone "
+            "torsions of one sign, a mixed chain of both). A structure and its mirror image have the same "
+            "products, so the loss stays E(3)-invariant and needs no chiral encoder features; near a match it "
+            "weighs about like --chirality-weight; 0: off"
         },
     )
     angle_weight: float = field(
@@ -93,6 +105,7 @@ class LossTerms:
 
     ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
     ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0;
+    ``relative_chirality``: :func:`relative_chirality_loss` (dimensionless), zero when its weight is 0;
     ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
     weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
     distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0.
@@ -102,6 +115,7 @@ class LossTerms:
     reconstruction: torch.Tensor
     kl: torch.Tensor
     chirality: torch.Tensor
+    relative_chirality: torch.Tensor
     angle: torch.Tensor
     torsion: torch.Tensor
     steric: torch.Tensor
@@ -152,6 +166,30 @@ def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: t
         quadruplets: (Q, 4) atom chains i-j-k-l.
     """
     return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
+
+
+def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
+
+    With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
+    Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
+    O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
+    which chains twist the same way and which the opposite way, not the overall hand. For a
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
+    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+
+    Returns:
+        Scalar mean over the batch (dimensionless).
+    """
+    s = normalized_volumes(predicted, quadruplets)
+    t = normalized_volumes(target, quadruplets)
+    s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)
+    return ((s_norm.pow(2) + t_norm.pow(2) - 2.0 * overlap.pow(2)) / quadruplets.shape[0] ** 2).mean()
 
 
 def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
@@ -278,9 +316,11 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = steric = reconstruction_loss.new_zeros(())
+        chirality = relative_chirality = steric = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        if self.config.relative_chirality_weight > 0:
+            relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)
@@ -290,6 +330,7 @@ class MolecularVAE(nn.Module):
         charged_kl = free_bits_kl(mu, log_var, self.config.free_bits) if self.config.free_bits > 0 else kl
         total = reconstruction_loss + beta * charged_kl + self.config.chirality_weight * chirality
         weighted = (
+            (self.config.relative_chirality_weight, relative_chirality),
             (self.config.angle_weight, angle),
             (self.config.torsion_weight, torsion),
             (self.config.steric_weight, steric),
@@ -302,6 +343,7 @@ class MolecularVAE(nn.Module):
             reconstruction=reconstruction_loss,
             kl=kl,
             chirality=chirality,
+            relative_chirality=relative_chirality,
             angle=angle,
             torsion=torsion,
             steric=steric,

@@ -157,8 +157,10 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
-        if min(self.model.angle_weight, self.model.torsion_weight, self.model.steric_weight) < 0:
-            raise ConfigError("--angle-weight, --torsion-weight and --steric-weight must be non-negative")
+        weights = ("chirality_weight", "relative_chirality_weight", "angle_weight", "torsion_weight", "steric_weight")
+        for name in weights:
+            if getattr(self.model, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self.model, name):g}")
         if self.model.free_bits < 0:
             raise ConfigError(f"--free-bits must be non-negative, got {self.model.free_bits:g}")
         if self.model.steric_distance <= 0:

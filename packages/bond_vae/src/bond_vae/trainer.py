@@ -27,7 +27,17 @@ from bond_vae.run_log import RunLog
 from bond_vae.train_config import SYNC_INTERVAL, TrainConfig
 from bond_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "angle", "torsion", "steric", "grad_norm")
+STEP_METRICS = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "chirality",
+    "relative_chirality",
+    "angle",
+    "torsion",
+    "steric",
+    "grad_norm",
+)
 FINAL_LEARNING_RATE_FACTOR = 0.05
 
 
@@ -266,7 +276,16 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     run.optimizer.step()
     del run.optimizer.found_inf
     run.scheduler.step()
-    losses = (terms.total, terms.reconstruction, terms.kl, terms.chirality, terms.angle, terms.torsion, terms.steric)
+    losses = (
+        terms.total,
+        terms.reconstruction,
+        terms.kl,
+        terms.chirality,
+        terms.relative_chirality,
+        terms.angle,
+        terms.torsion,
+        terms.steric,
+    )
     metrics = torch.stack([*losses, grad_norm]).detach().float()
     return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
