@@ -5,7 +5,8 @@ mixture fitted to the posterior means of the training split, :mod:`bond_vae.late
 a ``.npy`` of latents (``--latents``), or the straight line between the posterior means of two
 frames of a dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
 rule (:mod:`bond_vae.parity`): decoded latents like prior samples, an interpolation path in the
-handedness of frame I and continuous along the path. Writes ``<output>.npz`` (the dataset
+handedness of frame I and continuous along the path. ``--relax`` then repairs bond lengths and
+clashes (:mod:`bond_vae.relaxation`). Writes ``<output>.npz`` (the dataset
 format, so the other commands read it back) and ``<output>.pdb`` (one MODEL per conformation,
 with CONECT bonds).
 """
@@ -26,6 +27,7 @@ from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.latent_prior import PRIOR_HELP, PRIORS, prior_draws
 from bond_vae.model import MolecularVAE
 from bond_vae.parity import orient_path, orient_samples
+from bond_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
 from bond_vae.structure_files import write_conformations_npz, write_pdb
 from bond_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
@@ -63,6 +65,8 @@ class SampleConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
+    relax: bool = field(default=False, metadata={"help": RELAX_HELP})
+    relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
         default=True,
@@ -112,7 +116,9 @@ def given_latents(
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     """Decode the chosen latents of a checkpoint's model and write the output files."""
     outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
-    check_inference_request(config, outputs, ("num_samples", "steps", "batch_size", "prior_components"))
+    check_inference_request(
+        config, outputs, ("num_samples", "steps", "batch_size", "prior_components", "relax_iterations")
+    )
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     bf16 = uses_bf16(config.precision, device)
@@ -127,6 +133,9 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         coords = orient_samples(decoded, model.parity, generator).numpy()
     else:
         coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
+    if config.relax:
+        targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
+        coords = relax(coords, targets, config.relax_iterations, config.batch_size)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "generated_by": f"bond_vae {__version__} bond-vae-sample",
@@ -135,6 +144,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         **({"prior": prior} if source == "prior" else {}),
         "seed": config.seed,
         "parity": model.parity.mode,
+        "relaxed": config.relax,
         "precision": "bf16" if bf16 else "fp32",
         "units": "Angstrom",
     }

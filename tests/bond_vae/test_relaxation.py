@@ -1,0 +1,107 @@
+"""Relaxation of decoded conformations: energy by hand, what it repairs, E(3) equivariance, the --relax flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from bond_helpers import make_model, random_orthogonal, tiny_model_config
+from bond_vae.checkpoint import model_payload, save_checkpoint
+from bond_vae.data import load_dataset
+from bond_vae.evaluate import main as evaluate_main
+from bond_vae.inference import run_split
+from bond_vae.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
+from bond_vae.sample import main as sample_main
+from bond_vae.train_config import TrainConfig
+
+CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
+
+
+def bond_lengths(coords: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(coords[:, bonds[:, 0]] - coords[:, bonds[:, 1]], axis=-1)
+
+
+def test_targets_and_energy_of_a_five_atom_chain_match_hand_computation():
+    frames = np.zeros((2, 5, 3))
+    frames[:, :, 0] = [[0, 1, 2, 3, 4], [0, 2, 4, 6, 8]]  # straight chains: bonds 1 A, then 2 A
+    targets = relaxation_targets(frames, CHAIN_BONDS, steric_distance=2.5)
+    torch.testing.assert_close(targets.bond_lengths, torch.full((4,), 1.5, dtype=torch.float64))
+    assert targets.far_pairs.tolist() == [[0, 4]]  # the only pair at least 4 bonds apart
+    # a folded chain: bonds 1, 1, 1 and sqrt(2) A; atoms 0 and 4 are 1 A apart
+    positions = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]]], dtype=torch.float64)
+    start = positions + 0.1
+    expected = (
+        3 * (1.0 - 1.5) ** 2 + (2**0.5 - 1.5) ** 2 + (2.5 - 1.0) ** 2 + RESTRAINT * 15 * 0.1**2
+    )  # three bonds, one bond, the clash, the restraint
+    assert relaxation_energy(positions, start, targets).item() == pytest.approx(expected)
+
+
+def test_relax_repairs_bonds_and_a_clash_and_barely_moves_the_rest(aib9):
+    bonds = aib9.topology.bonds
+    targets = relaxation_targets(aib9.coords[:500], bonds, steric_distance=2.6)
+    generator = np.random.default_rng(0)
+    frames = aib9.coords[::100][:8].astype(np.float64)
+    noisy = frames + 0.04 * generator.standard_normal(frames.shape)
+    far = targets.far_pairs.numpy()
+    first, second = far[0]
+    noisy[0, second] = noisy[0, first] + np.array([1.8, 0.0, 0.0])  # a clash: 1.8 A apart, at least 4 bonds apart
+    relaxed = relax(noisy, targets, iterations=100, batch_size=4)
+    means = targets.bond_lengths.numpy()
+    assert np.abs(bond_lengths(noisy, bonds) - means).max() > 0.1
+    bond_errors = np.abs(bond_lengths(relaxed, bonds) - means)
+    assert bond_errors[1:].max() < 0.01
+    assert bond_errors[0].max() < 0.03  # the restraint holds back the atoms that resolve the clash a little
+    closest = np.linalg.norm(relaxed[:, far[:, 0]] - relaxed[:, far[:, 1]], axis=-1).min()
+    assert closest > 2.5, "no clash left at the evaluation's 2.5 A"
+    moved = np.linalg.norm(relaxed - noisy, axis=-1)
+    assert np.median(moved[1:]) < 0.1  # frames without the clash: local repairs only
+
+
+def test_relax_commutes_with_rotations_reflections_and_translations(aib9):
+    targets = relaxation_targets(aib9.coords[:500], aib9.topology.bonds, steric_distance=2.6)
+    generator = torch.Generator().manual_seed(4)
+    start = torch.from_numpy(aib9.coords[::300][:3]).double()
+    start = start + 0.05 * torch.randn(start.shape, generator=generator, dtype=torch.float64)
+    relaxed = relax_batch(start, targets, iterations=30)
+    for reflect in (False, True):
+        rotation = random_orthogonal(reflect, generator)
+        shift = 10.0 * torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
+        moved = relax_batch(start @ rotation.T + shift, targets, iterations=30)
+        torch.testing.assert_close(moved, relaxed @ rotation.T + shift, atol=1e-5, rtol=0)
+
+
+@pytest.fixture()
+def tiny_checkpoint(aib9, tmp_path, tiny_npz):
+    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
+    return path
+
+
+def test_sample_and_evaluate_relax_to_the_runs_training_bond_lengths(tiny_checkpoint, tmp_path, aib9):
+    output = tmp_path / "relaxed"
+    flags = ["--num-samples", "6", "--device", "cpu", "--no-pdb"]
+    sample_main([str(tiny_checkpoint), "--output", str(output), "--relax", "--relax-iterations", "60", *flags])
+    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "raw"), *flags])
+    relaxed, raw = load_dataset(output.with_suffix(".npz")), load_dataset(tmp_path / "raw.npz")
+    _, train, _ = run_split(torch.load(tiny_checkpoint, weights_only=True), tiny_checkpoint)
+    means = bond_lengths(train, aib9.topology.bonds).mean(axis=0)
+    assert np.abs(bond_lengths(relaxed.coords, aib9.topology.bonds) - means).max() < 0.01
+    assert np.abs(bond_lengths(raw.coords, aib9.topology.bonds) - means).max() > 0.02, "relax should do something"
+    assert np.linalg.norm(relaxed.coords - raw.coords, axis=-1).mean() < 0.2
+    assert json.loads(str(np.load(output.with_suffix(".npz"))["metadata"]))["relaxed"] is True
+
+    evaluate_main([str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--relax", "--num-samples", "6"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["relaxed"] is True
+    assert report["samples"]["bonds_within_0.1_of_reference_mean"] == 1.0
+    assert "Reconstructions and samples relaxed" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_relax_iterations_below_one_are_refused(tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main([str(tiny_checkpoint), "--relax", "--relax-iterations", "0", "--output", str(tmp_path / "s")])
+    assert exit_info.value.code == 1
+    assert "--relax-iterations must be at least 1" in capsys.readouterr().err
