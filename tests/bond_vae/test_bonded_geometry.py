@@ -1,4 +1,4 @@
-"""The optional bonded-geometry loss terms: 1-3 (bond angle) and 1-4 (torsion) distance MSEs, relative chirality."""
+"""bond_vae's optional loss terms: 1-3 and 1-4 distance MSEs, relative chirality, steric, aligned."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_pa
 from bond_vae.graph import pairs_bonds_apart
 from bond_vae.model import (
     MolecularVAE,
+    aligned_coordinate_loss,
     kl_divergence,
     pair_distance_loss,
     relative_chirality_loss,
@@ -149,6 +150,40 @@ def test_terms_are_invariant_under_rotation_reflection_translation(aib9, positio
         torch.testing.assert_close(pair_distance_loss(moved, other_moved, pairs), loss, rtol=1e-10, atol=0)
 
 
+def test_aligned_coordinate_loss_against_hand_computation_and_under_e3(aib9):
+    generator = torch.Generator().manual_seed(0)
+    target = torch.from_numpy(aib9.coords[:3]).double()
+    centred = target - target.mean(dim=1, keepdim=True)
+    # shrunk about the centroid: the best superposition is the identity, MSD = (1 - s)^2 |T|^2 / N
+    shrunk = 0.9 * centred
+    expected = (0.01 * centred.pow(2).sum(dim=(1, 2)) / 58).mean()
+    torch.testing.assert_close(aligned_coordinate_loss(shrunk, target), expected)
+    for reflect in (False, True):
+        moved = shrunk @ random_orthogonal(reflect, generator).double().T + torch.tensor([3.0, -1.0, 7.0])
+        torch.testing.assert_close(aligned_coordinate_loss(moved, target), expected)
+        assert aligned_coordinate_loss(centred @ random_orthogonal(reflect, generator).double().T, target) < 1e-9
+    # one atom displaced: the loss sees it (0.5 A on 1 of 58 atoms, a little less after superposition)
+    displaced = target.clone()
+    displaced[:, 10, 0] += 0.5
+    assert 0.5 * 0.25 / 58 < aligned_coordinate_loss(displaced, target) <= 0.25 / 58
+    predicted = shrunk.clone().float().requires_grad_(True)
+    aligned_coordinate_loss(predicted, target.float()).backward()
+    assert torch.isfinite(predicted.grad).all() and predicted.grad.abs().sum() > 0
+
+
+def test_aligned_weight_adds_the_aligned_term_to_the_total(aib9):
+    model = make_model(aib9)
+    positions = torch.from_numpy(aib9.coords[:4])
+    shrunk = 0.8 * (positions - positions.mean(dim=1, keepdim=True))
+    mu, log_var = torch.zeros(4, model.latent_dim), torch.zeros(4, model.latent_dim)
+    off = model.criterion(positions, shrunk, mu, log_var, beta=0.0)
+    assert off.aligned == 0.0, "off by default"
+    model.config.aligned_weight = 0.5
+    terms = model.criterion(positions, shrunk, mu, log_var, beta=0.0)
+    torch.testing.assert_close(terms.aligned, aligned_coordinate_loss(shrunk, positions))
+    torch.testing.assert_close(terms.total, off.total + 0.5 * terms.aligned)
+
+
 def test_checkpoints_hold_no_pairs_and_old_ones_load(aib9, tmp_path):
     """The pair buffers are rebuilt from the bonds: a checkpoint written before they existed loads."""
     model = make_model(aib9)
@@ -171,7 +206,8 @@ def test_flags_are_in_the_help(capsys):
 
 
 @pytest.mark.parametrize(
-    "flag", ["--angle-weight", "--torsion-weight", "--steric-weight", "--relative-chirality-weight"]
+    "flag",
+    ["--angle-weight", "--torsion-weight", "--steric-weight", "--relative-chirality-weight", "--aligned-weight"],
 )
 def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, capsys):
     argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, flag, "-0.5")

@@ -15,6 +15,10 @@ A third, ``steric_weight`` x :func:`steric_loss`, keeps atoms at least 4 bonds a
 overlapping, which no bonded term sees. The 1-4 distances leave each torsion's sign open;
 ``relative_chirality_weight`` x :func:`relative_chirality_loss` asks which torsions twist the
 same way and which the opposite way (a helix or a mixed chain), still blind to the overall hand.
+Local terms fix the chain's shape only through the sum of many small torsion errors, and their
+minima include chains with part of the helix flipped (measured; see the README);
+``aligned_weight`` x :func:`aligned_coordinate_loss`, the mean squared atom displacement after
+the best rotation or reflection, pulls every atom towards its place in the whole molecule.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from bond_vae.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.encoder import EncoderConfig, ViSNetEncoder
 from bond_vae.graph import hop_counts, pairs_bonds_apart
 from bond_vae.parity import ParityRule, orient_reconstructions, orient_samples
-from bond_vae.utils import bond_lengths, normalized_volumes
+from bond_vae.utils import bond_lengths, normalized_volumes, superposed_squared_deviation
 
 
 @dataclass
@@ -88,6 +92,15 @@ class ModelConfig:
             "contacts and E(3)-invariant; 0: off"
         },
     )
+    aligned_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of an aligned-coordinate term: the mean squared displacement of the atoms (Angstrom^2) "
+            "after superposing the reconstruction on its input by the best rotation or reflection (Kabsch), so "
+            "E(3)-invariant like the bonded terms, which fix the shape of the whole chain only through many small "
+            "torsion errors and have minima with part of the helix flipped (see README); 0: off"
+        },
+    )
     steric_distance: float = field(
         default=2.6,
         metadata={
@@ -108,7 +121,8 @@ class LossTerms:
     ``relative_chirality``: :func:`relative_chirality_loss` (dimensionless), zero when its weight is 0;
     ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
     weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
-    distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0.
+    distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0; ``aligned``:
+    :func:`aligned_coordinate_loss` (Angstrom^2), zero when its weight is 0.
     """
 
     total: torch.Tensor
@@ -119,6 +133,7 @@ class LossTerms:
     angle: torch.Tensor
     torsion: torch.Tensor
     steric: torch.Tensor
+    aligned: torch.Tensor
 
 
 STERIC_MIN_BONDS_APART = 4  # the clash criterion of the evaluation report
@@ -210,6 +225,20 @@ def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -
         distance: Angstrom.
     """
     return (distance - bond_lengths(predicted, pairs)).clamp(min=0.0).pow(2).sum(dim=-1).mean()
+
+
+def aligned_coordinate_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared atom displacement after the best superposition by a rotation or a reflection
+    (:func:`~bond_vae.utils.superposed_squared_deviation`), averaged over molecules (Angstrom^2).
+
+    Invariant under rotations, reflections and translations of either argument, like the bonded
+    terms; unlike them, it sees the shape of the whole chain directly.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+    """
+    return superposed_squared_deviation(predicted, target, allow_reflection=True).mean().to(target.dtype)
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -316,7 +345,7 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = relative_chirality = steric = reconstruction_loss.new_zeros(())
+        chirality = relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.chirality_weight > 0:
             chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
         if self.config.relative_chirality_weight > 0:
@@ -327,6 +356,8 @@ class MolecularVAE(nn.Module):
         )
         if self.config.steric_weight > 0:
             steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
+        if self.config.aligned_weight > 0:
+            aligned = aligned_coordinate_loss(reconstruction, positions)
         charged_kl = free_bits_kl(mu, log_var, self.config.free_bits) if self.config.free_bits > 0 else kl
         total = reconstruction_loss + beta * charged_kl + self.config.chirality_weight * chirality
         weighted = (
@@ -334,6 +365,7 @@ class MolecularVAE(nn.Module):
             (self.config.angle_weight, angle),
             (self.config.torsion_weight, torsion),
             (self.config.steric_weight, steric),
+            (self.config.aligned_weight, aligned),
         )
         for weight, term in weighted:
             if weight > 0:
@@ -347,6 +379,7 @@ class MolecularVAE(nn.Module):
             angle=angle,
             torsion=torsion,
             steric=steric,
+            aligned=aligned,
         )
 
     @torch.no_grad()

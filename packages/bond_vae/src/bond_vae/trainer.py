@@ -36,6 +36,7 @@ STEP_METRICS = (
     "angle",
     "torsion",
     "steric",
+    "aligned",
     "grad_norm",
 )
 FINAL_LEARNING_RATE_FACTOR = 0.05
@@ -285,6 +286,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
         terms.angle,
         terms.torsion,
         terms.steric,
+        terms.aligned,
     )
     metrics = torch.stack([*losses, grad_norm]).detach().float()
     return torch.cat([metrics, 1.0 - non_finite.view(1)])

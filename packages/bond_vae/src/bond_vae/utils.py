@@ -95,28 +95,40 @@ def normalized_volumes(positions: torch.Tensor, quadruplets: torch.Tensor) -> to
     return signed_volumes(positions, quadruplets) / lengths.clamp_min(1e-12)
 
 
-def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:
-    """RMSD after optimal superposition (Kabsch algorithm).
+def superposed_squared_deviation(
+    predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False
+) -> torch.Tensor:
+    """Mean squared atom displacement after optimal superposition (Kabsch algorithm), in float64.
 
-    With ``allow_reflection=False`` the superposition is a proper rotation (det = +1), so a
-    mirror image is not superposed onto the original.
+    For centred P and T, min over R of |P R - T|^2 is |P|^2 + |T|^2 - 2 (sum of the singular values
+    of P^T T), the smallest one negated when R must be a proper rotation (det = +1, so a mirror
+    image is not superposed onto the original). No rotation is formed; with the reflection
+    allowed only the singular values are, whose gradient is stable (a loss can use it).
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         reference: (B, N, 3) coordinates in Angstrom.
 
     Returns:
-        (B,) RMSD in Angstrom.
+        (B,) mean squared displacement in Angstrom^2 (float64: |P|^2 + |T|^2 cancels).
     """
     predicted = predicted.double() - predicted.double().mean(dim=1, keepdim=True)
     reference = reference.double() - reference.double().mean(dim=1, keepdim=True)
     covariance = predicted.transpose(1, 2) @ reference
-    u, singular_values, vh = torch.linalg.svd(covariance)
-    if not allow_reflection:
+    if allow_reflection:
+        overlap = torch.linalg.svdvals(covariance).sum(dim=-1)
+    else:
+        u, singular_values, vh = torch.linalg.svd(covariance)
         sign = torch.sign(torch.linalg.det(u @ vh))
-        singular_values = torch.cat([singular_values[:, :2], singular_values[:, 2:] * sign.unsqueeze(-1)], dim=1)
-    squared = predicted.pow(2).sum(dim=(1, 2)) + reference.pow(2).sum(dim=(1, 2)) - 2.0 * singular_values.sum(dim=1)
-    return (squared.clamp_min(0.0) / predicted.shape[1]).sqrt().float()
+        overlap = singular_values[:, :2].sum(dim=-1) + singular_values[:, 2] * sign
+    squared = predicted.pow(2).sum(dim=(1, 2)) + reference.pow(2).sum(dim=(1, 2)) - 2.0 * overlap
+    return squared.clamp_min(0.0) / predicted.shape[1]
+
+
+def kabsch_rmsd(predicted: torch.Tensor, reference: torch.Tensor, allow_reflection: bool = False) -> torch.Tensor:
+    """RMSD after optimal superposition (:func:`superposed_squared_deviation`): (B, N, 3) twice ->
+    (B,) Angstrom; with ``allow_reflection=False`` by a proper rotation only."""
+    return superposed_squared_deviation(predicted, reference, allow_reflection).sqrt().float()
 
 
 def bond_length_statistics(positions: torch.Tensor, reference: torch.Tensor, bonds: torch.Tensor) -> dict[str, float]:
