@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bond_vae.graph import hop_counts
 from bond_vae.inference import run_split
-from bond_vae.model import STERIC_MIN_BONDS_APART, MolecularVAE
+from bond_vae.model import MolecularVAE, steric_pairs
 from bond_vae.utils import bond_lengths
 
 RESTRAINT = 0.01  # k, per Angstrom^2 of displacement: weak next to a bond term of weight 1
@@ -44,7 +43,7 @@ class RelaxationTargets:
     """What :func:`relax` pulls towards.
 
     ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) Angstrom; ``far_pairs``:
-    (P, 2) atoms at least ``STERIC_MIN_BONDS_APART`` bonds apart; ``steric_distance``: Angstrom.
+    (P, 2) atoms at least 4 bonds apart (:func:`~bond_vae.model.steric_pairs`); ``steric_distance``: Angstrom.
     """
 
     bonds: torch.Tensor
@@ -60,8 +59,7 @@ def relaxation_targets(train_frames: np.ndarray, bonds: np.ndarray, steric_dista
     frames = torch.from_numpy(np.asarray(train_frames, dtype=np.float64))
     index = torch.from_numpy(bonds)
     lengths = bond_lengths(frames, index).mean(dim=0)
-    far = np.argwhere(np.triu(hop_counts(bonds, frames.shape[1]) >= STERIC_MIN_BONDS_APART, k=1))
-    return RelaxationTargets(index, lengths, torch.from_numpy(far), steric_distance)
+    return RelaxationTargets(index, lengths, steric_pairs(index, frames.shape[1]), steric_distance)
 
 
 def run_relaxation_targets(checkpoint: dict[str, Any], checkpoint_path: Path, model: MolecularVAE) -> RelaxationTargets:
@@ -73,8 +71,7 @@ def run_relaxation_targets(checkpoint: dict[str, Any], checkpoint_path: Path, mo
 
 def relaxation_energy(positions: torch.Tensor, start: torch.Tensor, targets: RelaxationTargets) -> torch.Tensor:
     """E summed over a batch: (B, N, 3) positions and their (B, N, 3) decoded start -> scalar, Angstrom^2."""
-    far = targets.far_pairs
-    far_distances = (positions[:, far[:, 0]] - positions[:, far[:, 1]]).norm(dim=-1)
+    far_distances = bond_lengths(positions, targets.far_pairs)
     return (
         (bond_lengths(positions, targets.bonds) - targets.bond_lengths).pow(2).sum()
         + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum()

@@ -27,6 +27,7 @@ from bond_vae.run_log import RunLog
 from bond_vae.train_config import SYNC_INTERVAL, TrainConfig
 from bond_vae.validation import structural_metrics, validate, write_plots, write_sample_molecules
 
+# the loss total, then LossTerms fields by name, then the gradient norm
 STEP_METRICS = (
     "loss",
     "reconstruction",
@@ -277,17 +278,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     run.optimizer.step()
     del run.optimizer.found_inf
     run.scheduler.step()
-    losses = (
-        terms.total,
-        terms.reconstruction,
-        terms.kl,
-        terms.chirality,
-        terms.relative_chirality,
-        terms.angle,
-        terms.torsion,
-        terms.steric,
-        terms.aligned,
-    )
+    losses = [terms.total, *(getattr(terms, name) for name in STEP_METRICS[1:-1])]  # "loss" is the total
     metrics = torch.stack([*losses, grad_norm]).detach().float()
     return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
