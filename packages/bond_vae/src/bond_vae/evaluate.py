@@ -12,6 +12,8 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
   reference: bond lengths and angles per element type, bonds
   within 0.1 Angstrom of the reference mean, clashes, per-residue phi/psi Jensen-Shannon
   distances, helix handedness, radius of gyration, and a free-energy map;
+* with ``--torsion-noise``, the samples turned about their rotatable bonds by the decoder's torsion
+  errors (:mod:`bond_vae.torsion_noise`; reconstructions are left as decoded);
 * with ``--relax``, all of the above on relaxed reconstructions and samples
   (:mod:`bond_vae.relaxation`);
 * the reference floor: each sample-vs-reference metric between two halves of the reference
@@ -44,6 +46,7 @@ from bond_vae.parity import orient_reconstructions, orient_samples
 from bond_vae.quality_bar import bar_report, judge
 from bond_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
 from bond_vae.structure_files import write_conformations_npz
+from bond_vae.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
 from bond_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
 
@@ -80,6 +83,7 @@ class EvaluateConfig:
     batch_size: int = field(default=512, metadata={"help": "conformations encoded or decoded at once"})
     prior: str = field(default="standard", metadata={"help": PRIOR_HELP, "choices": PRIORS})
     prior_components: int = field(default=16, metadata={"help": "Gaussians of --prior mixture"})
+    torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; applied to the samples"})
     relax: bool = field(default=False, metadata={"help": RELAX_HELP + "; applied to reconstructions and samples"})
     relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
     seed: int = field(
@@ -116,6 +120,7 @@ def markdown_report(report: dict) -> str:
         f"{samples['count']} prior samples, latents drawn from {report['prior']}.",
         "",
         f"Orientation of the output: {report['parity']}. Computed in {report['precision']}."
+        + (f" Samples with {report['torsion_noise']} (--torsion-noise)." if report.get("torsion_noise") else "")
         + (
             " Reconstructions and samples relaxed (--relax: bonds to their training means, no atoms 4 or more "
             "bonds apart closer than the steric distance; the model's raw output is evaluated without it)."
@@ -218,6 +223,10 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
     decoded = decode_in_batches(model, latents, config.batch_size, config.compile, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
+    noise = None
+    if config.torsion_noise:
+        noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
+        samples = noise.add_to(samples, generator)
     if config.relax:
         targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
         reconstructed = relax(reconstructed, targets, config.relax_iterations, config.batch_size)
@@ -237,6 +246,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         prior=prior,
         parity=model.parity.summary(),
         precision="bf16" if bf16 else "fp32",
+        torsion_noise=None if noise is None else noise.describe(),
         relaxed=config.relax,
         figures=[path.name for path in figures],
     )

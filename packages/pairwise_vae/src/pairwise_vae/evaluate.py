@@ -14,6 +14,8 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
   distances, helix handedness, radius of gyration, and a free-energy map;
 * the reference floor: each sample-vs-reference metric between two halves of the reference
   (interleaved blocks), printed beside the samples' value;
+* with ``--torsion-noise``, the samples turned about their rotatable bonds by the decoder's torsion
+  errors (:mod:`pairwise_vae.torsion_noise`; reconstructions are left as decoded);
 * with ``--relax``, all of the above on relaxed reconstructions and samples
   (:mod:`pairwise_vae.relaxation`);
 * the quality bar (``quality_bar.py``): each criterion met or not, and a one-line summary;
@@ -44,6 +46,7 @@ from pairwise_vae.parity import orient_reconstructions, orient_samples
 from pairwise_vae.quality_bar import bar_report, judge
 from pairwise_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
 from pairwise_vae.structure_files import write_conformations_npz
+from pairwise_vae.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
 from pairwise_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
 
@@ -83,6 +86,7 @@ class EvaluateConfig:
     seed: int = field(
         default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
     )
+    torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; applied to the samples"})
     relax: bool = field(default=False, metadata={"help": RELAX_HELP + "; applied to reconstructions and samples"})
     relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
@@ -116,6 +120,7 @@ def markdown_report(report: dict) -> str:
         f"{samples['count']} prior samples, latents drawn from {report['prior']}.",
         "",
         f"Orientation of the output: {report['parity']}. Computed in {report['precision']}."
+        + (f" Samples with {report['torsion_noise']} (--torsion-noise)." if report.get("torsion_noise") else "")
         + (
             " Reconstructions and samples relaxed (--relax: bonds to their training means, no atoms 4 or more "
             "bonds apart closer than the steric distance; the model's raw output is evaluated without it)."
@@ -218,6 +223,10 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
     decoded = decode_in_batches(model, latents, config.batch_size, config.compile, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
+    noise = None
+    if config.torsion_noise:
+        noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
+        samples = noise.add_to(samples, generator)
     if config.relax:
         targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
         reconstructed = relax(reconstructed, targets, config.relax_iterations, config.batch_size)
@@ -236,6 +245,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         reference={"description": description, "frames": len(reference)},
         prior=prior,
         parity=model.parity.summary(),
+        torsion_noise=None if noise is None else noise.describe(),
         relaxed=config.relax,
         precision="bf16" if bf16 else "fp32",
         figures=[path.name for path in figures],

@@ -5,8 +5,9 @@ mixture fitted to the posterior means of the training split, :mod:`pairwise_vae.
 a ``.npy`` of latents (``--latents``), or the straight line between the posterior means of two
 frames of a dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
 rule (:mod:`pairwise_vae.parity`): decoded latents like prior samples, an interpolation path in the
-handedness of frame I and continuous along the path. ``--relax`` then repairs bond lengths and
-clashes (:mod:`pairwise_vae.relaxation`). Writes ``<output>.npz`` (the dataset
+handedness of frame I and continuous along the path. ``--torsion-noise`` adds the torsional
+fluctuations the decoder averages away to decoded latents (:mod:`pairwise_vae.torsion_noise`), and
+``--relax`` then repairs bond lengths and clashes (:mod:`pairwise_vae.relaxation`). Writes ``<output>.npz`` (the dataset
 format, so the other commands read it back) and ``<output>.pdb`` (one MODEL per conformation,
 with CONECT bonds).
 """
@@ -29,6 +30,7 @@ from pairwise_vae.model import MolecularVAEMSE
 from pairwise_vae.parity import orient_path, orient_samples
 from pairwise_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
 from pairwise_vae.structure_files import write_conformations_npz, write_pdb
+from pairwise_vae.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
 from pairwise_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
 
 
@@ -65,6 +67,7 @@ class SampleConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
+    torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; not with --interpolate"})
     relax: bool = field(default=False, metadata={"help": RELAX_HELP})
     relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
@@ -96,6 +99,8 @@ def given_latents(
                 f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
             )
         return torch.from_numpy(latents.astype(np.float32)).to(device), None
+    if config.torsion_noise:
+        raise ConfigError("--torsion-noise draws random fluctuations; an --interpolate path is decoded without them")
     try:
         first, last = (int(part) for part in config.interpolate.split(","))
     except ValueError:
@@ -133,6 +138,9 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         coords = orient_samples(decoded, model.parity, generator).numpy()
     else:
         coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
+    if config.torsion_noise:
+        noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
+        coords = noise.add_to(coords, generator)
     if config.relax:
         targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
         coords = relax(coords, targets, config.relax_iterations, config.batch_size)
@@ -144,6 +152,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         **({"prior": prior} if source == "prior" else {}),
         "seed": config.seed,
         "parity": model.parity.mode,
+        "torsion_noise": config.torsion_noise,
         "relaxed": config.relax,
         "precision": "bf16" if bf16 else "fp32",
         "units": "Angstrom",
