@@ -44,7 +44,7 @@ def test_rotatable_bonds_of_a_chain_and_of_a_ring_with_a_tail():
 
     # ring 1-2-3 with a tail 0 on atom 1 and 3-4-5: only 3-4 turns (ring bonds and terminal bonds do not)
     tail = rotatable_bonds(np.array([[0, 1], [1, 2], [2, 3], [3, 1], [3, 4], [4, 5]]), 6)
-    assert tail.dihedrals.tolist() == [[2, 3, 4, 5]]
+    assert tail.dihedrals.tolist() == [[1, 3, 4, 5]]
     assert np.flatnonzero(tail.moving[0]).tolist() == [5]
 
 

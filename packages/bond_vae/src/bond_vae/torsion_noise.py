@@ -34,7 +34,7 @@ from bond_vae.data import DataError, subsample
 from bond_vae.inference import decode_in_batches, encode_in_batches, run_split
 from bond_vae.metrics import dihedrals
 from bond_vae.model import MolecularVAE
-from bond_vae.parity import orient_reconstructions
+from bond_vae.parity import neighbour_lists, orient_reconstructions
 
 RESIDUAL_FRAMES = 2000  # training frames reconstructed to measure the residuals (evenly spaced)
 BASIN_ERROR_DEGREES = 45.0  # a residual beyond this is a torsion in the wrong basin, not a fluctuation
@@ -47,7 +47,7 @@ TORSION_NOISE_HELP = (
 
 class RotatableBonds(NamedTuple):
     """``dihedrals``: (R, 4) atom chains a-i-j-l around each rotatable bond i-j; ``moving``: (R, N) bool,
-    the atoms on l's side of the bond (the smaller side), which turn about it."""
+    the atoms on l's side of the bond (at most half of the molecule), which turn about it."""
 
     dihedrals: np.ndarray
     moving: np.ndarray
@@ -56,10 +56,7 @@ class RotatableBonds(NamedTuple):
 def rotatable_bonds(bonds: np.ndarray, n_atoms: int) -> RotatableBonds:
     """The bonds that a torsion turns about: bridges of the bond graph (bonds in no ring) whose two atoms
     both have other neighbours. (R, 4) chains and (R, N) moving masks; R is 0 for a rigid molecule."""
-    neighbours: list[list[int]] = [[] for _ in range(n_atoms)]
-    for i, j in np.asarray(bonds).tolist():
-        neighbours[i].append(j)
-        neighbours[j].append(i)
+    neighbours = neighbour_lists(np.asarray(bonds), n_atoms)
     chains, masks = [], []
     for i, j in np.asarray(bonds).tolist():
         if len(neighbours[i]) < 2 or len(neighbours[j]) < 2:
