@@ -7,9 +7,9 @@ frames of a dataset (``--interpolate I J``). The conformations are oriented by t
 rule (:mod:`pairwise_vae.parity`): decoded latents like prior samples, an interpolation path in the
 handedness of frame I and continuous along the path. ``--torsion-noise`` adds the torsional
 fluctuations the decoder averages away to decoded latents (:mod:`pairwise_vae.torsion_noise`), and
-``--relax`` then repairs bond lengths and clashes (:mod:`pairwise_vae.relaxation`). Writes ``<output>.npz`` (the dataset
-format, so the other commands read it back) and ``<output>.pdb`` (one MODEL per conformation,
-with CONECT bonds).
+``--relax`` then repairs bond lengths and clashes (:mod:`pairwise_vae.relaxation`). Writes
+``<output>.npz`` (the dataset format, so the other commands read it back) and ``<output>.pdb``
+(one MODEL per conformation, with CONECT bonds).
 """
 
 from __future__ import annotations
