@@ -1,4 +1,4 @@
-"""Fixtures of the bond_vae tests: the embedded AIB9 data and tiny datasets."""
+"""Fixtures of the bond_vae tests: the embedded AIB9 data, tiny datasets, an untrained checkpoint and a tiny run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from bond_helpers import SHARED_RUN_EPOCHS, SHARED_RUN_FLAGS, run_main, tiny_run_flags, write_npz
+from bond_helpers import (
+    SHARED_RUN_EPOCHS,
+    SHARED_RUN_FLAGS,
+    make_model,
+    run_main,
+    tiny_model_config,
+    tiny_run_flags,
+    write_npz,
+)
+from bond_vae.checkpoint import model_payload, save_checkpoint
 from bond_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
+from bond_vae.train_config import TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +35,15 @@ def positions(aib9: ConformationDataset) -> torch.Tensor:
 def tiny_npz(tmp_path: Path, aib9: ConformationDataset) -> Path:
     """48 AIB9 frames as an .npz file."""
     return write_npz(tmp_path / "tiny.npz", aib9, aib9.coords[:48])
+
+
+@pytest.fixture()
+def tiny_checkpoint(aib9: ConformationDataset, tmp_path: Path, tiny_npz: Path) -> Path:
+    """An untrained model's checkpoint whose run trained on 36 of the 48 frames of ``tiny_npz``."""
+    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from bond_helpers import make_model, tiny_model_config
-from bond_vae.checkpoint import model_payload, save_checkpoint
+from bond_helpers import make_model
 from bond_vae.data import Topology, load_dataset
 from bond_vae.ensembles import compare_ensembles
 from bond_vae.evaluate import main as evaluate_main
@@ -26,7 +25,6 @@ from bond_vae.metrics import (
     radius_of_gyration,
 )
 from bond_vae.sample import main as sample_main
-from bond_vae.train_config import TrainConfig
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 
@@ -95,15 +93,6 @@ def test_radius_of_gyration_and_latent_statistics():
 
 def test_angle_triplets_of_a_chain():
     assert angle_triplets(np.array([[0, 1], [1, 2], [2, 3]]), 4).tolist() == [[0, 1, 2], [1, 2, 3]]
-
-
-@pytest.fixture()
-def tiny_checkpoint(aib9, tmp_path, tiny_npz):
-    model = make_model(aib9)
-    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model_payload(config, aib9.topology, model))
-    return path
 
 
 def test_sample_writes_npz_and_pdb_that_read_back(tiny_checkpoint, tmp_path, aib9, capsys):

@@ -7,14 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from bond_helpers import make_model, random_orthogonal, tiny_model_config
-from bond_vae.checkpoint import model_payload, save_checkpoint
+from bond_helpers import random_orthogonal
 from bond_vae.data import load_dataset
 from bond_vae.evaluate import main as evaluate_main
 from bond_vae.inference import run_split
 from bond_vae.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
 from bond_vae.sample import main as sample_main
-from bond_vae.train_config import TrainConfig
 
 CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
 
@@ -70,14 +68,6 @@ def test_relax_commutes_with_rotations_reflections_and_translations(aib9):
         shift = 10.0 * torch.randn(1, 1, 3, generator=generator, dtype=torch.float64)
         moved = relax_batch(start @ rotation.T + shift, targets, iterations=30)
         torch.testing.assert_close(moved, relaxed @ rotation.T + shift, atol=1e-5, rtol=0)
-
-
-@pytest.fixture()
-def tiny_checkpoint(aib9, tmp_path, tiny_npz):
-    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
-    return path
 
 
 def test_sample_and_evaluate_relax_to_the_runs_training_bond_lengths(tiny_checkpoint, tmp_path, aib9):

@@ -8,22 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pairwise_helpers import make_model, tiny_model_config
-from pairwise_vae.checkpoint import model_payload, save_checkpoint
 from pairwise_vae.evaluate import main as evaluate_main
 from pairwise_vae.inference import encode_in_batches, load_for_inference, run_split
 from pairwise_vae.latent_prior import fit_latent_mixture, prior_draws
 from pairwise_vae.sample import main as sample_main
-from pairwise_vae.train_config import TrainConfig
-
-
-@pytest.fixture()
-def tiny_checkpoint(aib9, tmp_path, tiny_npz):
-    """An untrained model's checkpoint whose run trained on 36 of the 48 frames of ``tiny_npz``."""
-    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
-    return path
 
 
 def test_mixture_recovers_the_shares_and_shapes_of_two_clusters():

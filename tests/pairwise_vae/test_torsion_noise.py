@@ -7,15 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
+from pairwise_helpers import random_orthogonal
 from pairwise_vae import torsion_noise
-from pairwise_vae.checkpoint import model_payload, save_checkpoint
 from pairwise_vae.data import DataError, load_dataset
 from pairwise_vae.evaluate import main as evaluate_main
 from pairwise_vae.metrics import angle_triplets, dihedrals
 from pairwise_vae.sample import main as sample_main
 from pairwise_vae.torsion_noise import TorsionNoise, fit_torsion_noise, rotatable_bonds, turn_about_bonds
-from pairwise_vae.train_config import TrainConfig
 
 
 def wrapped(degrees: np.ndarray) -> np.ndarray:
@@ -107,14 +105,6 @@ def test_a_molecule_without_rotatable_bonds_and_a_model_without_usable_residuals
     flipped = turn_about_bonds(torch.from_numpy(frames), rotatable, torch.full((5, 27), 90.0, dtype=torch.float64))
     with pytest.raises(DataError, match="0 of 5 training frames"):
         fit_torsion_noise(flipped.numpy(), frames, aib9.topology.bonds)
-
-
-@pytest.fixture()
-def tiny_checkpoint(aib9, tmp_path, tiny_npz):
-    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
-    return path
 
 
 def test_sample_and_evaluate_torsion_noise_keep_bond_lengths(tiny_checkpoint, tmp_path, aib9, monkeypatch, capsys):
