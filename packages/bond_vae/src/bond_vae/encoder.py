@@ -11,7 +11,8 @@ atom's own vectors (angular information) and of vectors rejected from the bond d
 both ends of an edge (dihedral information). All outputs are built from inner products, so
 ``mu`` and ``log_var`` are invariant under rotations, translations and reflections, unless
 ``chiral_features`` adds parity-odd inputs (signed volumes), which makes them invariant under
-rotations and translations only.
+rotations and translations only. ``bond_length_features`` adds the standardised bond lengths
+(invariant) to the pooled features.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from bond_vae.blocks import (
     sum_into_targets,
 )
 from bond_vae.graph import EdgeIndex, bond_edges, bonds_and_radius_graph, edge_index, repeat_edge_index
-from bond_vae.utils import signed_volumes, torsion_quadruplets
+from bond_vae.utils import bond_lengths, signed_volumes, torsion_quadruplets
 
 ENCODER_GRAPHS = ("bonds", "bonds+radius")
 ENCODER_READOUTS = ("atoms", "mean")
@@ -79,6 +80,14 @@ class EncoderConfig:
         metadata={
             "help": "add parity-odd inputs (signed volumes of bonded atom chains), "
             "so that mirror images get different latents"
+        },
+    )
+    bond_length_features: bool = field(
+        default=False,
+        metadata={
+            "help": "add every covalent bond's length, standardised by its mean and standard deviation over the "
+            "training frames, as direct inputs of the latent heads: the bond loss scores fluctuations of about "
+            "0.03 A, which reach the latent only faintly through the radial basis of the message passing"
         },
     )
 
@@ -319,6 +328,11 @@ class ViSNetEncoder(nn.Module):
         self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, max(vector // 2, 1), scalar_only=True)
         self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
         self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
+        self.bond_length_projection = None
+        if config.bond_length_features:
+            self.register_buffer("bond_length_mean", torch.zeros(len(bonds)))
+            self.register_buffer("bond_length_scale", torch.ones(len(bonds)))
+            self.bond_length_projection = nn.Linear(len(bonds), hidden)
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
 
@@ -331,6 +345,15 @@ class ViSNetEncoder(nn.Module):
             self.bond_graph_source, self.bond_graph_target, self.bond_graph_incoming, self.bond_graph_outgoing
         )
         return repeat_edge_index(bond_graph, n_molecules, n_atoms)
+
+    def fit_bond_length_statistics(self, frames: torch.Tensor) -> None:
+        """Set the standardisation of ``bond_length_features`` from (F, N, 3) training frames in
+        Angstrom: each bond's mean length and its standard deviation (at least 0.001 A)."""
+        if self.bond_length_projection is None:
+            return
+        lengths = bond_lengths(frames.to(self.bond_length_mean), self.bonds)
+        self.bond_length_mean.copy_(lengths.mean(dim=0))
+        self.bond_length_scale.copy_(lengths.std(dim=0).clamp_min(1e-3))
 
     def forward(self, atomic_numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a batch.
@@ -370,4 +393,7 @@ class ViSNetEncoder(nn.Module):
         if self.chiral_projection is not None:
             volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
             pooled = pooled + self.chiral_projection(torch.tanh(volumes))
+        if self.bond_length_projection is not None:
+            standardised = (bond_lengths(positions, self.bonds) - self.bond_length_mean) / self.bond_length_scale
+            pooled = pooled + self.bond_length_projection(standardised)
         return self.mu_head(pooled), self.log_var_head(pooled)

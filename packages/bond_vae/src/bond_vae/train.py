@@ -117,6 +117,7 @@ def build_run(
             reference_conformation(train_frames),
             decide_parity(train_frames, topology, config.parity),
         )
+        model.encoder.fit_bond_length_statistics(train_frames)
     else:
         check_resumable(checkpoint, dataset, config, ranks)
         model = model_from_checkpoint(checkpoint, config.resume)
