@@ -10,6 +10,7 @@ import torch
 from bond_helpers import random_orthogonal
 from bond_vae.data import load_dataset
 from bond_vae.evaluate import main as evaluate_main
+from bond_vae.evaluate import relaxation_sentence
 from bond_vae.inference import run_split
 from bond_vae.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
 from bond_vae.sample import main as sample_main
@@ -34,6 +35,33 @@ def test_targets_and_energy_of_a_five_atom_chain_match_hand_computation():
         3 * (1.0 - 1.5) ** 2 + (2**0.5 - 1.5) ** 2 + (2.5 - 1.0) ** 2 + RESTRAINT * 15 * 0.1**2
     )  # three bonds, one bond, the clash, the restraint
     assert relaxation_energy(positions, start, targets).item() == pytest.approx(expected)
+
+
+def test_a_bond_tolerance_flattens_the_bond_term_by_hand():
+    frames = np.zeros((2, 5, 3))
+    frames[:, :, 0] = [[0, 1, 2, 3, 4], [0, 2, 4, 6, 8]]  # bonds 1 A, then 2 A: mean 1.5 A, deviation 0.5 A
+    targets = relaxation_targets(frames, CHAIN_BONDS, steric_distance=0.0, bond_tolerance=0.5)
+    torch.testing.assert_close(targets.bond_tolerances, torch.full((4,), 0.25, dtype=torch.float64))
+    # bonds 1, 1, 1 and sqrt(2) A: three exceed the 0.25 A tolerance by 0.25 A, the fourth is within it
+    positions = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]]], dtype=torch.float64)
+    assert relaxation_energy(positions, positions, targets).item() == pytest.approx(3 * 0.25**2)
+
+
+def test_relax_with_a_bond_tolerance_keeps_the_bond_lengths_the_data_has(aib9):
+    bonds = aib9.topology.bonds
+    targets = relaxation_targets(aib9.coords, bonds, steric_distance=2.6, bond_tolerance=2.0)
+    lengths = bond_lengths(aib9.coords, bonds)
+    usual = np.all(np.abs(lengths - lengths.mean(axis=0)) < 1.5 * lengths.std(axis=0), axis=1)
+    frames = aib9.coords[usual][:4].astype(np.float64)  # every bond within 1.5 standard deviations
+    stretched = frames.copy()
+    direction = stretched[0, bonds[0, 1]] - stretched[0, bonds[0, 0]]
+    stretched[0, bonds[0, 1]] += 0.2 * direction / np.linalg.norm(direction)  # 0.2 A too long: about 6 deviations
+    relaxed = relax(stretched, targets, iterations=100, batch_size=4)
+    np.testing.assert_allclose(bond_lengths(relaxed[1:], bonds), bond_lengths(frames[1:], bonds), atol=1e-4)
+    tolerance, mean = targets.bond_tolerances[0].item(), targets.bond_lengths[0].item()
+    assert bond_lengths(relaxed, bonds)[0, 0] == pytest.approx(mean + tolerance, abs=0.01)
+    pulled_to_mean = relax(stretched, relaxation_targets(aib9.coords, bonds, 2.6), iterations=100, batch_size=4)
+    assert np.abs(bond_lengths(pulled_to_mean[1:], bonds) - targets.bond_lengths.numpy()).max() < 0.01
 
 
 def test_relax_repairs_bonds_and_a_clash_and_barely_moves_the_rest(aib9):
@@ -95,3 +123,20 @@ def test_relax_iterations_below_one_are_refused(tiny_checkpoint, tmp_path, capsy
         sample_main([str(tiny_checkpoint), "--relax", "--relax-iterations", "0", "--output", str(tmp_path / "s")])
     assert exit_info.value.code == 1
     assert "--relax-iterations must be at least 1" in capsys.readouterr().err
+
+
+def test_a_negative_bond_tolerance_is_refused(tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(
+            [str(tiny_checkpoint), "--relax", "--relax-bond-tolerance", "-1", "--output", str(tmp_path / "e")]
+        )
+    assert exit_info.value.code == 1
+    assert "--relax-bond-tolerance must be at least 0, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_the_report_says_how_bonds_were_relaxed():
+    assert relaxation_sentence({"relaxed": False, "relax_bond_tolerance": None}) == ""
+    assert "bonds to their training means" in relaxation_sentence({"relaxed": True, "relax_bond_tolerance": 0.0})
+    tolerant = relaxation_sentence({"relaxed": True, "relax_bond_tolerance": 2.0})
+    assert "bonds beyond 2 standard deviations of their training means pulled back" in tolerant

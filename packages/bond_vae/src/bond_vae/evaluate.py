@@ -44,7 +44,14 @@ from bond_vae.latent_prior import PRIOR_HELP, PRIORS, prior_draws
 from bond_vae.metrics import latent_statistics
 from bond_vae.parity import orient_reconstructions, orient_samples
 from bond_vae.quality_bar import bar_report, judge
-from bond_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
+from bond_vae.relaxation import (
+    RELAX_BOND_TOLERANCE_HELP,
+    RELAX_HELP,
+    RELAX_ITERATIONS_HELP,
+    check_bond_tolerance,
+    relax,
+    run_relaxation_targets,
+)
 from bond_vae.structure_files import write_conformations_npz
 from bond_vae.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
 from bond_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
@@ -86,6 +93,7 @@ class EvaluateConfig:
     torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; applied to the samples"})
     relax: bool = field(default=False, metadata={"help": RELAX_HELP + "; applied to reconstructions and samples"})
     relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
+    relax_bond_tolerance: float = field(default=0.0, metadata={"help": RELAX_BOND_TOLERANCE_HELP})
     seed: int = field(
         default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
     )
@@ -109,6 +117,22 @@ def reference_frames(
     return subsample(coords, config.max_frames), f"{dataset.source} (validation split of the training run)"
 
 
+def relaxation_sentence(report: dict) -> str:
+    """What ``--relax`` did, for report.md; empty when it was off."""
+    if not report.get("relaxed"):
+        return ""
+    tolerance = report.get("relax_bond_tolerance") or 0.0
+    bonds = (
+        f"bonds beyond {tolerance:g} standard deviations of their training means pulled back"
+        if tolerance > 0
+        else "bonds to their training means"
+    )
+    return (
+        f" Reconstructions and samples relaxed (--relax: {bonds}, no atoms 4 or more bonds apart closer than the "
+        "steric distance; the model's raw output is evaluated without it)."
+    )
+
+
 def markdown_report(report: dict) -> str:
     """A readable summary of the report's headline numbers."""
     reconstruction, samples, floor = report["reconstruction"], report["samples"], report["reference_floor"]
@@ -121,12 +145,7 @@ def markdown_report(report: dict) -> str:
         "",
         f"Orientation of the output: {report['parity']}. Computed in {report['precision']}."
         + (f" Samples with {report['torsion_noise']} (--torsion-noise)." if report.get("torsion_noise") else "")
-        + (
-            " Reconstructions and samples relaxed (--relax: bonds to their training means, no atoms 4 or more "
-            "bonds apart closer than the steric distance; the model's raw output is evaluated without it)."
-            if report.get("relaxed")
-            else ""
-        ),
+        + relaxation_sentence(report),
         "",
         "## Quality bar",
         "",
@@ -211,6 +230,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
     check_inference_request(
         config, [config.output], ("num_samples", "max_frames", "batch_size", "prior_components", "relax_iterations")
     )
+    check_bond_tolerance(config.relax_bond_tolerance)
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     reference, description = reference_frames(checkpoint, topology, config, checkpoint_path)
     bf16 = uses_bf16(config.precision, device)
@@ -228,7 +248,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
         samples = noise.add_to(samples, generator)
     if config.relax:
-        targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
+        targets = run_relaxation_targets(checkpoint, checkpoint_path, model, config.relax_bond_tolerance)
         reconstructed = relax(reconstructed, targets, config.relax_iterations, config.batch_size)
         samples = relax(samples, targets, config.relax_iterations, config.batch_size)
 
@@ -248,6 +268,7 @@ def evaluate(checkpoint_path: Path, config: EvaluateConfig) -> dict:
         precision="bf16" if bf16 else "fp32",
         torsion_noise=None if noise is None else noise.describe(),
         relaxed=config.relax,
+        relax_bond_tolerance=config.relax_bond_tolerance if config.relax else None,
         figures=[path.name for path in figures],
     )
     (config.output / "report.json").write_text(json.dumps(report, indent=2) + "\n")

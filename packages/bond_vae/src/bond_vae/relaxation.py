@@ -6,7 +6,12 @@ terms the decoder gets most wrong on its own: every covalent bond pulled to its 
 the training data, and every two atoms at least 4 bonds apart pushed to at least the model's
 steric distance, while a weak harmonic restraint holds each atom near its decoded position::
 
-    E(x) = sum_bonds (d_ij - b_ij)^2 + sum_far max(0, D - d_ij)^2 + k sum_i |x_i - x0_i|^2   (Angstrom^2)
+    E(x) = sum_bonds max(0, |d_ij - b_ij| - t_ij)^2 + sum_far max(0, D - d_ij)^2 + k sum_i |x_i - x0_i|^2
+
+(Angstrom^2). The bond tolerance t_ij is ``bond_tolerance`` standard deviations of the bond's
+length in the training data: 0 (the default) pulls every bond to its mean; above 0 the bond term
+is flat-bottomed and leaves alone bond lengths the data has, which a model whose latent holds
+them (``--encoder-bond-length-features``) decodes frame by frame.
 
 minimised by L-BFGS from the decoded ``x0``, molecule by molecule (the energies of a batch are a
 sum of independent terms). Distances and a restraint to the start commute with rotations,
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bond_vae.config import ConfigError
 from bond_vae.inference import run_split
 from bond_vae.model import MolecularVAE, steric_pairs
 from bond_vae.utils import bond_lengths
@@ -36,44 +42,68 @@ RELAX_HELP = (
     "(L-BFGS; like the relaxation structure predictors run on their output); reads the run's training data"
 )
 RELAX_ITERATIONS_HELP = "L-BFGS iterations of --relax per batch"
+RELAX_BOND_TOLERANCE_HELP = (
+    "with --relax: bonds within this many standard deviations (of each bond's length in the training data) of "
+    "their mean are left alone and only the excess is pulled back; 0: every bond pulled to its mean. 2 keeps the "
+    "frame-by-frame bond lengths of a model trained with --encoder-bond-length-features"
+)
+
+
+def check_bond_tolerance(bond_tolerance: float) -> None:
+    """Refuse a negative ``--relax-bond-tolerance``."""
+    if not bond_tolerance >= 0.0:
+        raise ConfigError(f"--relax-bond-tolerance must be at least 0, got {bond_tolerance}")
 
 
 @dataclass(frozen=True)
 class RelaxationTargets:
     """What :func:`relax` pulls towards.
 
-    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) Angstrom; ``far_pairs``:
+    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) Angstrom; ``bond_tolerances``:
+    (n_bonds,) Angstrom, deviations from ``bond_lengths`` the bond term does not charge; ``far_pairs``:
     (P, 2) atoms at least 4 bonds apart (:func:`~bond_vae.model.steric_pairs`); ``steric_distance``: Angstrom.
     """
 
     bonds: torch.Tensor
     bond_lengths: torch.Tensor
+    bond_tolerances: torch.Tensor
     far_pairs: torch.Tensor
     steric_distance: float
 
 
-def relaxation_targets(train_frames: np.ndarray, bonds: np.ndarray, steric_distance: float) -> RelaxationTargets:
-    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths (CPU, float64, as
-    :func:`relax` computes)."""
+def relaxation_targets(
+    train_frames: np.ndarray, bonds: np.ndarray, steric_distance: float, bond_tolerance: float = 0.0
+) -> RelaxationTargets:
+    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths, and
+    ``bond_tolerance`` times the bonds' standard deviations (CPU, float64, as :func:`relax` computes)."""
     bonds = np.asarray(bonds, dtype=np.int64)
     frames = torch.from_numpy(np.asarray(train_frames, dtype=np.float64))
     index = torch.from_numpy(bonds)
-    lengths = bond_lengths(frames, index).mean(dim=0)
-    return RelaxationTargets(index, lengths, steric_pairs(index, frames.shape[1]), steric_distance)
+    lengths = bond_lengths(frames, index)
+    return RelaxationTargets(
+        index,
+        lengths.mean(dim=0),
+        bond_tolerance * lengths.std(dim=0, correction=0),
+        steric_pairs(index, frames.shape[1]),
+        steric_distance,
+    )
 
 
-def run_relaxation_targets(checkpoint: dict[str, Any], checkpoint_path: Path, model: MolecularVAE) -> RelaxationTargets:
-    """Targets of a checkpoint's model: the mean bond lengths of its run's training split
+def run_relaxation_targets(
+    checkpoint: dict[str, Any], checkpoint_path: Path, model: MolecularVAE, bond_tolerance: float
+) -> RelaxationTargets:
+    """Targets of a checkpoint's model: the bond lengths of its run's training split
     (:func:`~bond_vae.inference.run_split`) and its steric distance."""
     _, train, _ = run_split(checkpoint, checkpoint_path)
-    return relaxation_targets(train, model.bonds.cpu().numpy(), model.config.steric_distance)
+    return relaxation_targets(train, model.bonds.cpu().numpy(), model.config.steric_distance, bond_tolerance)
 
 
 def relaxation_energy(positions: torch.Tensor, start: torch.Tensor, targets: RelaxationTargets) -> torch.Tensor:
     """E summed over a batch: (B, N, 3) positions and their (B, N, 3) decoded start -> scalar, Angstrom^2."""
     far_distances = bond_lengths(positions, targets.far_pairs)
+    bond_excess = (bond_lengths(positions, targets.bonds) - targets.bond_lengths).abs() - targets.bond_tolerances
     return (
-        (bond_lengths(positions, targets.bonds) - targets.bond_lengths).pow(2).sum()
+        bond_excess.clamp(min=0.0).pow(2).sum()
         + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum()
         + RESTRAINT * (positions - start).pow(2).sum()
     )

@@ -28,7 +28,14 @@ from bond_vae.inference import decode_in_batches, load_for_inference
 from bond_vae.latent_prior import PRIOR_HELP, PRIORS, prior_draws
 from bond_vae.model import MolecularVAE
 from bond_vae.parity import orient_path, orient_samples
-from bond_vae.relaxation import RELAX_HELP, RELAX_ITERATIONS_HELP, relax, run_relaxation_targets
+from bond_vae.relaxation import (
+    RELAX_BOND_TOLERANCE_HELP,
+    RELAX_HELP,
+    RELAX_ITERATIONS_HELP,
+    check_bond_tolerance,
+    relax,
+    run_relaxation_targets,
+)
 from bond_vae.structure_files import write_conformations_npz, write_pdb
 from bond_vae.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
 from bond_vae.utils import PRECISION_HELP, PRECISIONS, uses_bf16
@@ -70,6 +77,7 @@ class SampleConfig:
     torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; not with --interpolate"})
     relax: bool = field(default=False, metadata={"help": RELAX_HELP})
     relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
+    relax_bond_tolerance: float = field(default=0.0, metadata={"help": RELAX_BOND_TOLERANCE_HELP})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
         default=True,
@@ -124,6 +132,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     check_inference_request(
         config, outputs, ("num_samples", "steps", "batch_size", "prior_components", "relax_iterations")
     )
+    check_bond_tolerance(config.relax_bond_tolerance)
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     bf16 = uses_bf16(config.precision, device)
@@ -142,7 +151,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
         coords = noise.add_to(coords, generator)
     if config.relax:
-        targets = run_relaxation_targets(checkpoint, checkpoint_path, model)
+        targets = run_relaxation_targets(checkpoint, checkpoint_path, model, config.relax_bond_tolerance)
         coords = relax(coords, targets, config.relax_iterations, config.batch_size)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -154,6 +163,7 @@ def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
         "parity": model.parity.mode,
         "torsion_noise": config.torsion_noise,
         "relaxed": config.relax,
+        "relax_bond_tolerance": config.relax_bond_tolerance if config.relax else None,
         "precision": "bf16" if bf16 else "fp32",
         "units": "Angstrom",
     }
