@@ -77,14 +77,19 @@ def tiny_model_config(graph: str = "bonds+radius", lmax: int = 1) -> ModelConfig
     )
 
 
-def make_model(aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int = 1) -> MolecularVAE:
+def aib9_model(aib9: ConformationDataset, config: ModelConfig) -> MolecularVAE:
+    """A model of AIB9 with ``config``, initialised with seed 0, starting from the first frame."""
     torch.manual_seed(0)
     return MolecularVAE(
-        tiny_model_config(graph, lmax),
+        config,
         torch.from_numpy(aib9.topology.atomic_numbers),
         torch.from_numpy(aib9.topology.bonds),
         torch.from_numpy(aib9.coords[0]),
     )
+
+
+def make_model(aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int = 1) -> MolecularVAE:
+    return aib9_model(aib9, tiny_model_config(graph, lmax))
 
 
 def write_npz(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from bond_helpers import random_orthogonal, run_main, tiny_model_config, tiny_run_flags
+from bond_helpers import aib9_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
 from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint
 from bond_vae.data import training_split
 from bond_vae.model import MolecularVAE
@@ -12,15 +12,9 @@ from bond_vae.model import MolecularVAE
 
 def featured_model(aib9, enabled: bool = True) -> MolecularVAE:
     """A tiny float64 model (seed 0) with or without the features, standardised on all embedded frames."""
-    torch.manual_seed(0)
     config = tiny_model_config()
     config.encoder.bond_length_features = enabled
-    model = MolecularVAE(
-        config,
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-    ).double()
+    model = aib9_model(aib9, config).double()
     model.encoder.fit_bond_length_statistics(torch.from_numpy(aib9.coords).double())
     return model
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bond_helpers import make_model, random_orthogonal, tiny_model_config
+from bond_helpers import aib9_model, make_model, random_orthogonal, tiny_model_config
 from bond_vae.decoder import DistanceBasis, EGNNLayer
 from bond_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
 from bond_vae.graph import edge_index
-from bond_vae.model import MolecularVAE as MODEL_CLASS
 from bond_vae.model import chirality_loss, pair_distance_loss, relative_chirality_loss
 from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
 
@@ -94,13 +93,7 @@ def test_per_atom_latent_input_gives_each_atom_its_own_reading_of_z(aib9, latent
     per-atom map adds a different one to each atom."""
     config = tiny_model_config()
     config.decoder.latent_input = latent_input
-    torch.manual_seed(0)
-    model = MODEL_CLASS(
-        config,
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-    )
+    model = aib9_model(aib9, config)
     first_layer_inputs = []
     model.decoder.layers[0].register_forward_pre_hook(lambda _, args: first_layer_inputs.append(args[0]))
     z = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(3))
@@ -125,16 +118,10 @@ def test_bond_loss_is_invariant(aib9, positions):
 
 
 def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(aib9, positions):
-    torch.manual_seed(0)
     config = tiny_model_config()
     config.encoder.chiral_features = True
     config.chirality_weight = 1.0
-    model = MODEL_CLASS(
-        config,
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-    ).double()
+    model = aib9_model(aib9, config).double()
     generator = torch.Generator().manual_seed(4)
     mu, _ = model.encode(positions)
     rotated_mu, _ = model.encode(positions @ random_orthogonal(False, generator).T + 2.0)

@@ -10,7 +10,15 @@ import signal
 
 import pytest
 import torch
-from bond_helpers import SHARED_RUN_EPOCHS, SHARED_RUN_FLAGS, make_model, run_main, tiny_model_config, tiny_run_flags
+from bond_helpers import (
+    SHARED_RUN_EPOCHS,
+    SHARED_RUN_FLAGS,
+    aib9_model,
+    make_model,
+    run_main,
+    tiny_model_config,
+    tiny_run_flags,
+)
 from bond_vae.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -87,13 +95,7 @@ def test_a_checkpoint_with_the_old_name_of_the_hop_count_buffer_loads(aib9, tmp_
 def test_a_format_5_checkpoint_loads_with_the_shared_latent_input_it_was_trained_with(aib9, tmp_path):
     config = TrainConfig(model=tiny_model_config())
     config.model.decoder.latent_input = "shared"
-    torch.manual_seed(0)
-    model = MODEL_CLASS(
-        config.model,
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-    )
+    model = aib9_model(aib9, config.model)
     payload = model_payload(config, aib9.topology, model)
     del payload["config"]["model"]["decoder"]["latent_input"]  # format 5 had no such setting
     payload["format_version"] = 5
