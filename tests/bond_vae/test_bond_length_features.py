@@ -24,7 +24,7 @@ def test_statistics_are_each_bonds_mean_and_standard_deviation(aib9):
     bonds = aib9.topology.bonds
     lengths = np.linalg.norm(aib9.coords[:, bonds[:, 0]] - aib9.coords[:, bonds[:, 1]], axis=-1)
     np.testing.assert_allclose(model.encoder.bond_length_mean.numpy(), lengths.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(model.encoder.bond_length_scale.numpy(), lengths.std(axis=0, ddof=1), rtol=1e-4)
+    np.testing.assert_allclose(model.encoder.bond_length_scale.numpy(), lengths.std(axis=0), rtol=1e-4)
     assert 0.02 < model.encoder.bond_length_scale.mean().item() < 0.05, "AIB9's bonds vary by about 0.03 A"
 
 

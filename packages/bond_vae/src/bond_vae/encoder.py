@@ -353,7 +353,7 @@ class ViSNetEncoder(nn.Module):
             return
         lengths = bond_lengths(frames.to(self.bond_length_mean), self.bonds)
         self.bond_length_mean.copy_(lengths.mean(dim=0))
-        self.bond_length_scale.copy_(lengths.std(dim=0).clamp_min(1e-3))
+        self.bond_length_scale.copy_(lengths.std(dim=0, correction=0).clamp_min(1e-3))
 
     def forward(self, atomic_numbers: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a batch.
