@@ -43,6 +43,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -78,6 +79,17 @@ class Measurement:
     mfu: float | None
 
 
+def package_module(package: str, *names: str) -> ModuleType:
+    """The first of the modules ``names`` that ``package`` has: a --source checkout may predate the sub-packages."""
+    for name in names:
+        try:
+            module = importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError:
+            continue
+        return module
+    raise ModuleNotFoundError(f"{package} has none of the modules {', '.join(names)}")
+
+
 def build_model(
     package: str,
     setting: dict | None,
@@ -87,8 +99,8 @@ def build_model(
 ) -> tuple[torch.nn.Module, torch.Tensor, int]:
     """The package's model at a setting (None: its defaults), decoder pair channels and encoder
     vector channels (None: the package's default), and a data tensor on ``device``."""
-    data_module = importlib.import_module(f"{package}.data")
-    model_module = importlib.import_module(f"{package}.model")
+    data_module = package_module(package, "data.dataset", "data")
+    model_module = package_module(package, "model.vae", "model")
     dataset = data_module.load_dataset(None)
     config = model_module.ModelConfig()
     batch_size = 64
@@ -115,7 +127,7 @@ def build_model(
 
 def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int, bool, bool], object]:
     """The package's ``sample.decode_in_batches(model, latents, batch_size, compile_decoder, bf16)``."""
-    decode_in_batches = importlib.import_module(f"{package}.sample").decode_in_batches
+    decode_in_batches = package_module(package, "sampling.inference", "inference", "sample").decode_in_batches
     parameters = inspect.signature(decode_in_batches).parameters
     if "bf16" in parameters:
         return decode_in_batches
@@ -129,7 +141,7 @@ def batch_decoder(package: str) -> Callable[[torch.nn.Module, torch.Tensor, int,
 
 def uses_bf16(package: str, precision: str, device: torch.device) -> bool:
     """Whether training's ``--precision`` means bf16 autocast on ``device``, by the package's rule."""
-    utils = importlib.import_module(f"{package}.utils")
+    utils = package_module(package, "runtime", "utils")
     if hasattr(utils, "uses_bf16"):
         return utils.uses_bf16(precision, device)
     # a --source checkout from before the CPU rule: auto was bf16 on CUDA only

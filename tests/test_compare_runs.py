@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bond_vae.train import main as train_bond
-from pairwise_vae.train import main as train_pairwise
+from bond_vae.training.train import main as train_bond
+from pairwise_vae.training.train import main as train_pairwise
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = (
@@ -33,7 +33,7 @@ def load_script():
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """runs/bond_vae/<run> and runs/pairwise_vae/<run>, one tiny epoch each on 24 AIB9 frames."""
     folder = tmp_path_factory.mktemp("compare")
-    with np.load(ROOT / "packages/bond_vae/src/bond_vae/resources/aib9.npz") as archive:
+    with np.load(ROOT / "packages/bond_vae/src/bond_vae/data/resources/aib9.npz") as archive:
         arrays = {key: archive[key] for key in archive.files if key not in ("replica", "temperature_k")}
     arrays["coords"] = arrays["coords"][::375]  # 24 frames of every replica: both handednesses
     np.savez(folder / "tiny.npz", **arrays)

@@ -31,3 +31,30 @@ def test_gpus_sets_the_visible_gpus_and_the_process_count(target, command):
     assert f"{command} " in line and "--devices 3 --epochs 2" in line
     plain = dry_run(target)
     assert "CUDA_VISIBLE_DEVICES" not in plain and "--devices" not in plain
+
+
+@pytest.mark.parametrize(("package", "command"), [("bond", "bond-vae-evaluate"), ("pairwise", "pairwise-vae-evaluate")])
+def test_evaluate_takes_the_latest_run_of_the_package_unless_run_names_one(tmp_path, package, command):
+    for run in ("20261201-090000", "20261203-120000"):
+        (tmp_path / f"{package}_vae" / run).mkdir(parents=True)
+        (tmp_path / f"{package}_vae" / run / "best.pt").touch()
+    line = dry_run("evaluate", f"PACKAGE={package}", f"RUNS_DIR={tmp_path}", "ARGS=--relax")
+    latest = tmp_path / f"{package}_vae" / "20261203-120000"
+    assert f"{command} {latest}/best.pt --output {latest}/evaluation-" in line and line.endswith(" --relax")
+    chosen = tmp_path / f"{package}_vae" / "20261201-090000" / "best.pt"
+    assert f"{command} {chosen} " in dry_run("evaluate", f"PACKAGE={package}", f"RUNS_DIR={tmp_path}", f"RUN={chosen}")
+    sample = dry_run("sample", f"PACKAGE={package}", f"RUNS_DIR={tmp_path}")
+    assert f"{package}-vae-sample {latest}/best.pt --output {latest}/samples-" in sample
+
+
+@pytest.mark.parametrize("settings", [["PACKAGE=pairwise"], ["PACKAGE=chiral"]])
+def test_evaluate_without_a_run_or_with_an_unknown_package_says_so_in_one_line(tmp_path, settings):
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "check-run", f"RUNS_DIR={tmp_path}", *settings],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and ("train one" in error[0] or "expected bond or pairwise" in error[0])

@@ -16,7 +16,7 @@ TINY = (
 
 
 def tiny_dataset(tmp_path: Path) -> Path:
-    with np.load(ROOT / "packages/bond_vae/src/bond_vae/resources/aib9.npz") as archive:
+    with np.load(ROOT / "packages/bond_vae/src/bond_vae/data/resources/aib9.npz") as archive:
         arrays = {key: archive[key] for key in archive.files}
     arrays["coords"] = arrays["coords"][:48]
     for per_frame in ("replica", "temperature_k"):

@@ -71,7 +71,7 @@ def test_wheel_installs_and_trains_on_its_embedded_data(tmp_path, package, modul
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
-    assert f"{module}/resources/aib9.npz" in names
+    assert f"{module}/data/resources/aib9.npz" in names
     assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.10" in metadata
     assert "Classifier: " in metadata and "Provides-Extra: md" in metadata
 
@@ -100,7 +100,7 @@ def test_wheel_installs_and_trains_on_its_embedded_data(tmp_path, package, modul
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert str(venv) in result.stdout and f"{module}/resources/aib9.npz" in result.stdout  # the wheel's own copy
+    assert str(venv) in result.stdout and f"{module}/data/resources/aib9.npz" in result.stdout  # the wheel's own copy
     (run,) = (elsewhere / "runs").iterdir()
     assert (run / "best.pt").is_file() and (run / "metrics.jsonl").is_file()
 

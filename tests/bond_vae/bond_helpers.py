@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bond_vae.data import ConformationDataset
-from bond_vae.decoder import DecoderConfig
-from bond_vae.encoder import EncoderConfig
-from bond_vae.model import ModelConfig, MolecularVAE
-from bond_vae.train import main
+from bond_vae.data.records import ConformationDataset
+from bond_vae.model.decoder import DecoderConfig
+from bond_vae.model.encoder import EncoderConfig
+from bond_vae.model.vae import ModelConfig, MolecularVAE
+from bond_vae.training.train import main
 
 TINY_MODEL_FLAGS = [
     "--latent-dim",

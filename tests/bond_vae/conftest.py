@@ -15,9 +15,10 @@ from bond_helpers import (
     tiny_run_flags,
     write_npz,
 )
-from bond_vae.checkpoint import model_payload, save_checkpoint
-from bond_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
-from bond_vae.train_config import TrainConfig
+from bond_vae.data.dataset import DEFAULT_DATASET, load_dataset
+from bond_vae.data.records import ConformationDataset
+from bond_vae.training.checkpoint import model_payload, save_checkpoint
+from bond_vae.training.config import TrainConfig
 
 
 @pytest.fixture(scope="session")

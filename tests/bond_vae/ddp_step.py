@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 from bond_helpers import tiny_model_config
-from bond_vae.data import load_dataset
-from bond_vae.distributed import init_process_group, leave_process_group, ranks_from_environment
-from bond_vae.train import build_run
-from bond_vae.train_config import TrainConfig
-from bond_vae.trainer import epoch_order, rank_slice, train_step
+from bond_vae.data.dataset import load_dataset
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.distributed import init_process_group, leave_process_group, ranks_from_environment
+from bond_vae.training.loop import epoch_order, rank_slice, train_step
+from bond_vae.training.train import build_run
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 ranks = ranks_from_environment()

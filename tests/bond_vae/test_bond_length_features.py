@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from bond_helpers import aib9_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
-from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint
-from bond_vae.data import training_split
-from bond_vae.model import MolecularVAE
+from bond_vae.data.split import training_split
+from bond_vae.model.vae import MolecularVAE
+from bond_vae.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def featured_model(aib9, enabled: bool = True) -> MolecularVAE:

@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import make_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
-from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
-from bond_vae.graph import pairs_bonds_apart
-from bond_vae.model import (
-    MolecularVAE,
+from bond_vae.bond_graph import pairs_bonds_apart, torsion_quadruplets
+from bond_vae.model.losses import (
     aligned_coordinate_loss,
     kl_divergence,
     pair_distance_loss,
@@ -20,9 +18,10 @@ from bond_vae.model import (
     steric_loss,
     steric_pairs,
 )
-from bond_vae.train import main
-from bond_vae.train_config import TrainConfig
-from bond_vae.utils import torsion_quadruplets
+from bond_vae.model.vae import MolecularVAE
+from bond_vae.training.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.train import main
 
 CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bond_vae.decoder import DecoderConfig, EGNNDecoder
+from bond_vae.model.decoder import DecoderConfig, EGNNDecoder
 
 
 def feature_scales(decoder: EGNNDecoder, z: torch.Tensor, bf16: bool) -> tuple[list[float], torch.Tensor]:

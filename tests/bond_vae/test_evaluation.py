@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import make_model
-from bond_vae.data import Topology, load_dataset
-from bond_vae.ensembles import compare_ensembles
-from bond_vae.evaluate import main as evaluate_main
-from bond_vae.inference import decode_in_batches
-from bond_vae.metrics import (
-    angle_triplets,
+from bond_vae.bond_graph import angle_triplets
+from bond_vae.data.dataset import load_dataset
+from bond_vae.data.records import Topology
+from bond_vae.evaluation.ensembles import compare_ensembles
+from bond_vae.evaluation.evaluate import main as evaluate_main
+from bond_vae.evaluation.metrics import (
     bond_angles,
     clash_fraction,
     dihedrals,
@@ -24,7 +24,8 @@ from bond_vae.metrics import (
     latent_statistics,
     radius_of_gyration,
 )
-from bond_vae.sample import main as sample_main
+from bond_vae.sampling.inference import decode_in_batches
+from bond_vae.sampling.sample import main as sample_main
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 

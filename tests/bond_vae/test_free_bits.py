@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from bond_helpers import make_model
-from bond_vae.model import free_bits_kl, kl_divergence
+from bond_vae.model.losses import free_bits_kl, kl_divergence
 
 
 def test_free_bits_kl_against_hand_computation():

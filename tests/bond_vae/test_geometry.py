@@ -6,8 +6,8 @@ import math
 
 import torch
 from bond_helpers import random_orthogonal
-from bond_vae.model import kl_divergence, pair_distance_loss
-from bond_vae.utils import bond_length_statistics, kabsch_rmsd
+from bond_vae.geometry import bond_length_statistics, kabsch_rmsd
+from bond_vae.model.losses import kl_divergence, pair_distance_loss
 
 
 def test_bond_length_loss_matches_hand_computation():

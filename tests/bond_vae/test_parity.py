@@ -8,23 +8,17 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import make_model, random_orthogonal, tiny_model_config
-from bond_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from bond_vae.bond_graph import torsion_quadruplets
 from bond_vae.config import ConfigError
-from bond_vae.data import Topology
-from bond_vae.evaluate import main as evaluate_main
-from bond_vae.model import MolecularVAE
-from bond_vae.parity import (
-    ParityRule,
-    atom_classes,
-    decide_parity,
-    orient_path,
-    orient_samples,
-    reflect,
-)
-from bond_vae.sample import main as sample_main
-from bond_vae.train_config import TrainConfig
-from bond_vae.utils import pairwise_distances, signed_volumes, torsion_quadruplets
-from bond_vae.validation import validate
+from bond_vae.data.records import Topology
+from bond_vae.evaluation.evaluate import main as evaluate_main
+from bond_vae.geometry import pairwise_distances, signed_volumes
+from bond_vae.model.parity import ParityRule, atom_classes, decide_parity, orient_path, orient_samples, reflect
+from bond_vae.model.vae import MolecularVAE
+from bond_vae.sampling.sample import main as sample_main
+from bond_vae.training.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.validation import validate
 
 MIRROR = torch.tensor([1.0, 1.0, -1.0])
 AIB_CA = [4, 10, 16, 22, 28, 34, 40, 46, 52]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bond_vae import utils
-from bond_vae.utils import cpu_has_native_bf16, uses_bf16
+from bond_vae import runtime
+from bond_vae.runtime import cpu_has_native_bf16, uses_bf16
 
 CPUINFO = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {extra}\n\n"
 
@@ -23,7 +23,7 @@ def test_no_cpuinfo_means_no_native_bf16(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_follows_the_device_and_the_cpu(monkeypatch, capsys, native):
-    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     assert uses_bf16("auto", torch.device("cpu")) is native
     assert uses_bf16("auto", torch.device("cuda")) is True
     assert uses_bf16("fp32", torch.device("cuda")) is False

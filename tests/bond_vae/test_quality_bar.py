@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from bond_vae.ensembles import compare_ensembles, floor_comparison, reference_floor, split_halves
-from bond_vae.quality_bar import QUALITY_BAR, bar_report, judge
+from bond_vae.evaluation.ensembles import compare_ensembles, floor_comparison, reference_floor, split_halves
+from bond_vae.evaluation.quality_bar import QUALITY_BAR, bar_report, judge
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import random_orthogonal
-from bond_vae.data import load_dataset
-from bond_vae.evaluate import main as evaluate_main
-from bond_vae.evaluate import relaxation_sentence
-from bond_vae.inference import run_split
-from bond_vae.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
-from bond_vae.sample import main as sample_main
+from bond_vae.data.dataset import load_dataset
+from bond_vae.evaluation.evaluate import main as evaluate_main
+from bond_vae.evaluation.evaluate import relaxation_sentence
+from bond_vae.sampling.inference import run_split
+from bond_vae.sampling.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
+from bond_vae.sampling.sample import main as sample_main
 
 CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
 

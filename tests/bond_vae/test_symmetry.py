@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from bond_helpers import aib9_model, make_model, random_orthogonal, tiny_model_config
-from bond_vae.decoder import DistanceBasis, EGNNLayer
-from bond_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
-from bond_vae.graph import edge_index
-from bond_vae.model import chirality_loss, pair_distance_loss, relative_chirality_loss
-from bond_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
+from bond_vae.bond_graph import torsion_quadruplets
+from bond_vae.geometry import normalized_volumes, signed_volumes
+from bond_vae.model.decoder import DistanceBasis, EGNNLayer
+from bond_vae.model.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoder
+from bond_vae.model.graph import edge_index
+from bond_vae.model.losses import chirality_loss, pair_distance_loss, relative_chirality_loss
 
 
 @pytest.mark.parametrize(("graph", "lmax"), [("bonds", 2), ("bonds+radius", 2), ("bonds+radius", 3)])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from bond_helpers import run_main, tiny_run_flags
-from bond_vae import trainer
-from bond_vae.checkpoint import Progress, load_checkpoint
-from bond_vae.train_config import TrainConfig
-from bond_vae.trainer import FINAL_LEARNING_RATE_FACTOR, Schedule, TimeBudget, schedule_for
+from bond_vae.training import loop as trainer
+from bond_vae.training.checkpoint import Progress, load_checkpoint
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.schedule import FINAL_LEARNING_RATE_FACTOR, Schedule, TimeBudget, schedule_for
 
 
 def test_schedules_shrink_to_the_planned_steps():

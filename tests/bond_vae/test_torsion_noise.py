@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from bond_helpers import random_orthogonal
-from bond_vae import torsion_noise
-from bond_vae.data import DataError, load_dataset
-from bond_vae.evaluate import main as evaluate_main
-from bond_vae.metrics import angle_triplets, dihedrals
-from bond_vae.sample import main as sample_main
-from bond_vae.torsion_noise import TorsionNoise, fit_torsion_noise, rotatable_bonds, turn_about_bonds
+from bond_vae.bond_graph import angle_triplets
+from bond_vae.data.dataset import load_dataset
+from bond_vae.data.records import DataError
+from bond_vae.evaluation.evaluate import main as evaluate_main
+from bond_vae.evaluation.metrics import dihedrals
+from bond_vae.sampling import torsion_noise
+from bond_vae.sampling.sample import main as sample_main
+from bond_vae.sampling.torsion_noise import TorsionNoise, fit_torsion_noise, rotatable_bonds, turn_about_bonds
 
 
 def wrapped(degrees: np.ndarray) -> np.ndarray:

@@ -19,19 +19,19 @@ from bond_helpers import (
     tiny_model_config,
     tiny_run_flags,
 )
-from bond_vae.checkpoint import (
+from bond_vae.model.vae import MolecularVAE as MODEL_CLASS
+from bond_vae.model.vae import reference_conformation
+from bond_vae.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
     model_payload,
     save_checkpoint,
 )
-from bond_vae.model import MolecularVAE as MODEL_CLASS
-from bond_vae.model import reference_conformation
-from bond_vae.run_log import new_run_folder
-from bond_vae.train_config import TrainConfig
-from bond_vae.trainer import beta_at, learning_rate_factor
-from bond_vae.validation import EVALUATION_SAMPLES, validate
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.run_log import new_run_folder
+from bond_vae.training.schedule import beta_at, learning_rate_factor
+from bond_vae.training.validation import EVALUATION_SAMPLES, validate
 
 
 def at_training_step(n, action, monkeypatch):

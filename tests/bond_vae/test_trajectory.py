@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bond_helpers import run_main, tiny_run_flags
-from bond_vae.data import ConformationDataset, DataError, load_dataset
+from bond_vae.data.dataset import load_dataset
+from bond_vae.data.records import ConformationDataset, DataError
 
 md = pytest.importorskip("mdtraj")
 

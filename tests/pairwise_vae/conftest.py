@@ -15,9 +15,10 @@ from pairwise_helpers import (
     tiny_run_flags,
     write_npz,
 )
-from pairwise_vae.checkpoint import model_payload, save_checkpoint
-from pairwise_vae.data import DEFAULT_DATASET, ConformationDataset, load_dataset
-from pairwise_vae.train_config import TrainConfig
+from pairwise_vae.data.dataset import DEFAULT_DATASET, load_dataset
+from pairwise_vae.data.records import ConformationDataset
+from pairwise_vae.training.checkpoint import model_payload, save_checkpoint
+from pairwise_vae.training.config import TrainConfig
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pairwise_vae.data import ConformationDataset
-from pairwise_vae.decoder import DecoderConfig
-from pairwise_vae.encoder import EncoderConfig
-from pairwise_vae.model import ModelConfig, MolecularVAEMSE
-from pairwise_vae.train import main
+from pairwise_vae.data.records import ConformationDataset
+from pairwise_vae.model.decoder import DecoderConfig
+from pairwise_vae.model.encoder import EncoderConfig
+from pairwise_vae.model.vae import ModelConfig, MolecularVAEMSE
+from pairwise_vae.training.train import main
 
 TINY_MODEL_FLAGS = [
     "--latent-dim",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import TINY_MODEL_FLAGS, write_npz
-from pairwise_vae.train import main
+from pairwise_vae.training.train import main
 
 
 def test_help_explains_the_options(capsys):

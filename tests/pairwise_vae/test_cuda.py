@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import TINY_MODEL_FLAGS, make_model
-from pairwise_vae.checkpoint import load_checkpoint
+from pairwise_vae.training.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -60,7 +60,7 @@ def test_a_run_trained_on_the_gpu_samples_on_a_cpu(tiny_npz, tmp_path):
 
     payload = load_checkpoint(checkpoint, map_location="cpu")
     assert all(tensor.device.type == "cpu" for tensor in payload["model"].values())
-    sample = "from pairwise_vae.sample import main; main()"
+    sample = "from pairwise_vae.sampling.sample import main; main()"
     output = tmp_path / "samples"
     flags = [str(checkpoint), "--device", "cpu", "--num-samples", "8", "--output", str(output)]
     cpu_only = os.environ | {"CUDA_VISIBLE_DEVICES": ""}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pairwise_vae.data import infer_bonds, load_dataset, load_topology, split_frames
-from pairwise_vae.graph import radius_edges
-from pairwise_vae.structure_files import write_pdb
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.split import split_frames
+from pairwise_vae.data.structure_files import write_pdb
+from pairwise_vae.data.topology import infer_bonds, load_topology
+from pairwise_vae.model.graph import radius_edges
 
 
 def test_embedded_dataset_is_aib9(aib9):
@@ -81,7 +83,7 @@ def test_radius_edges_are_exact_and_match_the_dense_search(aib9, monkeypatch):
     distances = torch.cdist(positions, positions)
     expected = int(((distances < 5.0) & ~torch.eye(58, dtype=torch.bool)).sum())
     assert edges.shape[1] == expected, "no neighbour may be dropped"
-    monkeypatch.setattr("pairwise_vae.graph.torch_cluster", None)
+    monkeypatch.setattr("pairwise_vae.model.graph.torch_cluster", None)
     dense = radius_edges(positions, cutoff=5.0)
     assert torch.equal(dense, edges)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pairwise_vae.decoder import DecoderConfig, EGNNDecoderMSE
+from pairwise_vae.model.decoder import DecoderConfig, EGNNDecoderMSE
 
 
 def feature_scales(decoder: EGNNDecoderMSE, z: torch.Tensor, bf16: bool) -> tuple[list[float], torch.Tensor]:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 from pairwise_helpers import TINY_MODEL_FLAGS, run_main
-from pairwise_vae.checkpoint import load_checkpoint
-from pairwise_vae.distributed import Ranks
-from pairwise_vae.trainer import rank_slice
+from pairwise_vae.training.checkpoint import load_checkpoint
+from pairwise_vae.training.distributed import Ranks
+from pairwise_vae.training.loop import rank_slice
 
 HERE = Path(__file__).resolve().parent
 
@@ -103,7 +103,7 @@ def start_launcher(tmp_path, mode: str) -> subprocess.Popen:
     """launch_local_ranks(2, ...) in its own session, running FAKE_RANK as both ranks."""
     (tmp_path / "fake_rank.py").write_text(FAKE_RANK)
     code = (
-        "import sys; from pairwise_vae.distributed import launch_local_ranks; "
+        "import sys; from pairwise_vae.training.distributed import launch_local_ranks; "
         f"sys.exit(launch_local_ranks(2, 'fake_rank', [{str(tmp_path)!r}, {mode!r}]))"
     )
     return subprocess.Popen(

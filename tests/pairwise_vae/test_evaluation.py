@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import make_model
-from pairwise_vae.data import Topology, load_dataset
-from pairwise_vae.ensembles import compare_ensembles
-from pairwise_vae.evaluate import main as evaluate_main
-from pairwise_vae.inference import decode_in_batches
-from pairwise_vae.metrics import (
-    angle_triplets,
+from pairwise_vae.bond_graph import angle_triplets
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.records import Topology
+from pairwise_vae.evaluation.ensembles import compare_ensembles
+from pairwise_vae.evaluation.evaluate import main as evaluate_main
+from pairwise_vae.evaluation.metrics import (
     bond_angles,
     clash_fraction,
     dihedrals,
@@ -24,7 +24,8 @@ from pairwise_vae.metrics import (
     latent_statistics,
     radius_of_gyration,
 )
-from pairwise_vae.sample import main as sample_main
+from pairwise_vae.sampling.inference import decode_in_batches
+from pairwise_vae.sampling.sample import main as sample_main
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 

@@ -6,14 +6,9 @@ import math
 
 import torch
 from pairwise_helpers import random_orthogonal
-from pairwise_vae.model import (
-    ModelConfig,
-    MolecularVAEMSE,
-    distance_weights,
-    kl_divergence,
-    pairwise_distance_loss,
-)
-from pairwise_vae.utils import bond_length_statistics, kabsch_rmsd
+from pairwise_vae.geometry import bond_length_statistics, kabsch_rmsd
+from pairwise_vae.model.losses import distance_weights, kl_divergence, pairwise_distance_loss
+from pairwise_vae.model.vae import ModelConfig, MolecularVAEMSE
 
 
 def test_pairwise_loss_matches_hand_computation():

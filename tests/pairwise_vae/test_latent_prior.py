@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from pairwise_vae.evaluate import main as evaluate_main
-from pairwise_vae.inference import encode_in_batches, load_for_inference, run_split
-from pairwise_vae.latent_prior import fit_latent_mixture, prior_draws
-from pairwise_vae.sample import main as sample_main
+from pairwise_vae.evaluation.evaluate import main as evaluate_main
+from pairwise_vae.sampling.inference import encode_in_batches, load_for_inference, run_split
+from pairwise_vae.sampling.prior import fit_latent_mixture, prior_draws
+from pairwise_vae.sampling.sample import main as sample_main
 
 
 def test_mixture_recovers_the_shares_and_shapes_of_two_clusters():

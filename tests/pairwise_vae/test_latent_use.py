@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pairwise_helpers import make_model
-from pairwise_vae.metrics import dihedrals, find_backbone
-from pairwise_vae.utils import kabsch_rmsd
+from pairwise_vae.evaluation.metrics import dihedrals, find_backbone
+from pairwise_vae.geometry import kabsch_rmsd
 
 
 def two_basins(aib9, per_basin: int = 8) -> torch.Tensor:

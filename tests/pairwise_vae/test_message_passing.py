@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pairwise_vae.blocks import gather_sources, gather_targets, sum_into_targets
-from pairwise_vae.graph import edge_index, radius_edges
+from pairwise_vae.model.blocks import gather_sources, gather_targets, sum_into_targets
+from pairwise_vae.model.graph import edge_index, radius_edges
 
 
 def random_edges(n_nodes: int, n_edges: int, seed: int) -> torch.Tensor:
@@ -30,7 +30,7 @@ def test_edge_tables_list_each_nodes_edges_then_padding():
 @pytest.mark.parametrize("through_tables", [True, False], ids=["tables (compiled code)", "indexing (eager)"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gathers_and_sums_equal_indexing_and_index_add_with_gradients(dtype, through_tables, monkeypatch):
-    monkeypatch.setattr("pairwise_vae.blocks.gathers_through_tables", lambda: through_tables)
+    monkeypatch.setattr("pairwise_vae.model.blocks.gathers_through_tables", lambda: through_tables)
     edges = random_edges(n_nodes=9, n_edges=40, seed=1)
     graph = edge_index(edges, n_nodes=9)
     generator = torch.Generator().manual_seed(2)

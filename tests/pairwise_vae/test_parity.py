@@ -8,23 +8,17 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
-from pairwise_vae.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from pairwise_vae.bond_graph import torsion_quadruplets
 from pairwise_vae.config import ConfigError
-from pairwise_vae.data import Topology
-from pairwise_vae.evaluate import main as evaluate_main
-from pairwise_vae.model import MolecularVAEMSE
-from pairwise_vae.parity import (
-    ParityRule,
-    atom_classes,
-    decide_parity,
-    orient_path,
-    orient_samples,
-    reflect,
-)
-from pairwise_vae.sample import main as sample_main
-from pairwise_vae.train_config import TrainConfig
-from pairwise_vae.utils import pairwise_distances, signed_volumes, torsion_quadruplets
-from pairwise_vae.validation import validate
+from pairwise_vae.data.records import Topology
+from pairwise_vae.evaluation.evaluate import main as evaluate_main
+from pairwise_vae.geometry import pairwise_distances, signed_volumes
+from pairwise_vae.model.parity import ParityRule, atom_classes, decide_parity, orient_path, orient_samples, reflect
+from pairwise_vae.model.vae import MolecularVAEMSE
+from pairwise_vae.sampling.sample import main as sample_main
+from pairwise_vae.training.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from pairwise_vae.training.config import TrainConfig
+from pairwise_vae.training.validation import validate
 
 MIRROR = torch.tensor([1.0, 1.0, -1.0])
 AIB_CA = [4, 10, 16, 22, 28, 34, 40, 46, 52]

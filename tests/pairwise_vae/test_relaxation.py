@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import random_orthogonal
-from pairwise_vae.data import load_dataset
-from pairwise_vae.evaluate import main as evaluate_main
-from pairwise_vae.inference import run_split
-from pairwise_vae.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
-from pairwise_vae.sample import main as sample_main
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.evaluation.evaluate import main as evaluate_main
+from pairwise_vae.sampling.inference import run_split
+from pairwise_vae.sampling.relaxation import RESTRAINT, relax, relax_batch, relaxation_energy, relaxation_targets
+from pairwise_vae.sampling.sample import main as sample_main
 
 CHAIN_BONDS = np.array([[0, 1], [1, 2], [2, 3], [3, 4]])
 

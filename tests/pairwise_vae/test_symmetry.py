@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 from pairwise_helpers import make_model, random_orthogonal, tiny_model_config
-from pairwise_vae.decoder import DistanceBasis, EGNNLayer
-from pairwise_vae.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoderMSE
-from pairwise_vae.graph import edge_index
-from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.model import (
+from pairwise_vae.bond_graph import torsion_quadruplets
+from pairwise_vae.geometry import normalized_volumes, signed_volumes
+from pairwise_vae.model.decoder import DistanceBasis, EGNNLayer
+from pairwise_vae.model.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoderMSE
+from pairwise_vae.model.graph import edge_index
+from pairwise_vae.model.losses import (
     chirality_loss,
     pairwise_distance_loss,
     relative_chirality_loss,
     steric_loss,
     steric_pairs,
 )
-from pairwise_vae.utils import normalized_volumes, signed_volumes, torsion_quadruplets
+from pairwise_vae.model.vae import MolecularVAEMSE as MODEL_CLASS
 
 
 @pytest.mark.parametrize("lmax", [1, 2, 3])

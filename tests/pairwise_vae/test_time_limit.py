@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from pairwise_helpers import run_main, tiny_run_flags
-from pairwise_vae import trainer
-from pairwise_vae.checkpoint import Progress, load_checkpoint
-from pairwise_vae.train_config import TrainConfig
-from pairwise_vae.trainer import FINAL_LEARNING_RATE_FACTOR, Schedule, TimeBudget, schedule_for
+from pairwise_vae.training import loop as trainer
+from pairwise_vae.training.checkpoint import Progress, load_checkpoint
+from pairwise_vae.training.config import TrainConfig
+from pairwise_vae.training.schedule import FINAL_LEARNING_RATE_FACTOR, Schedule, TimeBudget, schedule_for
 
 
 def test_schedules_shrink_to_the_planned_steps():

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from pairwise_helpers import random_orthogonal
-from pairwise_vae import torsion_noise
-from pairwise_vae.data import DataError, load_dataset
-from pairwise_vae.evaluate import main as evaluate_main
-from pairwise_vae.metrics import angle_triplets, dihedrals
-from pairwise_vae.sample import main as sample_main
-from pairwise_vae.torsion_noise import TorsionNoise, fit_torsion_noise, rotatable_bonds, turn_about_bonds
+from pairwise_vae.bond_graph import angle_triplets
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.records import DataError
+from pairwise_vae.evaluation.evaluate import main as evaluate_main
+from pairwise_vae.evaluation.metrics import dihedrals
+from pairwise_vae.sampling import torsion_noise
+from pairwise_vae.sampling.sample import main as sample_main
+from pairwise_vae.sampling.torsion_noise import TorsionNoise, fit_torsion_noise, rotatable_bonds, turn_about_bonds
 
 
 def wrapped(degrees: np.ndarray) -> np.ndarray:

@@ -19,19 +19,20 @@ from pairwise_helpers import (
     tiny_model_config,
     tiny_run_flags,
 )
-from pairwise_vae.checkpoint import (
+from pairwise_vae.model.losses import aligned_coordinate_loss, steric_loss, steric_pairs
+from pairwise_vae.model.vae import MolecularVAEMSE as MODEL_CLASS
+from pairwise_vae.model.vae import reference_conformation
+from pairwise_vae.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
     model_payload,
     save_checkpoint,
 )
-from pairwise_vae.model import MolecularVAEMSE as MODEL_CLASS
-from pairwise_vae.model import aligned_coordinate_loss, reference_conformation, steric_loss, steric_pairs
-from pairwise_vae.run_log import new_run_folder
-from pairwise_vae.train_config import TrainConfig
-from pairwise_vae.trainer import beta_at, learning_rate_factor
-from pairwise_vae.validation import EVALUATION_SAMPLES, validate
+from pairwise_vae.training.config import TrainConfig
+from pairwise_vae.training.run_log import new_run_folder
+from pairwise_vae.training.schedule import beta_at, learning_rate_factor
+from pairwise_vae.training.validation import EVALUATION_SAMPLES, validate
 
 
 def at_training_step(n, action, monkeypatch):

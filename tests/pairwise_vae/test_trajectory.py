@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pairwise_helpers import run_main, tiny_run_flags
-from pairwise_vae.data import ConformationDataset, DataError, load_dataset
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.records import ConformationDataset, DataError
 
 md = pytest.importorskip("mdtraj")
 

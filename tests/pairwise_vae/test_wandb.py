@@ -6,7 +6,7 @@ from pathlib import Path
 
 import wandb
 from pairwise_helpers import run_main, tiny_run_flags
-from pairwise_vae.run_log import RunLog
+from pairwise_vae.training.run_log import RunLog
 
 
 def test_an_offline_run_holds_the_images_molecules_and_summary(tiny_npz, tmp_path):

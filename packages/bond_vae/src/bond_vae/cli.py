@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bond_vae import __version__
-from bond_vae.checkpoint import CheckpointError
 from bond_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
-from bond_vae.data import DataError
+from bond_vae.data.records import DataError
+from bond_vae.training.checkpoint import CheckpointError
 
 T = TypeVar("T")
 USER_ERRORS = (DataError, CheckpointError, ConfigError)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pairwise_vae import __version__
-from pairwise_vae.checkpoint import CheckpointError
 from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace
-from pairwise_vae.data import DataError
+from pairwise_vae.data.records import DataError
+from pairwise_vae.training.checkpoint import CheckpointError
 
 T = TypeVar("T")
 USER_ERRORS = (DataError, CheckpointError, ConfigError)

@@ -1,0 +1,347 @@
+"""Comparing conformation ensembles: structural agreement of reconstructions and prior samples
+with a reference, as numbers (:func:`compare_ensembles`) and figures (:func:`write_figures`).
+
+* reconstruction: Kabsch RMSD with a proper rotation (mean, median, and for peptides the mean
+  over the reference frames of each helix class, which shows where the error sits), and with
+  reflection allowed (a large gap means the mirror image was rebuilt), bond-length and all-pairs
+  distance errors;
+* prior samples: bond lengths and angles per element type, bonds within 0.1 Angstrom of the
+  reference mean, clashes, per-residue phi/psi Jensen-Shannon distances, helix handedness,
+  radius of gyration, and a free-energy map;
+* the reference floor (:func:`floor_comparison`): the same sample-vs-reference metrics between
+  two halves of the reference, what a perfect model would score with this many frames.
+
+Ensembles are (frames, N, 3) numpy arrays in Angstrom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bond_vae.bond_graph import NONBONDED_MIN_BONDS_APART, angle_triplets
+from bond_vae.data.records import Topology
+from bond_vae.data.split import subsample
+from bond_vae.evaluation.metrics import (
+    CLASH_DISTANCE,
+    HELIX_CLASSES,
+    JS_PSEUDO_COUNT,
+    RAMACHANDRAN_BINS,
+    bond_angles,
+    clash_fraction,
+    dihedrals,
+    find_backbone,
+    helix_classes,
+    helix_handedness,
+    jensen_shannon_distance,
+    per_type_deviation,
+    radius_of_gyration,
+    ramachandran_histogram,
+    type_labels,
+)
+from bond_vae.evaluation.plots import plot_free_energy, plot_histograms, plot_ramachandran, plot_structures
+from bond_vae.geometry import bond_lengths, kabsch_rmsd, pairwise_distances
+
+BackboneAngles = dict[str, tuple[np.ndarray, np.ndarray]]
+FLOOR_BLOCKS = 20  # contiguous blocks the reference is cut into for its split-half floor
+HANDS = ("right", "left", "mixed")
+# the flat sample-vs-reference metrics (:func:`ensemble_metrics`): differences are absolute
+ENSEMBLE_METRICS = {
+    "ramachandran_js_distance_mean": "phi/psi Jensen-Shannon distance, mean over residues",
+    "helix_right_fraction_difference": "right-handed helix fraction: difference from the reference",
+    "helix_left_fraction_difference": "left-handed helix fraction: difference from the reference",
+    "helix_mixed_fraction_difference": "mixed or unfolded fraction: difference from the reference",
+    "bonds_within_0.1_of_reference_mean": "bonds within 0.1 A of the reference mean",
+    "clash_fraction_difference": "frames with a clash: difference from the reference",
+    "radius_of_gyration_mean_difference": "radius of gyration, mean: difference from the reference (A)",
+    "bond_length_mean_abs_deviation": "bond lengths: mean abs deviation of the per-bond means (A)",
+    "bond_angle_mean_abs_deviation": "bond angles: mean abs deviation of the per-angle means (degrees)",
+}
+
+
+def backbone_angles(topology: Topology, ensembles: dict[str, np.ndarray]) -> tuple[np.ndarray, BackboneAngles] | None:
+    """Residue ids and, per ensemble, (phi, psi) arrays of shape (frames, residues); None for non-peptides."""
+    backbone = find_backbone(topology)
+    if backbone is None:
+        return None
+    return backbone.residue_ids, {
+        name: (dihedrals(c, backbone.phi), dihedrals(c, backbone.psi)) for name, c in ensembles.items()
+    }
+
+
+def compare_ensembles(
+    reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology
+) -> dict:
+    """Structural agreement of reconstructions and samples with the reference (see module docstring).
+
+    Args:
+        reference: (F, N, 3) reference conformations, Angstrom.
+        reconstructed: (F, N, 3) their reconstructions, Angstrom.
+        samples: (S, N, 3) prior samples, Angstrom.
+        topology: the molecule.
+    """
+    bonds_t = torch.from_numpy(topology.bonds)
+    reference_t, reconstructed_t = torch.from_numpy(reference), torch.from_numpy(reconstructed)
+    proper = kabsch_rmsd(reconstructed_t, reference_t).numpy()
+    improper = kabsch_rmsd(reconstructed_t, reference_t, allow_reflection=True).numpy()
+    bond_error = bond_lengths(reconstructed_t, bonds_t) - bond_lengths(reference_t, bonds_t)
+    distance_error = pairwise_distances(reconstructed_t) - pairwise_distances(reference_t)
+    report: dict = {
+        "reconstruction": {
+            "kabsch_rmsd": float(proper.mean()),
+            "kabsch_rmsd_median": float(np.median(proper)),
+            "kabsch_rmsd_reflection_allowed": float(improper.mean()),
+            "mirror_gap": float((proper - improper).mean()),
+            "bond_mae": bond_error.abs().mean().item(),
+            "distance_mae": distance_error.abs().mean().item(),
+        }
+    }
+    report.update(sample_agreement(samples, reference, topology))
+    found = backbone_angles(topology, {"reference": reference, "reconstruction": reconstructed})
+    if found is not None:
+        handedness = report["handedness"]
+        report["handedness"] = {
+            "reference": handedness["reference"],
+            "reconstruction": helix_handedness(found[1]["reconstruction"][0]),
+            "samples": handedness["samples"],
+        }
+        classes = helix_classes(found[1]["reference"][0])
+        report["reconstruction"]["kabsch_rmsd_by_reference_class"] = {
+            name: float(proper[classes == index].mean()) if (classes == index).any() else None
+            for index, name in enumerate(HELIX_CLASSES)
+        }
+    return report
+
+
+def sample_agreement(samples: np.ndarray, reference: np.ndarray, topology: Topology) -> dict:
+    """Prior samples (or any ensemble standing in for them) against a reference ensemble.
+
+    Args:
+        samples: (S, N, 3) conformations, Angstrom.
+        reference: (F, N, 3) reference conformations, Angstrom.
+        topology: the molecule.
+
+    Returns:
+        ``{"samples": {...}}`` (bond lengths and angles by type, bonds within 0.1 Angstrom of the
+        reference mean, clash fractions, radius of gyration, and for peptides the per-residue
+        phi/psi JS distances) and, for peptides, ``"handedness"`` of ``reference`` and ``samples``.
+    """
+    bonds = topology.bonds
+    bonds_t = torch.from_numpy(bonds)
+    triplets = angle_triplets(bonds, topology.n_atoms)
+    reference_lengths = bond_lengths(torch.from_numpy(reference), bonds_t).numpy()
+    sample_lengths = bond_lengths(torch.from_numpy(samples), bonds_t).numpy()
+    reference_angles, sample_angles = bond_angles(reference, triplets), bond_angles(samples, triplets)
+    reference_rg, sample_rg = radius_of_gyration(reference), radius_of_gyration(samples)
+    agreement: dict = {
+        "samples": {
+            "count": len(samples),
+            "bond_length_by_type": per_type_deviation(sample_lengths, reference_lengths, type_labels(topology, bonds)),
+            "bond_angle_by_type": per_type_deviation(sample_angles, reference_angles, type_labels(topology, triplets)),
+            "bonds_within_0.1_of_reference_mean": float(
+                (np.abs(sample_lengths - reference_lengths.mean(axis=0)) < 0.1).mean()
+            ),
+            "clash_fraction": {
+                "samples": clash_fraction(samples, bonds),
+                "reference": clash_fraction(reference, bonds),
+                "threshold_angstrom": CLASH_DISTANCE,
+                "min_bonds_apart": NONBONDED_MIN_BONDS_APART,
+            },
+            "radius_of_gyration": {
+                "reference_mean": float(reference_rg.mean()),
+                "sample_mean": float(sample_rg.mean()),
+            },
+        }
+    }
+    found = backbone_angles(topology, {"reference": reference, "samples": samples})
+    if found is not None:
+        residue_ids, angles = found
+        per_residue = {
+            str(residue): jensen_shannon_distance(
+                ramachandran_histogram(angles["samples"][0][:, k], angles["samples"][1][:, k]),
+                ramachandran_histogram(angles["reference"][0][:, k], angles["reference"][1][:, k]),
+            )
+            for k, residue in enumerate(residue_ids.tolist())
+        }
+        agreement["samples"]["ramachandran_js_distance"] = {
+            "per_residue": per_residue,
+            "mean": float(np.mean(list(per_residue.values()))),
+            "definition": "Jensen-Shannon distance (sqrt of divergence), log base 2, "
+            f"{RAMACHANDRAN_BINS}x{RAMACHANDRAN_BINS} bins of 10 degrees, pseudo-count {JS_PSEUDO_COUNT} per bin",
+        }
+        agreement["handedness"] = {name: helix_handedness(phi) for name, (phi, _) in angles.items()}
+    return agreement
+
+
+def ensemble_metrics(agreement: dict) -> dict[str, float]:
+    """The flat sample-vs-reference metrics (keys of ``ENSEMBLE_METRICS``) of a :func:`sample_agreement`
+    result or a report; the phi/psi ones for peptides only, the bond-angle one where there are angles."""
+    samples = agreement["samples"]
+    clashes, gyration = samples["clash_fraction"], samples["radius_of_gyration"]
+    metrics = {}
+    if "handedness" in agreement:
+        metrics["ramachandran_js_distance_mean"] = samples["ramachandran_js_distance"]["mean"]
+        fractions = agreement["handedness"]
+        for hand in HANDS:
+            metrics[f"helix_{hand}_fraction_difference"] = abs(
+                fractions["samples"][hand] - fractions["reference"][hand]
+            )
+    metrics["bonds_within_0.1_of_reference_mean"] = samples["bonds_within_0.1_of_reference_mean"]
+    metrics["clash_fraction_difference"] = abs(clashes["samples"] - clashes["reference"])
+    metrics["radius_of_gyration_mean_difference"] = abs(gyration["sample_mean"] - gyration["reference_mean"])
+    for kind in ("bond_length", "bond_angle"):
+        by_type = list(samples[f"{kind}_by_type"].values())
+        if by_type:
+            total = sum(t["mean_abs_deviation"] * t["count"] for t in by_type)
+            metrics[f"{kind}_mean_abs_deviation"] = total / sum(t["count"] for t in by_type)
+    return metrics
+
+
+def split_halves(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices of two halves of an ensemble of ``n_frames`` >= 2 frames: cut in its order into
+    ``FLOOR_BLOCKS`` contiguous blocks (fewer for fewer frames), the even-numbered blocks and the
+    odd-numbered ones. Interleaved blocks, unlike first against second half, cover the same parts
+    of a trajectory; unlike single frames, neighbours in time do not fall on both sides at every step."""
+    blocks = np.array_split(np.arange(n_frames), min(FLOOR_BLOCKS, n_frames))
+    return np.concatenate(blocks[0::2]), np.concatenate(blocks[1::2])
+
+
+def reference_floor(reference: np.ndarray, sample_count: int, topology: Topology) -> dict | None:
+    """:func:`sample_agreement` between two halves of the reference (:func:`split_halves`): the
+    even-numbered blocks play the reference, the odd-numbered ones, evenly subsampled to
+    ``sample_count`` frames where they hold more, play the samples. None for a single frame.
+
+    Args:
+        reference: (F, N, 3) reference conformations, Angstrom.
+        sample_count: the number of prior samples the model is judged on.
+        topology: the molecule.
+
+    Returns:
+        The :func:`sample_agreement` result with ``method`` (in words) and ``frames`` of each half.
+    """
+    if len(reference) < 2:
+        return None
+    first, second = split_halves(len(reference))
+    other = subsample(reference[second], sample_count)
+    floor = sample_agreement(other, reference[first], topology)
+    if len(other) < len(second):
+        sizing = f"{len(second)} frames, evenly subsampled to the {len(other)} of the samples"
+    elif len(other) == sample_count:
+        sizing = f"{len(other)} frames, as many as the samples"
+    else:
+        sizing = (
+            f"{len(other)} frames, fewer than the {sample_count} samples, which raises "
+            "finite-sampling terms such as the JS distance"
+        )
+    floor["method"] = (
+        f"the {len(reference)} reference frames, in their order, cut into {min(FLOOR_BLOCKS, len(reference))} "
+        f"contiguous blocks; the even-numbered blocks ({len(first)} frames) stand for the reference, "
+        f"the odd-numbered ones ({sizing}) for the samples"
+    )
+    floor["frames"] = {"reference_half": len(first), "other_half": len(second), "other_half_used": len(other)}
+    return floor
+
+
+def floor_comparison(report: dict, reference: np.ndarray, topology: Topology) -> dict:
+    """The reference floor of a :func:`compare_ensembles` report and its metrics beside the samples'.
+
+    Args:
+        report: the report of ``compare_ensembles(reference, ..., samples, topology)``.
+        reference: (F, N, 3) the reference conformations of that report, Angstrom.
+        topology: the molecule.
+
+    Returns:
+        ``reference_floor``: :func:`reference_floor` (None for a single reference frame);
+        ``ensemble_metrics``: per key of :func:`ensemble_metrics`, ``{"samples": value,
+        "reference_floor": value or None}``.
+    """
+    floor = reference_floor(reference, report["samples"]["count"], topology)
+    floor_metrics = ensemble_metrics(floor) if floor is not None else {}
+    return {
+        "reference_floor": floor,
+        "ensemble_metrics": {
+            key: {"samples": value, "reference_floor": floor_metrics.get(key)}
+            for key, value in ensemble_metrics(report).items()
+        },
+    }
+
+
+def projections(reference: np.ndarray, samples: np.ndarray, topology: Topology) -> dict[str, np.ndarray]:
+    """The per-frame numbers behind the Ramachandran and free-energy figures, for other tools to plot.
+
+    Returns:
+        ``{ensemble}_rg`` (frames,) radius of gyration in Angstrom, and for peptides
+        ``{ensemble}_phi`` and ``{ensemble}_psi`` (frames, inner residues) in degrees, for
+        ensembles ``reference`` and ``samples``.
+    """
+    arrays = {"reference_rg": radius_of_gyration(reference), "samples_rg": radius_of_gyration(samples)}
+    found = backbone_angles(topology, {"reference": reference, "samples": samples})
+    if found is not None:
+        for name, (phi, psi) in found[1].items():
+            arrays[f"{name}_phi"], arrays[f"{name}_psi"] = phi[:, 1:-1], psi[:, 1:-1]
+    return arrays
+
+
+def write_figures(
+    reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology, folder: Path
+) -> list[Path]:
+    """The evaluation PNGs (Ramachandran and free-energy maps only for peptides).
+
+    Args:
+        reference: (F, N, 3) reference conformations, Angstrom.
+        reconstructed: (F, N, 3) their reconstructions, Angstrom.
+        samples: (S, N, 3) prior samples, Angstrom.
+        topology: the molecule.
+        folder: an existing folder for the PNG files.
+    """
+    bonds = topology.bonds
+    triplets = angle_triplets(bonds, topology.n_atoms)
+    ensembles = {"reference": reference, "samples": samples}
+    as_tensors = {name: torch.from_numpy(c) for name, c in ensembles.items()}
+    figures = [
+        plot_histograms(
+            {
+                "bond length (Angstrom)": {
+                    name: bond_lengths(c, torch.from_numpy(bonds)).numpy() for name, c in as_tensors.items()
+                },
+                "bond angle (degrees)": {name: bond_angles(c, triplets) for name, c in ensembles.items()},
+            },
+            folder / "bonds_angles.png",
+        ),
+        plot_histograms(
+            {
+                "interatomic distance (Angstrom)": {
+                    name: pairwise_distances(c[:500]).numpy() for name, c in as_tensors.items()
+                },
+                "radius of gyration (Angstrom)": {name: radius_of_gyration(c) for name, c in ensembles.items()},
+            },
+            folder / "distances_rg.png",
+        ),
+        plot_structures(
+            {"reference": reference[0], "reconstruction": reconstructed[0], "prior sample": samples[0]},
+            bonds,
+            folder / "structures.png",
+        ),
+    ]
+    found = backbone_angles(topology, ensembles)
+    if found is not None:
+        angles = found[1]
+        inner = slice(1, -1)
+        figures.append(
+            plot_ramachandran(
+                {name: angles[name][0][:, inner] for name in ("reference", "samples")},
+                {name: angles[name][1][:, inner] for name in ("reference", "samples")},
+                folder / "ramachandran.png",
+            )
+        )
+        figures.append(
+            plot_free_energy(
+                {name: angles[name][0][:, inner].mean(axis=1) for name in ("reference", "samples")},
+                {"reference": radius_of_gyration(reference), "samples": radius_of_gyration(samples)},
+                ("mean signed phi of inner residues (degrees)", "radius of gyration (Angstrom)"),
+                folder / "free_energy.png",
+            )
+        )
+    return figures

@@ -1,0 +1,137 @@
+"""Loss terms of the VAE, each a function of (B, N, 3) coordinates in Angstrom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bond_vae.bond_graph import NONBONDED_MIN_BONDS_APART, hop_counts
+from bond_vae.geometry import bond_lengths, normalized_volumes, superposed_squared_deviation
+
+
+@dataclass
+class LossTerms:
+    """Scalar loss tensors of one batch.
+
+    ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
+    ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0;
+    ``relative_chirality``: :func:`relative_chirality_loss` (dimensionless), zero when its weight is 0;
+    ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
+    weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
+    distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0; ``aligned``:
+    :func:`aligned_coordinate_loss` (Angstrom^2), zero when its weight is 0.
+    """
+
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    chirality: torch.Tensor
+    relative_chirality: torch.Tensor
+    angle: torch.Tensor
+    torsion: torch.Tensor
+    steric: torch.Tensor
+    aligned: torch.Tensor
+
+
+def kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) of each latent dimension: (B, D) -> (B, D) in nats."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
+
+
+def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per molecule: (B, D) -> (B,) in nats."""
+    return kl_per_dimension(mu, log_var).sum(dim=-1)
+
+
+def free_bits_kl(mu: torch.Tensor, log_var: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL a loss with free bits charges (nats per molecule): sum over latent dimensions of
+    max(free_bits, the batch-mean KL of the dimension), for (B, D) posterior parameters. Below
+    ``free_bits`` a dimension's KL has no gradient."""
+    return kl_per_dimension(mu, log_var).mean(dim=0).clamp_min(free_bits).sum()
+
+
+def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the distances of atom pairs over pairs and molecules (Angstrom^2).
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        pairs: (P, 2) atom indices, P > 0: the covalent bonds, or the 1-3 or 1-4 pairs.
+    """
+    return (bond_lengths(predicted, pairs) - bond_lengths(target, pairs)).pow(2).mean()
+
+
+def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the normalised signed volumes of bonded atom chains; odd under reflection.
+
+    Each volume is divided by the product of its chain's three bond lengths
+    (:func:`~bond_vae.geometry.normalized_volumes`, in [-1, 1]), so the term is dimensionless: with
+    weight 1, an error of 0.1 in every normalised volume (about 7 degrees of dihedral near 0)
+    adds as much as an error of 0.1 Angstrom in every bond length (0.01).
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+    """
+    return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
+
+
+def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
+
+    With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
+    Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
+    O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
+    which chains twist the same way and which the opposite way, not the overall hand. For a
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
+    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+
+    Returns:
+        Scalar mean over the batch (dimensionless).
+    """
+    s = normalized_volumes(predicted, quadruplets)
+    t = normalized_volumes(target, quadruplets)
+    s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)
+    return ((s_norm.pow(2) + t_norm.pow(2) - 2.0 * overlap.pow(2)) / quadruplets.shape[0] ** 2).mean()
+
+
+def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """(P, 2) atom pairs i < j at least ``NONBONDED_MIN_BONDS_APART`` bonds apart (or in separate fragments)."""
+    far = hop_counts(bonds.long().cpu().numpy(), n_atoms) >= NONBONDED_MIN_BONDS_APART
+    return torch.from_numpy(np.argwhere(np.triu(far, k=1)).astype(np.int64))
+
+
+def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -> torch.Tensor:
+    """Squared shortfall below ``distance`` of the distances of the chosen pairs, summed per molecule.
+
+    sum over pairs of max(0, distance - d_ij)^2, averaged over molecules (Angstrom^2): zero
+    when no chosen pair is closer than ``distance``; an overlap of 0.3 A costs 0.09.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        pairs: (P, 2) atom indices (:func:`steric_pairs`).
+        distance: Angstrom.
+    """
+    return (distance - bond_lengths(predicted, pairs)).clamp(min=0.0).pow(2).sum(dim=-1).mean()
+
+
+def aligned_coordinate_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared atom displacement after the best superposition by a rotation or a reflection
+    (:func:`~bond_vae.geometry.superposed_squared_deviation`), averaged over molecules (Angstrom^2).
+
+    Invariant under rotations, reflections and translations of either argument, like the bonded
+    terms; unlike them, it sees the shape of the whole chain directly.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+    """
+    return superposed_squared_deviation(predicted, target, allow_reflection=True).mean().to(target.dtype)

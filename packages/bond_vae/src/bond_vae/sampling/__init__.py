@@ -1,0 +1,1 @@
+"""Sampling: the command, checkpoint inference, the latent prior, torsion noise and relaxation."""

@@ -1,0 +1,184 @@
+"""Draw conformations from a trained model: ``bond-vae-sample``.
+
+Three sources of latent vectors: the prior (default N(0, I); ``--prior mixture``: a Gaussian
+mixture fitted to the posterior means of the training split, :mod:`bond_vae.sampling.prior`),
+a ``.npy`` of latents (``--latents``), or the straight line between the posterior means of two
+frames of a dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
+rule (:mod:`bond_vae.model.parity`): decoded latents like prior samples, an interpolation path in the
+handedness of frame I and continuous along the path. ``--torsion-noise`` adds the torsional
+fluctuations the decoder averages away to decoded latents (:mod:`bond_vae.sampling.torsion_noise`), and
+``--relax`` then repairs bond lengths and clashes (:mod:`bond_vae.sampling.relaxation`). Writes
+``<output>.npz`` (the dataset format, so the other commands read it back) and ``<output>.pdb``
+(one MODEL per conformation, with CONECT bonds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bond_vae import __version__
+from bond_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
+from bond_vae.config import ConfigError
+from bond_vae.data.dataset import load_dataset
+from bond_vae.data.records import DataError, Topology
+from bond_vae.data.structure_files import write_conformations_npz, write_pdb
+from bond_vae.model.parity import orient_path, orient_samples
+from bond_vae.model.vae import MolecularVAE
+from bond_vae.runtime import PRECISION_HELP, PRECISIONS, uses_bf16
+from bond_vae.sampling.inference import decode_in_batches, load_for_inference
+from bond_vae.sampling.prior import PRIOR_HELP, PRIORS, prior_draws
+from bond_vae.sampling.relaxation import (
+    RELAX_BOND_TOLERANCE_HELP,
+    RELAX_HELP,
+    RELAX_ITERATIONS_HELP,
+    check_bond_tolerance,
+    relax,
+    run_relaxation_targets,
+)
+from bond_vae.sampling.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
+
+
+@dataclass
+class SampleConfig:
+    """Sampling"""
+
+    num_samples: int = field(default=1000, metadata={"help": "conformations to draw from the prior"})
+    output: Path = field(
+        default=Path("samples"),
+        metadata={"help": "output path without suffix: writes .npz and .pdb", "metavar": "PATH"},
+    )
+    latents: Path | None = field(
+        default=None,
+        metadata={"help": "decode these latent vectors (.npy of shape (K, latent_dim)) instead", "metavar": "FILE"},
+    )
+    interpolate: str | None = field(
+        default=None,
+        metadata={
+            "help": "'I,J': decode the line between the posterior means of frames I and J of --data",
+            "metavar": "I,J",
+        },
+    )
+    prior: str = field(default="standard", metadata={"help": PRIOR_HELP, "choices": PRIORS})
+    prior_components: int = field(default=16, metadata={"help": "Gaussians of --prior mixture"})
+    steps: int = field(default=10, metadata={"help": "conformations along an interpolation, ends included"})
+    data: Path | None = field(
+        default=None,
+        metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"},
+    )
+    batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
+    torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; not with --interpolate"})
+    relax: bool = field(default=False, metadata={"help": RELAX_HELP})
+    relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
+    relax_bond_tolerance: float = field(default=0.0, metadata={"help": RELAX_BOND_TOLERANCE_HELP})
+    pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
+    compile: bool = field(
+        default=True,
+        metadata={"help": "torch.compile the decoder when more than one batch is decoded (faster for many samples)"},
+    )
+
+
+def given_latents(
+    config: SampleConfig, model: MolecularVAE, topology: Topology, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(K, latent_dim) latents that the configuration names instead of prior draws: a file's (``--latents``) or
+    an interpolation's; and for an interpolation the (N, 3) frame it starts from (else None)."""
+    if config.prior != "standard":
+        raise ConfigError(
+            f"--prior {config.prior} chooses where prior samples come from; it does not combine with "
+            "--latents or --interpolate"
+        )
+    if config.latents is not None:
+        if not config.latents.is_file():
+            raise DataError(f"{config.latents}: file not found")
+        try:
+            latents = np.load(config.latents, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise DataError(f"{config.latents}: not a readable .npy array ({error})") from None
+        if latents.ndim != 2 or latents.shape[1] != model.latent_dim or not np.isfinite(latents).all():
+            raise DataError(
+                f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
+            )
+        return torch.from_numpy(latents.astype(np.float32)).to(device), None
+    if config.torsion_noise:
+        raise ConfigError("--torsion-noise draws random fluctuations; an --interpolate path is decoded without them")
+    try:
+        first, last = (int(part) for part in config.interpolate.split(","))
+    except ValueError:
+        raise ConfigError(f"--interpolate takes two frame indices 'I,J', got {config.interpolate!r}") from None
+    dataset = load_dataset(config.data)
+    if not np.array_equal(dataset.topology.atomic_numbers, topology.atomic_numbers):
+        raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
+    for index in (first, last):
+        if not 0 <= index < len(dataset):
+            raise ConfigError(f"--interpolate: frame {index} is not in {dataset.source} ({len(dataset)} frames)")
+    ends = torch.from_numpy(dataset.coords[[first, last]]).to(device)
+    with torch.no_grad():
+        mu, _ = model.encode(ends)
+    weights = torch.linspace(0.0, 1.0, config.steps, device=device).unsqueeze(1)
+    return (1.0 - weights) * mu[0] + weights * mu[1], ends[0]
+
+
+def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
+    """Decode the chosen latents of a checkpoint's model and write the output files."""
+    outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
+    check_inference_request(
+        config, outputs, ("num_samples", "steps", "batch_size", "prior_components", "relax_iterations")
+    )
+    check_bond_tolerance(config.relax_bond_tolerance)
+    checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    bf16 = uses_bf16(config.precision, device)
+    source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
+    if source == "prior":
+        start = None
+        latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
+    else:
+        latents, start = given_latents(config, model, topology, device)
+    decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile, bf16))
+    if start is None:
+        coords = orient_samples(decoded, model.parity, generator).numpy()
+    else:
+        coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
+    if config.torsion_noise:
+        noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
+        coords = noise.add_to(coords, generator)
+    if config.relax:
+        targets = run_relaxation_targets(checkpoint, checkpoint_path, model, config.relax_bond_tolerance)
+        coords = relax(coords, targets, config.relax_iterations, config.batch_size)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "generated_by": f"bond_vae {__version__} bond-vae-sample",
+        "checkpoint": str(checkpoint_path),
+        "source": source,
+        **({"prior": prior} if source == "prior" else {}),
+        "seed": config.seed,
+        "parity": model.parity.mode,
+        "torsion_noise": config.torsion_noise,
+        "relaxed": config.relax,
+        "relax_bond_tolerance": config.relax_bond_tolerance if config.relax else None,
+        "precision": "bf16" if bf16 else "fp32",
+        "units": "Angstrom",
+    }
+    written = [write_conformations_npz(outputs[0], coords, topology, metadata)]
+    if config.pdb:
+        written.append(
+            write_pdb(outputs[1], coords, topology, f"bond_vae {source} samples from {checkpoint_path.name}")
+        )
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``bond-vae-sample``."""
+    checkpoint, config = parse_checkpoint_command("bond-vae-sample", __doc__, SampleConfig, argv)
+    with exit_on_user_error():
+        written = sample(checkpoint, config)
+    print("wrote " + ", ".join(str(path) for path in written))

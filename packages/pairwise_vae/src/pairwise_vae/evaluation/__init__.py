@@ -1,0 +1,1 @@
+"""Evaluation: the command, structural metrics, ensemble comparison, the quality bar and figures."""

@@ -1,0 +1,139 @@
+"""The quality bar a trained model is judged by (``pairwise-vae-evaluate``): its thresholds in one
+place, and whether an evaluation report meets each criterion.
+
+The criteria that need backbone phi/psi angles (helix handedness, phi/psi Jensen-Shannon
+distance) do not apply to a molecule without them: they are "n/a", neither met nor failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pairwise_vae.evaluation.ensembles import HANDS
+
+TOLERANCE = 1e-9  # fractions such as 0.35 - 0.30 are not exact in binary
+
+
+@dataclass(frozen=True)
+class QualityBar:
+    """Thresholds of the bar: Angstrom for lengths, fractions of frames or of bonds otherwise."""
+
+    kabsch_rmsd: float = 0.5  # reconstruction RMSD, proper rotation (det +1): at most
+    handedness_difference: float = 0.05  # each of the right / left / mixed fractions: at most this off the reference's
+    js_above_floor: float = 0.1  # mean phi/psi JS distance: at most this above the reference's split-half floor
+    bonds_within_0_1: float = 0.98  # sample bonds within 0.1 A of the reference mean: at least
+    clash_excess: float = 0.01  # fraction of sample frames with a clash: at most the reference's plus this
+    radius_of_gyration_difference: float = 0.2  # mean radius of gyration: at most this off the reference's
+
+
+QUALITY_BAR = QualityBar()
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion: ``value`` against ``bar`` (in words); ``value`` and ``met`` are None when n/a."""
+
+    key: str
+    name: str
+    value: float | None
+    bar: str
+    met: bool | None
+
+
+def at_most(key: str, name: str, value: float, limit: float, note: str = "") -> Criterion:
+    """Met when ``value`` <= ``limit``."""
+    return Criterion(key, name, value, f"<= {limit:.3f}{note}", value <= limit + TOLERANCE)
+
+
+def at_least(key: str, name: str, value: float, limit: float) -> Criterion:
+    """Met when ``value`` >= ``limit``."""
+    return Criterion(key, name, value, f">= {limit:.3f}", value >= limit - TOLERANCE)
+
+
+def judge(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion]:
+    """Each criterion of ``bar`` on an evaluation report (with ``ensemble_metrics``, see
+    ``ensembles.floor_comparison``), in a fixed order."""
+    samples, metrics = report["samples"], report["ensemble_metrics"]
+    clashes, gyration = samples["clash_fraction"], samples["radius_of_gyration"]
+    criteria = [
+        at_most(
+            "kabsch_rmsd",
+            "reconstruction Kabsch RMSD, proper rotation (A)",
+            report["reconstruction"]["kabsch_rmsd"],
+            bar.kabsch_rmsd,
+        )
+    ]
+    handedness_name = "right / left / mixed helix fractions: largest difference from the reference's"
+    js_name = "phi/psi Jensen-Shannon distance, mean over residues"
+    if "ramachandran_js_distance_mean" in metrics:
+        differences = [metrics[f"helix_{hand}_fraction_difference"]["samples"] for hand in HANDS]
+        criteria.append(at_most("helix_fractions", handedness_name, max(differences), bar.handedness_difference))
+        js = metrics["ramachandran_js_distance_mean"]
+        if js["reference_floor"] is None:
+            criteria.append(
+                Criterion("ramachandran_js", js_name, None, "no reference floor (one reference frame)", None)
+            )
+        else:
+            criteria.append(
+                at_most(
+                    "ramachandran_js",
+                    js_name,
+                    js["samples"],
+                    js["reference_floor"] + bar.js_above_floor,
+                    f" (reference floor {js['reference_floor']:.3f} + {bar.js_above_floor})",
+                )
+            )
+    else:
+        criteria += [
+            Criterion(key, name, None, "no backbone phi/psi in this molecule", None)
+            for key, name in (("helix_fractions", handedness_name), ("ramachandran_js", js_name))
+        ]
+    criteria += [
+        at_least(
+            "bonds_within_0.1",
+            "sample bonds within 0.1 A of the reference mean",
+            samples["bonds_within_0.1_of_reference_mean"],
+            bar.bonds_within_0_1,
+        ),
+        at_most(
+            "clash_fraction",
+            "sample frames with a clash",
+            clashes["samples"],
+            clashes["reference"] + bar.clash_excess,
+            f" (reference {clashes['reference']:.3f} + {bar.clash_excess})",
+        ),
+        at_most(
+            "radius_of_gyration",
+            "radius of gyration, mean: difference from the reference's (A)",
+            abs(gyration["sample_mean"] - gyration["reference_mean"]),
+            bar.radius_of_gyration_difference,
+            f" (samples {gyration['sample_mean']:.2f}, reference {gyration['reference_mean']:.2f})",
+        ),
+    ]
+    return criteria
+
+
+def summary(criteria: list[Criterion]) -> str:
+    """One line: ``quality bar: 5 of 6 met (failed: ramachandran_js)``; n/a criteria are not counted."""
+    failed = [c.key for c in criteria if c.met is False]
+    not_applicable = [c.key for c in criteria if c.met is None]
+    notes = []
+    if failed:
+        notes.append(f"failed: {', '.join(failed)}")
+    if not_applicable:
+        notes.append(f"n/a: {', '.join(not_applicable)}")
+    applicable = len(criteria) - len(not_applicable)
+    line = f"quality bar: {applicable - len(failed)} of {applicable} met"
+    return f"{line} ({'; '.join(notes)})" if notes else line
+
+
+def bar_report(criteria: list[Criterion]) -> dict:
+    """The ``quality_bar`` entry of report.json: each criterion by key, the counts and the summary line."""
+    applicable = [c for c in criteria if c.met is not None]
+    return {
+        "criteria": {c.key: {"criterion": c.name, "value": c.value, "bar": c.bar, "met": c.met} for c in criteria},
+        "met": sum(c.met is True for c in criteria),
+        "applicable": len(applicable),
+        "passed": all(c.met for c in applicable),
+        "summary": summary(criteria),
+    }

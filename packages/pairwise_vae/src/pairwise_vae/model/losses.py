@@ -1,0 +1,148 @@
+"""Loss terms of the VAE, each a function of (B, N, 3) coordinates in Angstrom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pairwise_vae.bond_graph import NONBONDED_MIN_BONDS_APART, hop_counts
+from pairwise_vae.geometry import normalized_volumes, pairwise_distances, superposed_squared_deviation
+
+
+@dataclass
+class LossTerms:
+    """Scalar loss tensors of one batch.
+
+    ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
+    (nats); ``chirality``: MSE of normalised signed volumes and ``relative_chirality``: MSE of
+    their pairwise products (both dimensionless); ``steric``: summed squared shortfall of
+    distant pairs (Angstrom^2, :func:`steric_loss`); ``aligned``: mean squared displacement
+    after superposition (Angstrom^2, :func:`aligned_coordinate_loss`); each of the last four
+    zero when its weight is 0.
+    """
+
+    total: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    chirality: torch.Tensor
+    relative_chirality: torch.Tensor
+    steric: torch.Tensor
+    aligned: torch.Tensor
+
+
+def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per molecule: (B, D) -> (B,) in nats."""
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
+
+
+def pairwise_distance_loss(
+    predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error of all interatomic distances, molecule by molecule (Angstrom^2).
+
+    Distances are taken only between atoms of the same molecule, batched without a loop.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        weights: (N (N - 1) / 2,) weight of each pair's squared error (mean 1), in the order of
+            :func:`~pairwise_vae.geometry.pairwise_distances`; None: all 1.
+    """
+    squared_errors = (pairwise_distances(predicted) - pairwise_distances(target)).pow(2)
+    return (squared_errors if weights is None else squared_errors * weights).mean()
+
+
+def distance_weights(coords: torch.Tensor, sigma_floor: float) -> torch.Tensor:
+    """Inverse-variance weights of the pairwise distances, 1 / (var_ij + floor^2), scaled to mean 1.
+
+    A Gaussian likelihood of each distance with its own spread in the data: bonded pairs,
+    which barely vary, weigh more than pairs at opposite ends of the molecule.
+
+    Args:
+        coords: (F, N, 3) training frames in Angstrom (at most about 2000, evenly spaced, are used).
+        sigma_floor: Angstrom added in quadrature to each distance's standard deviation.
+
+    Returns:
+        (N (N - 1) / 2,) weights in the order of :func:`~pairwise_vae.geometry.pairwise_distances`.
+    """
+    sample = coords[:: max(1, len(coords) // 2000)].double()
+    weights = 1.0 / (pairwise_distances(sample).var(dim=0) + sigma_floor**2)
+    return (weights / weights.mean()).float()
+
+
+def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the normalised signed volumes of bonded atom chains; odd under reflection.
+
+    Each volume is divided by the product of its chain's three bond lengths
+    (:func:`~pairwise_vae.geometry.normalized_volumes`, in [-1, 1]), so the term is dimensionless: with
+    weight 1, an error of 0.1 in every normalised volume (about 7 degrees of dihedral near 0)
+    adds as much as an error of 0.1 Angstrom in every interatomic distance (0.01).
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+    """
+    return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
+
+
+def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
+
+    With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
+    Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
+    O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
+    which chains twist the same way and which the opposite way, not the overall hand. For a
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
+    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+        quadruplets: (Q, 4) atom chains i-j-k-l.
+
+    Returns:
+        Scalar mean over the batch (dimensionless).
+    """
+    s = normalized_volumes(predicted, quadruplets)
+    t = normalized_volumes(target, quadruplets)
+    s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)
+    return ((s_norm.pow(2) + t_norm.pow(2) - 2.0 * overlap.pow(2)) / quadruplets.shape[0] ** 2).mean()
+
+
+def steric_pairs(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """(P,) int64 positions, in the order of :func:`~pairwise_vae.geometry.pairwise_distances`, of the pairs
+    at least ``NONBONDED_MIN_BONDS_APART`` bonds apart (indices, not a mask: a fixed shape for torch.compile)."""
+    far = torch.from_numpy(hop_counts(bonds.long().cpu().numpy(), n_atoms) >= NONBONDED_MIN_BONDS_APART)
+    i, j = torch.triu_indices(n_atoms, n_atoms, offset=1)
+    return torch.nonzero(far[i, j]).squeeze(1)
+
+
+def steric_loss(predicted: torch.Tensor, pairs: torch.Tensor, distance: float) -> torch.Tensor:
+    """Squared shortfall below ``distance`` of the distances of the chosen pairs, summed per molecule.
+
+    sum over pairs of max(0, distance - d_ij)^2, averaged over molecules (Angstrom^2): zero
+    when no chosen pair is closer than ``distance``; an overlap of 0.3 A costs 0.09.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        pairs: (P,) positions of the chosen pairs among all N (N - 1) / 2 (:func:`steric_pairs`).
+        distance: Angstrom.
+    """
+    return (distance - pairwise_distances(predicted)[:, pairs]).clamp(min=0.0).pow(2).sum(dim=-1).mean()
+
+
+def aligned_coordinate_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared atom displacement after the best superposition by a rotation or a reflection
+    (:func:`~pairwise_vae.geometry.superposed_squared_deviation`), averaged over molecules (Angstrom^2).
+
+    Invariant under rotations, reflections and translations of either argument, like the distance
+    loss; unlike it, without local minima where a segment sits on the wrong side of the rest of
+    the chain.
+
+    Args:
+        predicted: (B, N, 3) coordinates in Angstrom.
+        target: (B, N, 3) coordinates in Angstrom.
+    """
+    return superposed_squared_deviation(predicted, target, allow_reflection=True).mean().to(target.dtype)

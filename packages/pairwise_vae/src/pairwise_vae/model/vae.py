@@ -1,0 +1,249 @@
+"""The pairwise-distance VAE: ViSNet encoder, EGNN decoder, and its loss.
+
+Loss = mean squared error of all N (N - 1) / 2 interatomic distances of the reconstruction
+against the input (Angstrom^2; 1,653 distances for AIB9's 58 atoms), computed per molecule
+and averaged over molecules, + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
+dimensions and averaged over molecules. Both terms are invariant under rotations,
+translations and reflections of the input.
+
+By default each distance's squared error is weighted by the inverse of its variance in the
+training data (plus a floor of 0.3 A in quadrature; weights of mean 1, see
+:func:`distance_weights`): a Gaussian likelihood with one width per distance instead of one
+for all. Bonds (3 % of the pairs) then carry 13 % of the weight and bond angles 20 %, so the
+decoder learns local geometry along with the global shape (``--distance-sigma-floor none``:
+the plain mean).
+
+Optional terms, each off at weight 0 (:class:`ModelConfig`): signed-volume terms (parity-odd
+and parity-even), a steric repulsion, and an aligned-coordinate MSE after the best rotation or
+reflection, which frees the decoder from local minima of the distance loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pairwise_vae.model.decoder import DecoderConfig, EGNNDecoderMSE
+from pairwise_vae.model.encoder import EncoderConfig, ViSNetEncoderMSE
+from pairwise_vae.model.losses import (
+    LossTerms,
+    aligned_coordinate_loss,
+    chirality_loss,
+    kl_divergence,
+    pairwise_distance_loss,
+    relative_chirality_loss,
+    steric_loss,
+    steric_pairs,
+)
+from pairwise_vae.model.parity import ParityRule, orient_reconstructions, orient_samples
+
+
+@dataclass
+class ModelConfig:
+    """Model: latent space"""
+
+    latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
+    chirality_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a parity-odd loss term: MSE of the normalised signed volumes of bonded atom chains "
+            "(volume / product of the 3 bond lengths = sin(angle) sin(angle) sin(dihedral), in [-1, 1]); at weight "
+            "1 an error of 0.1 in them costs as much as a 0.1 Angstrom error of every interatomic distance; "
+            "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
+        },
+    )
+    relative_chirality_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a parity-even loss term: squared error of the products of every two normalised "
+            "signed volumes of bonded atom chains, that is of their relative signs (a helix has all its backbone "
+            "torsions of one sign, a mixed chain of both). A structure and its mirror image have the same "
+            "products, so the loss stays E(3)-invariant and needs no chiral encoder features; near a match it "
+            "weighs about like --chirality-weight; 0: off"
+        },
+    )
+    steric_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a repulsion term: the squared shortfall below --steric-distance of every distance "
+            "between atoms at least 4 bonds apart, summed over the pairs of a molecule (Angstrom^2). The distance "
+            "MSE penalises overlapping atoms only on average; this term is zero for any conformation without such "
+            "contacts and E(3)-invariant; 0: off"
+        },
+    )
+    steric_distance: float = field(
+        default=2.6,
+        metadata={
+            "help": "closest approach (Angstrom) of atoms at least 4 bonds apart that --steric-weight allows; "
+            "0.2 percent of the embedded AIB9 frames come closer, by at most 0.11 A"
+        },
+    )
+    aligned_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of an aligned-coordinate term: the mean squared displacement of the atoms (Angstrom^2) "
+            "after superposing the reconstruction on its input by the best rotation or reflection (Kabsch), so "
+            "E(3)-invariant like the distance loss. A distance loss has local minima where part of the chain sits "
+            "on the wrong side of the rest (AIB9's mixed helices, see README); this term pulls every atom straight "
+            "to its place (as AlphaFold 3 pairs an aligned MSE with a distance loss); 0: off"
+        },
+    )
+    distance_sigma_floor: float | None = field(
+        default=0.3,
+        metadata={
+            "help": "weigh each distance's squared error by 1 / (its variance in the training data + F^2), "
+            "scaled to mean 1 (Angstrom): stiff pairs (bonds, angles) count more; none: all distances alike",
+            "metavar": "F",
+        },
+    )
+    encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
+    decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
+
+
+def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
+    """The decoder's starting conformation: the frame whose interatomic distances are closest to
+    the mean distances (over at most about 2000 evenly spaced frames).
+
+    Args:
+        coords: (F, N, 3) training frames, Angstrom.
+
+    Returns:
+        (N, 3) a copy of one of the frames.
+    """
+    sample = coords[:: max(1, len(coords) // 2000)]
+    distances = torch.cdist(sample, sample)
+    deviation = (distances - distances.mean(dim=0)).pow(2).mean(dim=(1, 2))
+    return sample[deviation.argmin()].clone()
+
+
+class MolecularVAEMSE(nn.Module):
+    """Variational autoencoder of conformations of one molecule, trained on all pairwise distances.
+
+    Args:
+        config: architecture.
+        atomic_numbers: (N,) atomic numbers.
+        bonds: (n_bonds, 2) covalent bonds (decoder pair attributes and metrics).
+        reference_positions: (N, 3) the decoder's starting conformation, Angstrom.
+        parity: how :meth:`sample` and :meth:`reconstruct` orient their output (see
+            :mod:`pairwise_vae.model.parity`); None: ``none``, the decoder's raw output.
+        pair_weights: (N (N - 1) / 2,) weights of the pairs' squared errors in the loss (see
+            :func:`distance_weights`); None: all 1, the plain mean squared error.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        atomic_numbers: torch.Tensor,
+        bonds: torch.Tensor,
+        reference_positions: torch.Tensor,
+        parity: ParityRule | None = None,
+        pair_weights: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.parity = parity if parity is not None else ParityRule()
+        self.register_buffer("atomic_numbers", atomic_numbers.long().clone())
+        self.register_buffer("bonds", bonds.long().clone())
+        n_pairs = atomic_numbers.shape[0] * (atomic_numbers.shape[0] - 1) // 2
+        pair_weights = torch.ones(n_pairs) if pair_weights is None else pair_weights
+        self.register_buffer("distance_weights", pair_weights.float().clone())
+        # derived from the bonds, so not stored in checkpoints
+        self.register_buffer("steric_pairs", steric_pairs(bonds, atomic_numbers.shape[0]), persistent=False)
+        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds, atomic_numbers.shape[0])
+        self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def encode(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, 3) Angstrom -> mu, log_var, each (B, latent_dim)."""
+        return self.encoder(self.atomic_numbers, positions)
+
+    @staticmethod
+    def reparameterize(
+        mu: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw z = mu + sigma * eps with eps ~ N(0, I); (B, D) -> (B, D)."""
+        noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
+        return mu + torch.exp(0.5 * log_var) * noise
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> (B, N, 3) centred coordinates in Angstrom."""
+        return self.decoder(z)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode, sample z, decode. Returns (reconstruction (B, N, 3), mu, log_var)."""
+        mu, log_var = self.encode(positions)
+        return self.decode(self.reparameterize(mu, log_var)), mu, log_var
+
+    def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
+        """Pairwise-distance MSE + beta * KL for a batch of (B, N, 3) conformations in Angstrom."""
+        return self.criterion(positions, *self(positions), beta=beta)
+
+    def criterion(
+        self,
+        positions: torch.Tensor,
+        reconstruction: torch.Tensor,
+        mu: torch.Tensor,
+        log_var: torch.Tensor,
+        beta: float,
+    ) -> LossTerms:
+        """Loss terms of a batch from the outputs of :meth:`forward` (which the trainer may run
+        compiled or data-parallel).
+
+        Args:
+            positions: (B, N, 3) input conformations in Angstrom.
+            reconstruction: (B, N, 3) decoded conformations in Angstrom.
+            mu, log_var: (B, latent_dim) posterior parameters.
+            beta: weight of the KL term.
+
+        The terms are computed in the dtype of ``positions`` (float32 under bf16 autocast,
+        whose outputs are bfloat16).
+        """
+        reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
+        reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
+        kl = kl_divergence(mu, log_var).mean()
+        chirality = relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
+        if self.config.chirality_weight > 0:
+            chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        if self.config.relative_chirality_weight > 0:
+            relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        if self.config.steric_weight > 0:
+            steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
+        if self.config.aligned_weight > 0:
+            aligned = aligned_coordinate_loss(reconstruction, positions)
+        total = (
+            reconstruction_loss
+            + beta * kl
+            + self.config.chirality_weight * chirality
+            + self.config.relative_chirality_weight * relative_chirality
+            + self.config.steric_weight * steric
+            + self.config.aligned_weight * aligned
+        )
+        return LossTerms(
+            total=total,
+            reconstruction=reconstruction_loss,
+            kl=kl,
+            chirality=chirality,
+            relative_chirality=relative_chirality,
+            steric=steric,
+            aligned=aligned,
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, positions: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: (B, N, 3) -> (B, N, 3), deterministic, in the handedness of the input
+        (unless the parity rule is ``none``)."""
+        mu, _ = self.encode(positions)
+        return orient_reconstructions(self.decode(mu), positions, self.parity, self.bonds)
+
+    @torch.no_grad()
+    def sample(self, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw z ~ N(0, I), decode and orient by the parity rule: returns (n_samples, N, 3) coordinates in
+        Angstrom. ``generator`` draws the latents, then (``mirror-symmetric``) the reflections."""
+        device = self.atomic_numbers.device
+        z = torch.randn(n_samples, self.latent_dim, device=device, generator=generator)
+        return orient_samples(self.decode(z), self.parity, generator)

@@ -1,0 +1,1 @@
+"""Training: the command, its settings, the loop, schedules, validation, checkpoints, data parallelism, run log."""

@@ -1,0 +1,189 @@
+"""The settings of a training run: :class:`TrainConfig`, whose fields are the flags of ``pairwise-vae-train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pairwise_vae.config import ConfigError
+from pairwise_vae.model.parity import PARITY_CHOICES
+from pairwise_vae.model.vae import ModelConfig
+from pairwise_vae.runtime import PRECISION_HELP, PRECISIONS
+
+WANDB_MODES = ("offline", "online", "disabled")
+# settings that --resume may change; the others are the run's own
+RESUME_OVERRIDABLE = (
+    "epochs",
+    "max_minutes",
+    "device",
+    "wandb",
+    "log_checkpoints",
+    "checkpoint_every",
+    "evaluate_every",
+    "compile",
+    "precision",
+)
+# the host reads step metrics (progress bar, W&B, non-finite steps, stop requests of a
+# data-parallel run) every this many steps; in between it never waits for the device
+SYNC_INTERVAL = 10
+
+
+@dataclass
+class TrainConfig:
+    """Training run"""
+
+    data: Path | None = field(
+        default=None,
+        metadata={
+            "help": "dataset .npz, .npy coordinates with --topology, or an MD trajectory (.xtc, .dcd, .trr, .nc, "
+            "multi-model .pdb, ...; needs the 'md' extra); none: the embedded AIB9 ensemble",
+            "metavar": "FILE",
+        },
+    )
+    topology: Path | None = field(
+        default=None,
+        metadata={
+            "help": "topology of .npy coordinates (a PDB file or an atom-table .npy of [atom_name, residue_index] "
+            "rows) or of a trajectory (PDB, PSF, PRMTOP, GRO, ... read by MDTraj)",
+            "metavar": "FILE",
+        },
+    )
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "atoms of a trajectory to model, in MDTraj's selection language (e.g. 'resname AIB and not "
+            "element H'); none: the heavy atoms of the first molecule that is not solvent or ions",
+            "metavar": "SELECTION",
+        },
+    )
+    stride: int = field(default=1, metadata={"help": "read every N-th frame of the data"})
+    output_dir: Path = field(
+        default=Path("runs/pairwise_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"}
+    )
+    run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
+    epochs: int = field(default=50, metadata={"help": "passes over the training split"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "stop after N minutes of training (compiling and validation included) with a final checkpoint; "
+            "the learning-rate and beta schedules are laid out for the steps that fit, measured after warm-up "
+            "(--epochs stays an upper bound; on --resume: N more minutes)",
+            "metavar": "N",
+        },
+    )
+    batch_size: int = field(
+        default=64,
+        metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"},
+    )
+    learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
+    beta: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
+    beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"}
+    )
+    max_frames: int | None = field(
+        default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
+    parity: str = field(
+        default="auto",
+        metadata={
+            "help": "handedness of the output, a rule decided from the training split and kept in the checkpoint: "
+            "mirror-symmetric (each prior sample mirrored with probability 1/2), chiral (prior samples keep the "
+            "data's stereocentres), auto (chiral when the data have stereocentres, else mirror-symmetric), none "
+            "(the decoder's raw output); but for none, reconstructions take the handedness of their input",
+            "choices": PARITY_CHOICES,
+        },
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    devices: int = field(
+        default=1,
+        metadata={
+            "help": "data-parallel processes (DDP), started on this machine: one per GPU, or gloo processes on the CPU"
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": PRECISION_HELP,
+            "choices": PRECISIONS,
+        },
+    )
+    compile: bool = field(
+        default=True,
+        metadata={
+            "help": "torch.compile the model for training (a minute of compiling first; off without a C compiler)"
+        },
+    )
+    wandb: str = field(
+        default="offline",
+        metadata={
+            "help": "Weights & Biases mode (offline: files under the run folder, no account)",
+            "choices": WANDB_MODES,
+        },
+    )
+    log_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "with --wandb online: upload best.pt and last.pt as a W&B model artifact when the run ends"},
+    )
+    checkpoint_every: int = field(default=500, metadata={"help": "also save last.pt every N optimiser steps"})
+    evaluate_every: int = field(
+        default=5,
+        metadata={"help": "every N epochs (and at the end): structural metrics of the validation split and plots"},
+    )
+    max_bad_steps: int = field(
+        default=20,
+        metadata={"help": f"stop after this many consecutive non-finite steps (checked every {SYNC_INTERVAL} steps)"},
+    )
+    resume: Path | None = field(
+        default=None,
+        metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"},
+    )
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values no run can use."""
+        positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps", "stride")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"--validation-fraction must be in (0, 1), got {self.validation_fraction}: "
+                "the validation split picks best.pt"
+            )
+        if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
+            raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
+        weights = ("chirality_weight", "relative_chirality_weight", "steric_weight", "aligned_weight")
+        for name in weights:
+            if getattr(self.model, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self.model, name):g}")
+        if self.model.steric_distance <= 0:
+            raise ConfigError(f"--steric-distance must be positive, got {self.model.steric_distance:g}")
+        for flag, channels in (
+            ("--decoder-pair-channels", self.model.decoder.pair_channels),
+            ("--encoder-vector-channels", self.model.encoder.vector_channels),
+        ):
+            if channels is not None and channels < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {channels}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"--max-minutes must be positive, got {self.max_minutes:g}")
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ConfigError(f"--max-frames must be at least 2, got {self.max_frames}")
+        if self.model.latent_dim < 1 or self.model.encoder.hidden_channels % self.model.encoder.num_heads:
+            raise ConfigError(
+                "--latent-dim must be positive and --encoder-hidden-channels divisible by --encoder-num-heads"
+            )
+        if self.log_checkpoints and self.wandb != "online":
+            raise ConfigError(
+                f"--log-checkpoints uploads to W&B and needs --wandb online, got --wandb {self.wandb} "
+                "(the checkpoints stay in the run folder either way)"
+            )
+        if self.model.chirality_weight > 0 and not self.model.encoder.chiral_features:
+            raise ConfigError(
+                "--chirality-weight needs --encoder-chiral-features: without them the encoder gives a structure "
+                "and its mirror image the same latent, and the term pulls signed volumes towards zero"
+            )

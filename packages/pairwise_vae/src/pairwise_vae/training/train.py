@@ -1,0 +1,264 @@
+"""Train the pairwise-distance VAE: ``pairwise-vae-train`` (or ``python -m pairwise_vae``).
+
+Each run writes its own folder ``<output-dir>/<timestamp>/`` holding ``config.json``,
+``metrics.jsonl`` (one JSON record per epoch and split), ``last.pt`` and ``best.pt``
+checkpoints (written atomically) and PNG plots. W&B logs offline by default (project
+``pairwise-vae``, files under the run folder); ``--wandb online`` streams to your account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+import numpy as np
+import torch
+
+from pairwise_vae import __version__
+from pairwise_vae.cli import exit_on_user_error
+from pairwise_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace, explicit_flags
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.records import ConformationDataset
+from pairwise_vae.data.split import training_split
+from pairwise_vae.model.losses import distance_weights
+from pairwise_vae.model.parity import decide_parity
+from pairwise_vae.model.vae import MolecularVAEMSE, reference_conformation
+from pairwise_vae.runtime import seed_everything, uses_bf16
+from pairwise_vae.training.checkpoint import (
+    CheckpointError,
+    Progress,
+    config_from_checkpoint,
+    load_checkpoint,
+    model_from_checkpoint,
+    progress_from_checkpoint,
+    restore_optimisation,
+    restore_rng_state,
+    topology_from_checkpoint,
+)
+from pairwise_vae.training.config import RESUME_OVERRIDABLE, TrainConfig
+from pairwise_vae.training.distributed import (
+    Ranks,
+    broadcast_from_main,
+    check_device_count,
+    device_for_rank,
+    init_process_group,
+    launch_local_ranks,
+    leave_process_group,
+    ranks_from_environment,
+    wait_for_all,
+)
+from pairwise_vae.training.loop import Outcome, StopRequested, TrainingRun, fit, training_network
+from pairwise_vae.training.run_log import RunLog, new_run_folder
+from pairwise_vae.training.schedule import learning_rate_factor, schedule_for
+
+EXIT_CODES = {"finished": 0, "diverged": 3}  # a stop: 130 after SIGINT, 143 after SIGTERM
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pairwise-vae-train",
+        description="Train a ViSNet -> EGNN variational autoencoder of molecular conformations with a\n"
+        "reconstruction loss on all interatomic distances.\n\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pairwise_vae {__version__}")
+    add_dataclass_arguments(parser, TrainConfig)
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
+    """Turn the command line into a config (and the checkpoint to resume from, if any).
+
+    With ``--resume`` the run keeps its own settings; only those in ``RESUME_OVERRIDABLE``
+    may be given again.
+    """
+    parser = build_parser()
+    config = dataclass_from_namespace(TrainConfig, parser.parse_args(argv))
+    checkpoint = None
+    if config.resume is not None:
+        checkpoint = load_checkpoint(config.resume)
+        saved = config_from_checkpoint(checkpoint, config.resume)
+        for name in explicit_flags(parser, argv) & set(RESUME_OVERRIDABLE):
+            setattr(saved, name, getattr(config, name))
+        saved.resume = config.resume
+        config = saved
+    config.validate()
+    return config, checkpoint
+
+
+def build_run(
+    config: TrainConfig, dataset: ConformationDataset, checkpoint: dict | None, ranks: Ranks = Ranks()
+) -> TrainingRun:
+    """The run's data split, model, optimiser and schedule; restored from ``checkpoint`` when resuming."""
+    device = device_for_rank(config.device, ranks)
+    amp = uses_bf16(config.precision, device)
+    train_frames, validation_frames = (
+        torch.from_numpy(frames - frames.mean(axis=1, keepdims=True))
+        for frames in training_split(dataset.coords, config.max_frames, config.validation_fraction, config.seed)
+    )
+    if len(train_frames) < config.batch_size * ranks.world_size:
+        raise ConfigError(
+            f"{dataset.source}: the training split has {len(train_frames)} frames, "
+            f"fewer than --batch-size {config.batch_size}"
+            + (f" x {ranks.world_size} processes" if ranks.distributed else "")
+        )
+    topology = dataset.topology
+    if checkpoint is None:
+        seed_everything(config.seed)
+        floor = config.model.distance_sigma_floor
+        model = MolecularVAEMSE(
+            config.model,
+            torch.from_numpy(topology.atomic_numbers),
+            torch.from_numpy(topology.bonds),
+            reference_conformation(train_frames),
+            decide_parity(train_frames, topology, config.parity),
+            None if floor is None else distance_weights(train_frames, floor),
+        )
+    else:
+        check_resumable(checkpoint, dataset, config, ranks)
+        model = model_from_checkpoint(checkpoint, config.resume)
+    model.to(device)
+    progress = progress_from_checkpoint(checkpoint) if checkpoint is not None else Progress()
+    if ranks.distributed:
+        # same initial weights on all ranks, then a noise stream of its own per rank, reseeded
+        # from the step on resume (a single process restores its saved random state instead)
+        seed_everything(config.seed + 1_000_003 * (ranks.rank + 1) + progress.step)
+    steps_per_epoch = len(train_frames) // (config.batch_size * ranks.world_size)
+    # fused AdamW skips a step on the device when told of a non-finite gradient (found_inf)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+    )
+
+    def rate_factor(step: int) -> float:  # read at each step: --max-minutes may lay the schedule out anew
+        schedule = schedule_for(config, progress, steps_per_epoch)
+        return learning_rate_factor(step, schedule.warmup_steps, schedule.total_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
+    if checkpoint is not None:
+        restore_optimisation(checkpoint, optimizer, scheduler)
+        if not ranks.distributed:
+            restore_rng_state(checkpoint["rng"], device)
+    return TrainingRun(
+        config=config,
+        ranks=ranks,
+        device=device,
+        amp=amp,
+        topology=topology,
+        model=model,
+        network=training_network(model, ranks, device, config.compile),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_coords=train_frames.to(device),
+        validation_coords=validation_frames.to(device),
+        steps_per_epoch=steps_per_epoch,
+        progress=progress,
+    )
+
+
+def check_resumable(checkpoint: dict, dataset: ConformationDataset, config: TrainConfig, ranks: Ranks) -> None:
+    """Refuse to resume on another molecule or with another number of processes."""
+    stored = topology_from_checkpoint(checkpoint)
+    if not (
+        np.array_equal(stored.atomic_numbers, dataset.topology.atomic_numbers)
+        and np.array_equal(stored.bonds, dataset.topology.bonds)
+    ):
+        raise CheckpointError(f"{config.resume}: the checkpoint's molecule (atoms or bonds) differs from the data's")
+    trained_with = config_from_checkpoint(checkpoint, config.resume).devices
+    if trained_with != ranks.world_size:
+        raise CheckpointError(
+            f"{config.resume}: the run was trained with {trained_with} processes, "
+            f"not {ranks.world_size}: resume it with as many (--devices)"
+        )
+
+
+def schedule_change_note(run: TrainingRun, checkpoint: dict) -> str | None:
+    """A line saying what a changed ``--epochs`` does to a resumed run, or None when unchanged."""
+    before = config_from_checkpoint(checkpoint).epochs
+    after = run.config.epochs
+    if before == after:
+        return None
+    step, warmup, peak = run.progress.step, run.config.warmup_steps, run.config.learning_rate
+    old_rate = peak * learning_rate_factor(step, warmup, run.steps_per_epoch * before)
+    new_rate = peak * learning_rate_factor(step, warmup, run.total_steps)
+    return (
+        f"note: --epochs {after} (the run had {before}): training continues to epoch {after}, and the cosine "
+        f"learning-rate schedule is stretched to end there: at step {step} the rate goes from {old_rate:.3g} "
+        f"to {new_rate:.3g}"
+    )
+
+
+def exit_code(outcome: Outcome) -> int:
+    """0 finished, 3 diverged (non-finite steps), 130 stopped by SIGINT (or another rank), 143 by SIGTERM."""
+    if outcome.kind == "stopped":
+        return 143 if outcome.signal_name == "SIGTERM" else 130
+    return EXIT_CODES[outcome.kind]
+
+
+def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ranks()) -> int:
+    """Run (or continue) training as one rank of ``ranks``; returns the process exit code."""
+    if ranks.distributed:
+        init_process_group(ranks, device_for_rank(config.device, ranks))
+    dataset = load_dataset(config.data, config.topology, config.select, config.stride)
+    run = build_run(config, dataset, checkpoint, ranks)
+    run_dir = None
+    if ranks.is_main:
+        run_dir = config.resume.parent if checkpoint is not None else new_run_folder(config.output_dir, config.run_name)
+    run.run_dir = broadcast_from_main(run_dir, ranks)
+    if ranks.is_main:
+        run.log = RunLog.start(run.run_dir, config)
+        device_name = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else "CPU"
+        parameters = sum(p.numel() for p in run.model.parameters())
+        print(
+            f"pairwise_vae {__version__}: {len(run.train_coords)} training / {len(run.validation_coords)} validation "
+            f"frames of {dataset.topology.n_atoms} atoms from {dataset.source}; {parameters:,} parameters on "
+            f"{ranks.world_size} x {device_name} in {'bf16' if run.amp else 'fp32'}; run folder {run.run_dir}",
+            flush=True,
+        )
+        print(run.model.parity.summary(), flush=True)
+        note = schedule_change_note(run, checkpoint) if checkpoint is not None else None
+        if note:
+            print(note, file=sys.stderr)
+    with StopRequested(patient=ranks.distributed) as stop:
+        code = exit_code(fit(run, stop))
+    if run.log is not None:
+        progress = {"epoch": run.progress.epoch, "step": run.progress.step, "exit_code": code}
+        best = run.progress.best_validation
+        run.log.summarize({**progress, **({"best_validation_loss": best} if math.isfinite(best) else {})})
+        if config.log_checkpoints:
+            run.log.log_checkpoints([run.run_dir / "best.pt", run.run_dir / "last.pt"], progress)
+        run.log.finish(code)
+    wait_for_all(ranks)
+    if code == 0 and ranks.is_main:
+        print(
+            f"done: {run.run_dir} (best validation loss {run.progress.best_validation:.4g}; "
+            "checkpoints best.pt, last.pt)"
+        )
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``pairwise-vae-train``; with ``--devices N`` it runs N copies of itself as one run's ranks."""
+    argv = sys.argv[1:] if argv is None else argv
+    ranks = Ranks()
+    try:
+        with exit_on_user_error():
+            ranks = ranks_from_environment()
+            config, checkpoint = parse_config(argv)
+            if ranks.distributed:
+                config.devices = ranks.world_size
+            if config.devices > 1 and not ranks.distributed:
+                check_device_count(config.device, config.devices)
+                load_dataset(
+                    config.data, config.topology, config.select, config.stride
+                )  # a bad file: one message here, not one per rank
+                print(f"launching {config.devices} data-parallel processes", file=sys.stderr)
+                code = launch_local_ranks(config.devices, "pairwise_vae", argv)
+            else:
+                code = train(config, checkpoint, ranks)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    finally:
+        leave_process_group(ranks)
+    sys.exit(code)
