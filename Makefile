@@ -16,12 +16,17 @@ PAIRWISE_GPU ?= 1
 BOND_ARGS ?=
 PAIRWISE_ARGS ?=
 GPUS ?=
+PACKAGE ?= pairwise
 comma := ,
+# make evaluate / make sample: the latest run of PACKAGE (bond or pairwise) unless RUN names a checkpoint
+PACKAGE_DIR = $(PACKAGE)_vae
+RUN ?= $(lastword $(sort $(wildcard $(RUNS_DIR)/$(PACKAGE_DIR)/*/best.pt)))
+STAMP := $(shell date +%Y%m%d-%H%M%S)
 # GPUS=0,1 -> those GPUs only, and one data-parallel process on each
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both compare lint test test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both evaluate sample check-run compare lint test test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -41,6 +46,17 @@ train-pairwise: setup  ## train the pairwise-distance VAE on the embedded AIB9 d
 train-both: setup  ## both trainings at once, on BOND_GPU and PAIRWISE_GPU (ARGS, BOND_ARGS, PAIRWISE_ARGS)
 	BOND_GPU="$(BOND_GPU)" PAIRWISE_GPU="$(PAIRWISE_GPU)" RUNS_DIR="$(RUNS_DIR)" ARGS="$(ARGS)" \
 		BOND_ARGS="$(BOND_ARGS)" PAIRWISE_ARGS="$(PAIRWISE_ARGS)" scripts/train_both.sh
+
+evaluate: setup check-run  ## report of a run's model on its reference: PACKAGE=bond|pairwise, RUN=.../best.pt (default: latest), ARGS
+	$(UV) run --frozen $(PACKAGE)-vae-evaluate $(RUN) --output $(dir $(RUN))evaluation-$(STAMP) $(ARGS)
+
+sample: setup check-run  ## conformations from a run's model (.npz + .pdb): PACKAGE=bond|pairwise, RUN=.../best.pt (default: latest), ARGS
+	$(UV) run --frozen $(PACKAGE)-vae-sample $(RUN) --output $(dir $(RUN))samples-$(STAMP) $(ARGS)
+
+check-run:
+	@case "$(PACKAGE)" in bond|pairwise) ;; *) echo "error: PACKAGE=$(PACKAGE): expected bond or pairwise" >&2; exit 2;; esac
+	@test -n "$(RUN)" || { echo "error: no run with a best.pt under $(RUNS_DIR)/$(PACKAGE_DIR)/: train one (make train-$(PACKAGE)) or name it with RUN=" >&2; exit 2; }
+	@test -f "$(RUN)" || { echo "error: RUN=$(RUN): no such checkpoint" >&2; exit 2; }
 
 compare: setup  ## evaluate the latest bond and pairwise runs on one reference: comparison.md + figures (ARGS="--bond RUN --pairwise RUN")
 	$(UV) run --frozen python scripts/compare_runs.py --runs $(RUNS_DIR) $(ARGS)
