@@ -117,14 +117,21 @@ def ramachandran_histogram(phi: np.ndarray, psi: np.ndarray, bins: int = RAMACHA
 HELIX_CLASSES = ("right", "left", "mixed")
 
 
+def inner_residues(n_residues: int) -> slice:
+    """The residues, among ``n_residues`` with phi and psi, that helix classes and the figures use:
+    the inner ones (first and last dropped) when there are more than two, else all of them (a
+    capped single residue such as alanine dipeptide has one)."""
+    return slice(1, -1) if n_residues > 2 else slice(None)
+
+
 def helix_classes(phi: np.ndarray) -> np.ndarray:
-    """(frames,) index into ``HELIX_CLASSES`` of each frame: 0 right-handed (inner residues, first and
-    last excluded, all with phi < 0), 1 left-handed (all phi > 0), 2 neither (mixed or unfolded).
+    """(frames,) index into ``HELIX_CLASSES`` of each frame: 0 right-handed (:func:`inner_residues`
+    all with phi < 0), 1 left-handed (all phi > 0), 2 neither (mixed or unfolded).
 
     Args:
         phi: (frames, n_residues) phi angles in degrees.
     """
-    inner = phi[:, 1:-1] if phi.shape[1] > 2 else phi
+    inner = phi[:, inner_residues(phi.shape[1])]
     return np.where((inner < 0).all(axis=1), 0, np.where((inner > 0).all(axis=1), 1, 2))
 
 

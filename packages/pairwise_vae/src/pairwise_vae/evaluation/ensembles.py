@@ -35,13 +35,15 @@ from pairwise_vae.evaluation.metrics import (
     find_backbone,
     helix_classes,
     helix_handedness,
+    inner_residues,
     jensen_shannon_distance,
     per_type_deviation,
     radius_of_gyration,
     ramachandran_histogram,
     type_labels,
 )
-from pairwise_vae.evaluation.plots import plot_free_energy, plot_histograms, plot_ramachandran, plot_structures
+from pairwise_vae.evaluation.plots import plot_free_energy, plot_histograms, plot_note, plot_ramachandran
+from pairwise_vae.evaluation.structure_figure import plot_structures, structure_basins
 from pairwise_vae.geometry import bond_lengths, kabsch_rmsd, pairwise_distances
 
 BackboneAngles = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -273,21 +275,33 @@ def projections(reference: np.ndarray, samples: np.ndarray, topology: Topology) 
 
     Returns:
         ``{ensemble}_rg`` (frames,) radius of gyration in Angstrom, and for peptides
-        ``{ensemble}_phi`` and ``{ensemble}_psi`` (frames, inner residues) in degrees, for
-        ensembles ``reference`` and ``samples``.
+        ``{ensemble}_phi`` and ``{ensemble}_psi`` (frames, residues) in degrees of the residues of
+        :func:`inner_residues`, for ensembles ``reference`` and ``samples``.
     """
     arrays = {"reference_rg": radius_of_gyration(reference), "samples_rg": radius_of_gyration(samples)}
     found = backbone_angles(topology, {"reference": reference, "samples": samples})
     if found is not None:
+        inner = inner_residues(len(found[0]))
         for name, (phi, psi) in found[1].items():
-            arrays[f"{name}_phi"], arrays[f"{name}_psi"] = phi[:, 1:-1], psi[:, 1:-1]
+            arrays[f"{name}_phi"], arrays[f"{name}_psi"] = phi[:, inner], psi[:, inner]
     return arrays
+
+
+def residues_text(topology: Topology, residue_ids: np.ndarray) -> str:
+    """The residues of :func:`inner_residues` among the backbone's ``residue_ids``, in words for a
+    figure: 'residue 2 (ALA)', 'residues 2-3', 'inner residues 3-9'."""
+    ids = residue_ids[inner_residues(len(residue_ids))].tolist()
+    if len(ids) == 1:
+        return f"residue {ids[0]} ({topology.residue_names[np.flatnonzero(topology.residue_ids == ids[0])[0]]})"
+    listed = f"{ids[0]}-{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else ", ".join(map(str, ids))
+    return f"{'inner ' if len(residue_ids) > 2 else ''}residues {listed}"
 
 
 def write_figures(
     reference: np.ndarray, reconstructed: np.ndarray, samples: np.ndarray, topology: Topology, folder: Path
 ) -> list[Path]:
-    """The evaluation PNGs (Ramachandran and free-energy maps only for peptides).
+    """The evaluation PNGs. For a molecule without backbone phi and psi, ``ramachandran.png`` and
+    ``free_energy.png`` hold a note saying so instead of a map.
 
     Args:
         reference: (F, N, 3) reference conformations, Angstrom.
@@ -300,6 +314,8 @@ def write_figures(
     triplets = angle_triplets(bonds, topology.n_atoms)
     ensembles = {"reference": reference, "samples": samples}
     as_tensors = {name: torch.from_numpy(c) for name, c in ensembles.items()}
+    gyration = {name: radius_of_gyration(c) for name, c in ensembles.items()}
+    found = backbone_angles(topology, ensembles)
     figures = [
         plot_histograms(
             {
@@ -315,33 +331,49 @@ def write_figures(
                 "interatomic distance (Angstrom)": {
                     name: pairwise_distances(c[:500]).numpy() for name, c in as_tensors.items()
                 },
-                "radius of gyration (Angstrom)": {name: radius_of_gyration(c) for name, c in ensembles.items()},
+                "radius of gyration (Angstrom)": gyration,
             },
             folder / "distances_rg.png",
         ),
         plot_structures(
-            {"reference": reference[0], "reconstruction": reconstructed[0], "prior sample": samples[0]},
-            bonds,
+            reference,
+            reconstructed,
+            samples,
+            topology,
+            structure_basins(
+                len(reference),
+                len(samples),
+                None if found is None else (found[1]["reference"][0], found[1]["samples"][0]),
+            ),
             folder / "structures.png",
         ),
     ]
-    found = backbone_angles(topology, ensembles)
-    if found is not None:
-        angles = found[1]
-        inner = slice(1, -1)
-        figures.append(
-            plot_ramachandran(
-                {name: angles[name][0][:, inner] for name in ("reference", "samples")},
-                {name: angles[name][1][:, inner] for name in ("reference", "samples")},
-                folder / "ramachandran.png",
-            )
+    if found is None:
+        reason = (
+            "this molecule has no residue with backbone phi and psi\n"
+            "(atoms N, CA, C named so, with C of the residue before and N of the residue after)"
         )
-        figures.append(
-            plot_free_energy(
-                {name: angles[name][0][:, inner].mean(axis=1) for name in ("reference", "samples")},
-                {"reference": radius_of_gyration(reference), "samples": radius_of_gyration(samples)},
-                ("mean signed phi of inner residues (degrees)", "radius of gyration (Angstrom)"),
-                folder / "free_energy.png",
-            )
+        figures.append(plot_note(f"No Ramachandran map: {reason}.", folder / "ramachandran.png"))
+        figures.append(plot_note(f"No free-energy map over phi: {reason}.", folder / "free_energy.png"))
+        return figures
+    residue_ids, angles = found
+    inner = inner_residues(len(residue_ids))
+    residues = residues_text(topology, residue_ids)
+    phi = {name: angles[name][0][:, inner] for name in ensembles}
+    figures.append(
+        plot_ramachandran(
+            phi, {name: angles[name][1][:, inner] for name in ensembles}, residues, folder / "ramachandran.png"
         )
+    )
+    figures.append(
+        plot_free_energy(
+            {name: values.mean(axis=1) for name, values in phi.items()},
+            gyration,
+            (
+                f"{'mean signed ' if len(residue_ids) > 1 else ''}phi of {residues} (degrees)",
+                "radius of gyration (Angstrom)",
+            ),
+            folder / "free_energy.png",
+        )
+    )
     return figures
