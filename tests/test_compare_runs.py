@@ -66,7 +66,9 @@ def test_compare_writes_the_table_and_figures(runs, capsys):
         row = next(line for line in text.splitlines() if label in line)
         assert "n/a" not in row, row
     assert "![free_energy](free_energy.png)" in text and "![ramachandran](ramachandran.png)" in text
-    assert (output / "free_energy.png").stat().st_size > 0 and (output / "ramachandran.png").stat().st_size > 0
+    for figure in ("free_energy.png", "ramachandran.png"):
+        data = (output / figure).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, (figure, len(data))
     bond = json.loads((output / "bond_vae" / "report.json").read_text())
     pairwise = json.loads((output / "pairwise_vae" / "report.json").read_text())
     assert bond["package"].startswith("bond_vae") and pairwise["package"].startswith("pairwise_vae")

@@ -1,4 +1,7 @@
-"""`make train-both` runs the two trainings at once, each in its own run folder and log."""
+"""`make train-both` runs the two trainings at once, each in its own run folder and log.
+
+Slow: `make train-both` syncs the environment (uv sync) and starts two training processes.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 TINY = (
     "--epochs 1 --batch-size 8 --warmup-steps 2 --wandb disabled --device cpu --latent-dim 4 "
     "--encoder-hidden-channels 16 --encoder-num-layers 2 --encoder-num-heads 2 --encoder-num-rbf 8 "

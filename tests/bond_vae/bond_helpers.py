@@ -92,6 +92,19 @@ def make_model(aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int
     return aib9_model(aib9, tiny_model_config(graph, lmax))
 
 
+def with_trained_size_coordinate_updates(model: MolecularVAE, std: float = 0.2) -> MolecularVAE:
+    """``model`` with the last layers of its decoder's coordinate updates redrawn at the size that
+    training gives them (from torch's global random stream). At initialisation they are near zero,
+    so an untrained decoder returns its starting frame whatever z and in any precision: tests of
+    what z or bfloat16 do to the decoded atoms need these instead."""
+    with torch.no_grad():
+        for layer in model.decoder.layers:
+            layer.coordinate_mlp[-1].weight.normal_(0.0, std)
+        if model.decoder.coarse_displacement is not None:
+            model.decoder.coarse_displacement[-1].weight.normal_(0.0, std)
+    return model
+
+
 def write_npz(
     path: Path, dataset: ConformationDataset, coords: np.ndarray | None = None, **overrides: np.ndarray
 ) -> Path:

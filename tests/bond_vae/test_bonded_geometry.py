@@ -217,15 +217,16 @@ def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, caps
 
 
 def test_a_run_records_the_terms(tiny_npz, tmp_path):
-    argv = tiny_run_flags(
-        tiny_npz,
-        tmp_path / "runs",
-        1,
-        *("--angle-weight", "1", "--torsion-weight", "1", "--steric-weight", "1", "--relative-chirality-weight", "1"),
-    )
+    """Every weight 1 and beta 0: the recorded training loss is the sum of the recorded terms. A steric
+    distance of 4 A (the default 2.6 A is never reached in MD frames) makes the steric term count."""
+    weights = ("--angle-weight", "1", "--torsion-weight", "1", "--steric-weight", "1", "--relative-chirality-weight")
+    argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, *weights, "1", "--steric-distance", "4.0", "--beta", "0")
     assert run_main([*argv, "--run-name", "run", "--evaluate-every", "2"]) == 0
     records = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [record["split"] for record in records] == ["train", "validation"]
     for record in records:
         assert record["angle"] > 0 and record["torsion"] > 0, record
-    assert records[0]["steric"] >= 0 and records[0]["relative_chirality"] > 0
+    train = records[0]
+    assert train["steric"] > 0.1 and train["relative_chirality"] > 0, train
+    terms = ("reconstruction", "angle", "torsion", "steric", "relative_chirality")
+    assert train["loss"] == pytest.approx(sum(train[term] for term in terms), rel=1e-5), train

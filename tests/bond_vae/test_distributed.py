@@ -1,4 +1,7 @@
-"""Data-parallel training: per-rank batches, two gloo processes in step, the launcher, --devices on the CLI."""
+"""Data-parallel training: per-rank batches, two gloo processes in step, the launcher, --devices on the CLI.
+
+Every test but the first starts several processes: marked slow (make test-all runs them).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from bond_helpers import TINY_MODEL_FLAGS, run_main
 from bond_vae.training.checkpoint import load_checkpoint
@@ -26,6 +30,7 @@ def test_ranks_split_each_global_batch_into_disjoint_slices():
     assert torch.equal(rank_slice(order, 3, 6, Ranks()), order[18:24]), "one process takes the plain batches"
 
 
+@pytest.mark.slow  # several processes
 def test_two_gloo_ranks_hold_the_same_weights_and_skip_a_non_finite_step_together(tiny_npz, tmp_path):
     command = [
         sys.executable,
@@ -53,6 +58,7 @@ def test_two_gloo_ranks_hold_the_same_weights_and_skip_a_non_finite_step_togethe
             assert torch.equal(value, rank["after"][name]), name
 
 
+@pytest.mark.slow  # several processes
 def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
     flags = [
         "--data",
@@ -115,6 +121,7 @@ def start_launcher(tmp_path, mode: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # several processes
 def test_launcher_gives_each_rank_the_torchrun_environment_and_stops_the_others_when_one_fails(tmp_path):
     launcher = start_launcher(tmp_path, "fail")
     assert launcher.wait(timeout=120) == 3, "the failed rank's exit status, after the waiting rank was stopped"
@@ -126,6 +133,7 @@ def test_launcher_gives_each_rank_the_torchrun_environment_and_stops_the_others_
     assert environments[0]["MASTER_PORT"] == environments[1]["MASTER_PORT"]
 
 
+@pytest.mark.slow  # several processes
 def test_launcher_passes_a_sigint_on_to_the_ranks(tmp_path):
     launcher = start_launcher(tmp_path, "wait")
     assert [launcher.stdout.readline() for _ in range(2)] == ["ready\n", "ready\n"]

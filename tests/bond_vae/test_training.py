@@ -18,6 +18,7 @@ from bond_helpers import (
     run_main,
     tiny_model_config,
     tiny_run_flags,
+    with_trained_size_coordinate_updates,
 )
 from bond_vae.model.vae import MolecularVAE as MODEL_CLASS
 from bond_vae.model.vae import reference_conformation
@@ -191,6 +192,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     assert len(folders) == 3 and all(folder.is_dir() for folder in folders)
 
 
+@pytest.mark.slow  # torch.compile of the model and a compiled training run: about 20 s
 @pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")),
     reason="no C compiler: torch.compile is off, so there is no compiled run to compare",
@@ -225,15 +227,18 @@ def test_compiled_training_follows_the_eager_run(tiny_run, tiny_npz, tmp_path, a
 
 
 def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
-    model = make_model(aib9)
+    # coordinate updates of trained size: an untrained decoder returns its starting frame in any precision
+    model = with_trained_size_coordinate_updates(make_model(aib9))
     batch = torch.from_numpy(aib9.coords[:8])
     reference = model.reconstruct(batch)
+    assert (reference - model.decoder.reference_positions).norm(dim=-1).max() > 0.5, "the decoder moved the atoms"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = model.reconstruct(batch)
         terms = model.loss(batch, beta=1e-3)
     terms.total.backward()
     assert mixed.dtype == torch.float32, "coordinates leave the decoder in float32"
-    assert (mixed - reference).abs().max() < 0.05, "Angstrom"
+    deviation = (mixed - reference).norm(dim=-1).max()
+    assert 0.0 < deviation < 0.02, f"{deviation:.4f} A: bfloat16 ran, and stayed close (measured 0.002 to 0.003)"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 

@@ -37,6 +37,8 @@ def test_node_features_stay_order_one_at_initialisation(aib9, bf16):
     scales, decoded = feature_scales(decoder, z, bf16)
     assert len(scales) == config.num_layers - 1
     assert max(scales) < 3.0, f"node-feature RMS per layer {scales}: should stay of order one"
+    moved = (decoded - decoder.reference_positions).norm(dim=-1).max()
+    assert moved > 1.0, f"the decoder should move the atoms (by {moved:.2f} A), or precision cannot show"
     if bf16:
         _, reference = feature_scales(decoder, z, bf16=False)
         assert (decoded - reference).abs().max() < 0.1, "bfloat16 decoding should agree with float32 to 0.1 A"

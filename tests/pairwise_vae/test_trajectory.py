@@ -6,6 +6,7 @@ added (all to be selected away), written with MDTraj itself.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from pairwise_helpers import run_main, tiny_run_flags
 from pairwise_vae.data.dataset import load_dataset
 from pairwise_vae.data.records import ConformationDataset, DataError
+from pairwise_vae.training.checkpoint import load_checkpoint
 
 md = pytest.importorskip("mdtraj")
 
@@ -138,9 +140,20 @@ def test_without_mdtraj_the_error_names_the_extra(written, monkeypatch):
         load_dataset(written / "traj.xtc", written / "top.pdb")
 
 
-def test_training_on_a_trajectory(written, tmp_path, capsys):
+def test_training_on_a_trajectory(written, tmp_path, capsys, aib9):
     flags = tiny_run_flags(written / "traj.xtc", tmp_path / "runs", 1, "--topology", str(written / "top.pdb"))
-    assert run_main(flags + ["--stride", "2", "--validation-fraction", "0.3"]) == 0
+    assert run_main(flags + ["--stride", "2", "--validation-fraction", "0.3", "--run-name", "run"]) == 0
     assert "8 training / 4 validation frames of 58 atoms from" in capsys.readouterr().out
+    run = tmp_path / "runs" / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["data"], config["topology"], config["stride"]) == (
+        str(written / "traj.xtc"),
+        str(written / "top.pdb"),
+        2,
+    )
+    # the model is of the peptide alone: hydrogens, waters and the ion were selected away
+    topology = load_checkpoint(run / "best.pt")["topology"]
+    assert topology["atom_names"] == aib9.topology.atom_names.tolist()
+    assert {tuple(sorted(bond)) for bond in topology["bonds"].tolist()} == bond_set(aib9.topology.bonds)
     assert run_main(tiny_run_flags(written / "traj.xtc", tmp_path / "runs", 1)) == 1
     assert "pass --topology" in capsys.readouterr().err
