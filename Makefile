@@ -26,7 +26,7 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both evaluate sample check-run compare lint test test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both evaluate sample check-run compare lint test test-all test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -65,22 +65,28 @@ lint: setup  ## ruff: formatting and lint rules (configured in pyproject.toml)
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 
-test: setup  ## the test suite (CPU): the workspace's tests and each package's alone in its own environment, side by side (ARGS="..." runs pytest ARGS in .venv instead)
+test: setup  ## the fast suite (CPU, no slow tests): the workspace's tests and each package's alone in its own environment, side by side (ARGS="..." runs pytest ARGS in .venv instead)
 ifeq ($(strip $(ARGS)),)
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-workspace test-bond test-pairwise
 else
 	$(UV) run --frozen pytest $(ARGS)
 endif
 
-# the three parts of `make test`, run side by side: most tests are small and use one core each
+test-all: setup  ## the whole suite, slow tests included (several processes, torch.compile, wheels, make train-both): what CI runs
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-workspace test-bond test-pairwise TEST_MARKERS=
+
+# the three parts of `make test`, run side by side: most tests are small and use one core each.
+# TEST_MARKERS picks tests by marker (pytest -m); empty: all of them (make test-all sets it so)
+TEST_MARKERS ?= not slow
+PYTEST_MARKERS = $(if $(strip $(TEST_MARKERS)),-m "$(TEST_MARKERS)")
 test-workspace:
-	OMP_NUM_THREADS=1 $(UV) run --frozen pytest --ignore=tests/bond_vae --ignore=tests/pairwise_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen pytest $(PYTEST_MARKERS) --ignore=tests/bond_vae --ignore=tests/pairwise_vae
 
 test-bond:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider tests/bond_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/bond_vae
 
 test-pairwise:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider tests/pairwise_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
