@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from pairwise_helpers import make_model
 from pairwise_vae.evaluation.metrics import dihedrals, find_backbone
@@ -19,6 +20,7 @@ def two_basins(aib9, per_basin: int = 8) -> torch.Tensor:
     return frames - frames.mean(dim=1, keepdim=True)
 
 
+@pytest.mark.slow  # 250 optimiser steps: about 30 CPU-seconds
 def test_the_latent_does_not_collapse_on_two_basins(aib9):
     frames = two_basins(aib9)
     assert kabsch_rmsd(frames[:8].mean(0, keepdim=True), frames[8:].mean(0, keepdim=True)) > 1.0
