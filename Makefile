@@ -76,17 +76,21 @@ test-all: setup  ## the whole suite, slow tests included (several processes, tor
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-workspace test-bond test-pairwise TEST_MARKERS=
 
 # the three parts of `make test`, run side by side: most tests are small and use one core each.
-# TEST_MARKERS picks tests by marker (pytest -m); empty: all of them (make test-all sets it so)
+# TEST_MARKERS picks tests by marker (pytest -m); empty: all of them (make test-all sets it so).
+# Each package's environment is new each time: its bytecode is compiled up front (about 40 CPU-s
+# for torch's 11,000 files) only for the whole suite, whose many processes each import torch; the
+# fast suite's few processes compile what they import (about 8 CPU-s)
 TEST_MARKERS ?= not slow
 PYTEST_MARKERS = $(if $(strip $(TEST_MARKERS)),-m "$(TEST_MARKERS)")
+COMPILE_BYTECODE = $(if $(strip $(TEST_MARKERS)),,--compile-bytecode)
 test-workspace:
 	OMP_NUM_THREADS=1 $(UV) run --frozen pytest $(PYTEST_MARKERS) --ignore=tests/bond_vae --ignore=tests/pairwise_vae
 
 test-bond:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package bond-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/bond_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package bond-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/bond_vae
 
 test-pairwise:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated --compile-bytecode --package pairwise-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/pairwise_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package pairwise-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)

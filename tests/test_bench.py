@@ -8,9 +8,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a process that imports and runs both packages: about 12 CPU-s
 def test_bench_runs_on_a_tiny_setting(tmp_path):
     result = subprocess.run(
         [

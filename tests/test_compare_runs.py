@@ -44,6 +44,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "runs"
 
 
+@pytest.mark.slow  # two trainings, then the script evaluates both in processes of their own: about 35 CPU-s
 def test_compare_writes_the_table_and_figures(runs, capsys):
     script = load_script()
     output = runs / "comparison"
