@@ -217,9 +217,25 @@ def parse_args(argv: list[str] | None) -> tuple[DatasetConfig, int]:
     )
     parser.add_argument("--stride-steps", type=int, default=defaults.stride_steps, help="MD steps between saved frames")
     parser.add_argument("--workers", type=int, default=1, help="replicas simulated in parallel (one CPU thread each)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs=len(defaults.replicas),
+        default=[replica.seed for replica in defaults.replicas],
+        metavar="SEED",
+        help="one seed per replica condition (starting structure and velocities, Langevin noise); "
+        "new seeds give independent trajectories of the same conditions, e.g. a test set",
+    )
     args = parser.parse_args(argv)
+    replicas = [
+        Replica(replica.start, replica.temperature_k, seed)
+        for replica, seed in zip(defaults.replicas, args.seeds, strict=True)
+    ]
     config = DatasetConfig(
-        output=args.output, frames_per_replica=args.frames_per_replica, stride_steps=args.stride_steps
+        output=args.output,
+        replicas=replicas,
+        frames_per_replica=args.frames_per_replica,
+        stride_steps=args.stride_steps,
     )
     return config, args.workers
 
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "rdkit_version": Chem.rdBase.rdkitVersion,
         "python": platform.python_version(),
         "wall_time_s": round(time.perf_counter() - started, 1),
-        "command": "make dataset  (scripts/make_aib9_dataset.py)",
+        "command": "scripts/make_aib9_dataset.py " + " ".join(sys.argv[1:]),
     }
     config.output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
