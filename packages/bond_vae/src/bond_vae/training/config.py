@@ -61,13 +61,21 @@ class TrainConfig:
         default=Path("runs/bond_vae"), metadata={"help": "parent folder of the run folders", "metavar": "DIR"}
     )
     run_name: str | None = field(default=None, metadata={"help": "run folder name; none: the start time"})
-    epochs: int = field(default=50, metadata={"help": "passes over the training split"})
+    epochs: int = field(
+        default=50,
+        metadata={
+            "help": "passes over the training split; the cosine learning-rate schedule ends with the last (on "
+            "--resume: train on to epoch N, the cosine laid out anew over the whole run to end there)"
+        },
+    )
     max_minutes: float | None = field(
         default=None,
         metadata={
-            "help": "stop after N minutes of training (compiling and validation included) with a final checkpoint; "
-            "the learning-rate and beta schedules are laid out for the steps that fit, measured after warm-up "
-            "(--epochs stays an upper bound; on --resume: N more minutes)",
+            "help": "stop after N minutes of training (compiling and validation included) with a validated last "
+            "epoch and checkpoint; once 20 steps are timed (after the first, compiling, ones) the learning-rate "
+            "and beta schedules are laid out, once, for the steps that fit (--epochs stays an upper bound). A "
+            "resumed run keeps its N: each --resume trains N more minutes, and the cosine is laid out anew over "
+            "the whole run, the steps done and those that fit; the warm-ups never lengthen",
             "metavar": "N",
         },
     )
@@ -140,7 +148,11 @@ class TrainConfig:
     )
     resume: Path | None = field(
         default=None,
-        metadata={"help": "continue the run of this checkpoint (its folder and settings)", "metavar": "CKPT"},
+        metadata={
+            "help": "continue the run of this checkpoint (its folder and settings); a run that has done its --epochs "
+            "needs a larger --epochs (else: an error, exit code 1)",
+            "metavar": "CKPT",
+        },
     )
     model: ModelConfig = field(default_factory=ModelConfig)
 

@@ -1,10 +1,29 @@
-"""Learning-rate and KL-weight schedules, and the ``--max-minutes`` time budget."""
+"""Learning-rate and KL-weight schedules, and the ``--max-minutes`` time budget that lays them out.
+
+A run's schedule is a :class:`Schedule`: a linear learning-rate warm-up, then a cosine to
+``FINAL_LEARNING_RATE_FACTOR`` of the peak at ``total_steps``, and a linear KL-weight warm-up.
+:func:`lay_out` is the one rule that computes it; a process lays it out once:
+
+* at its start, for the cosine to end with epoch ``--epochs``;
+* with ``--max-minutes N``, again once :attr:`TimeBudget.TIMED_STEPS` steps are timed (the
+  interval that compiles is left out): the cosine ends at the last step that fits in the N
+  minutes, the epoch ends included (never beyond ``--epochs``). The deadline ends training even
+  if the steps ran slower than timed.
+
+A resumed run lays the cosine out anew over its whole length, the steps done plus those to
+come (to the new ``--epochs``, or for N more minutes), so the rate rises at the resumed step
+to where that longer cosine stands; the warm-ups are laid out by the first plan and never
+lengthen afterwards (the KL weight never falls back).
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
+
+import torch
 
 from bond_vae.training.checkpoint import Progress
 from bond_vae.training.config import TrainConfig
@@ -35,72 +54,138 @@ def beta_at(step: int, beta: float, warmup_epochs: float, steps_per_epoch: int) 
 class Schedule:
     """How the learning-rate and beta schedules are laid out.
 
-    ``total_steps``: optimiser steps of the whole run (the cosine ends there);
-    ``warmup_steps``: linear learning-rate warm-up; ``beta_warmup_epochs``: epochs of the KL
-    weight's linear rise.
+    ``total_steps``: the optimiser step at which the cosine reaches its floor (where training
+    ends, unless a deadline comes first); ``warmup_steps``: linear learning-rate warm-up;
+    ``beta_warmup_epochs``: epochs of the KL weight's linear rise.
     """
 
     total_steps: int
     warmup_steps: int
     beta_warmup_epochs: float
 
+    def learning_rate_factor(self, step: int) -> float:
+        """Multiplier of the peak learning rate at optimiser ``step``."""
+        return learning_rate_factor(step, self.warmup_steps, self.total_steps)
 
-def schedule_for(config: TrainConfig, progress: Progress, steps_per_epoch: int) -> Schedule:
-    """The run's schedules: ``--epochs`` long, or, when ``--max-minutes`` planned fewer steps
-    (``progress.planned_steps``), shrunk to those: the beta warm-up keeps its share of the run
-    and the learning-rate warm-up takes at most a tenth of it."""
-    epoch_plan = steps_per_epoch * config.epochs
-    planned = progress.planned_steps
-    if planned is None or planned >= epoch_plan:
-        return Schedule(epoch_plan, config.warmup_steps, config.beta_warmup_epochs)
-    return Schedule(
-        planned, min(config.warmup_steps, max(1, planned // 10)), config.beta_warmup_epochs * planned / epoch_plan
-    )
+    def beta(self, step: int, beta: float, steps_per_epoch: int) -> float:
+        """KL weight at optimiser ``step`` for a full weight of ``beta``."""
+        return beta_at(step, beta, self.beta_warmup_epochs, steps_per_epoch)
+
+
+def steps_to_epoch(progress: Progress, epochs: int, steps_per_epoch: int) -> int:
+    """The optimiser step at which epoch ``epochs`` ends, counted from where ``progress`` stands
+    (a run cut short by ``--max-minutes`` closes its last epoch early, so steps and epochs drift)."""
+    return progress.step + (epochs - progress.epoch) * steps_per_epoch - progress.batch_in_epoch
+
+
+def lay_out(config: TrainConfig, total_steps: int, epoch_steps: int, previous: Schedule | None) -> Schedule:
+    """The schedule whose cosine ends at ``total_steps``; the one rule of every layout.
+
+    A run shorter than ``epoch_steps`` (the end of ``--epochs``) shrinks the warm-ups with it:
+    the beta warm-up keeps its share of the run and the learning-rate warm-up takes at most a
+    tenth of it. Neither warm-up ever gets longer than in ``previous``, the schedule the run
+    followed so far (None for a new run).
+    """
+    share = min(1.0, total_steps / max(1, epoch_steps))
+    warmup_steps = config.warmup_steps if share >= 1.0 else min(config.warmup_steps, max(1, total_steps // 10))
+    beta_warmup_epochs = config.beta_warmup_epochs * share
+    if previous is not None:
+        warmup_steps = min(warmup_steps, previous.warmup_steps)
+        beta_warmup_epochs = min(beta_warmup_epochs, previous.beta_warmup_epochs)
+    return Schedule(total_steps, warmup_steps, beta_warmup_epochs)
+
+
+def saved_schedule(config: TrainConfig, progress: Progress, steps_per_epoch: int) -> Schedule:
+    """The schedule a run followed up to ``progress``: as recorded there, or for a new run (and
+    checkpoints written before schedules were recorded) the ``--epochs`` one of ``config``."""
+    if progress.schedule is not None:
+        return Schedule(**progress.schedule)
+    epoch_steps = steps_to_epoch(progress, config.epochs, steps_per_epoch)
+    return lay_out(config, epoch_steps, epoch_steps, None)
+
+
+def initial_schedule(config: TrainConfig, progress: Progress, steps_per_epoch: int) -> Schedule:
+    """The schedule a process starts with: its cosine ends with epoch ``--epochs`` (until a
+    ``--max-minutes`` plan replaces it)."""
+    epoch_steps = steps_to_epoch(progress, config.epochs, steps_per_epoch)
+    return lay_out(config, epoch_steps, epoch_steps, saved_schedule(config, progress, steps_per_epoch))
+
+
+def timed_schedule(
+    config: TrainConfig, progress: Progress, steps_per_epoch: int, steps_that_fit: int, previous: Schedule
+) -> Schedule:
+    """The ``--max-minutes`` plan: the cosine ends ``steps_that_fit`` steps from now, or with
+    epoch ``--epochs`` if that comes first."""
+    epoch_steps = steps_to_epoch(progress, config.epochs, steps_per_epoch)
+    return lay_out(config, min(progress.step + steps_that_fit, epoch_steps), epoch_steps, previous)
+
+
+def learning_rate_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: Schedule, step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR over ``schedule`` that stands at optimiser ``step``: the optimiser's rate is
+    the peak rate (each group's ``initial_lr``) times the schedule's factor for that step."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    factor = partial(learning_rate_factor, warmup_steps=schedule.warmup_steps, total_steps=schedule.total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=step - 1)
 
 
 class TimeBudget:
-    """A ``--max-minutes`` limit: when training must end, and the step and epoch-end times measured
-    so far, from which :meth:`steps_that_fit` lays out the rest of the run.
+    """The ``--max-minutes`` limit of one process (on ``--resume``: N more minutes), and the step
+    and epoch-end times measured to lay out its schedule once.
 
-    Steps are timed between synchronisation points; the first interval of a process (compiling)
-    and intervals that span an epoch's end are not counted.
+    Steps are timed between synchronisation points, from the first one on (the interval before
+    it compiles) and never across an epoch's end, whose time is measured on its own.
+    ``planned`` says the schedule was laid out from the timed steps; ``time_up`` that all ranks
+    reached the deadline, which ends training.
     """
 
-    MIN_TIMED_STEPS = 20
+    TIMED_STEPS = 20
 
     def __init__(self, minutes: float) -> None:
         self.deadline = time.perf_counter() + 60.0 * minutes
         self.timed_steps = 0
         self.timed_seconds = 0.0
-        self.epoch_end_seconds = 0.0
-        self.planned = False  # whether the schedules were laid out from measured times yet
+        self.epoch_end_seconds: float | None = None
+        self.planned = False
+        self.time_up = False
         self._mark: tuple[int, float] | None = None
-        self._warmed_up = False
 
     def lap(self, step: int) -> None:
         """Record a synchronisation point reached after ``step`` optimiser steps."""
         now = time.perf_counter()
-        if self._mark is not None and self._warmed_up:
+        if self._mark is not None:
             self.timed_steps += step - self._mark[0]
             self.timed_seconds += now - self._mark[1]
-        self._warmed_up = self._warmed_up or self._mark is not None
         self._mark = (step, now)
 
-    def epoch_ended(self, seconds: float) -> None:
-        """An epoch's end (validation, checkpoints, plots) took ``seconds``; keep the longest."""
-        self.epoch_end_seconds = max(self.epoch_end_seconds, seconds)
-        self._mark = None
+    def epoch_ended(self, step: int, seconds: float) -> None:
+        """An epoch's end (validation, checkpoints, plots) after ``step`` steps took ``seconds``; keep the longest."""
+        self.epoch_end_seconds = max(self.epoch_end_seconds or 0.0, seconds)
+        self._mark = (step, time.perf_counter())
+
+    @property
+    def ready(self) -> bool:
+        """Whether enough steps are timed to lay the schedule out."""
+        return self.timed_steps >= self.TIMED_STEPS
 
     @property
     def expired(self) -> bool:
         return time.perf_counter() >= self.deadline
 
-    def steps_that_fit(self, steps_per_epoch: int) -> int | None:
-        """Optimiser steps that still fit before the deadline, each epoch's end (and the run's)
-        included; None until enough steps are timed."""
-        if self.timed_steps < self.MIN_TIMED_STEPS:
-            return None
-        step_seconds = self.timed_seconds / self.timed_steps
-        seconds_left = self.deadline - time.perf_counter() - self.epoch_end_seconds
-        per_step = step_seconds + self.epoch_end_seconds / steps_per_epoch
+    @property
+    def step_seconds(self) -> float:
+        return self.timed_seconds / self.timed_steps
+
+    def epoch_end_cost(self, estimate_steps: float) -> float:
+        """Seconds of an epoch's end: as measured, or before one ended ``estimate_steps`` step times."""
+        return self.epoch_end_seconds if self.epoch_end_seconds is not None else estimate_steps * self.step_seconds
+
+    def steps_that_fit(self, steps_per_epoch: int, estimate_steps: float) -> int:
+        """Optimiser steps that still fit before the deadline, each epoch's end and the run's own
+        included (see :meth:`epoch_end_cost`); needs :attr:`ready`."""
+        epoch_end = self.epoch_end_cost(estimate_steps)
+        seconds_left = self.deadline - time.perf_counter() - epoch_end
+        per_step = self.step_seconds + epoch_end / steps_per_epoch
         return max(0, math.floor(seconds_left / per_step))
