@@ -8,11 +8,23 @@ The atoms kept are ``--select`` (any MDTraj selection, e.g. ``"resname AIB and n
 or by default the heavy atoms of the first molecule that is not solvent or ions. Bonds come
 from the topology when its bonds join the selected atoms into one molecule (CONECT records,
 PSF/PRMTOP bonds, residue templates); otherwise they are inferred from covalent radii.
+
+Files are read as they are kept: compressed with gzip, bzip2 or xz (``traj.mdcrd.bz2``,
+``top.parm7.bz2``), a copy is decompressed into a temporary folder first (MDTraj opens
+``.pdb.gz`` and ``.xyz.gz`` itself).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
+import shutil
+import tempfile
 import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +55,52 @@ TRAJECTORY_SUFFIXES = SELF_DESCRIBING_SUFFIXES + (
 WATER_NAMES = {"HOH", "WAT", "SOL", "H2O", "DOD", "TIP", "TIP3", "TIP4", "TIP5", "T3P", "T4P", "T5P", "SPC", "OPC"}
 ION_NAMES = {"NA", "NA+", "SOD", "CL", "CL-", "CLA", "K", "K+", "POT", "MG", "CA", "CAL", "ZN", "LI", "RB", "CS", "BR"}
 DEFAULT_SELECTION = "heavy atoms of the first molecule that is not solvent or ions"
+# compressed files that MDTraj does not open itself are decompressed into a temporary folder
+DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+MDTRAJ_OPENS_COMPRESSED = (".pdb.gz", ".xyz.gz", ".pdbx.gz", ".cif.gz")
 
 
 def file_suffix(path: Path) -> str:
-    """The suffix that names the format, two parts for compressed files ('.pdb.gz')."""
+    """The suffix that names the format, two parts for compressed files ('.pdb.gz', '.mdcrd.bz2')."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] == ".gz":
+    if len(suffixes) >= 2 and suffixes[-1] in DECOMPRESSORS:
         return "".join(suffixes[-2:])
     return suffixes[-1] if suffixes else ""
 
 
+def format_suffix(path: Path) -> str:
+    """The suffix of the file MDTraj reads: without the compression suffix of a file we decompress."""
+    suffix = file_suffix(path)
+    return suffix.rsplit(".", 1)[0] if _decompressed_by_us(path) else suffix
+
+
+def _decompressed_by_us(path: Path) -> bool:
+    suffix = file_suffix(path)
+    return suffix.count(".") == 2 and path.suffix.lower() in DECOMPRESSORS and suffix not in MDTRAJ_OPENS_COMPRESSED
+
+
 def is_trajectory(path: Path) -> bool:
-    """Whether ``path`` is a format read through MDTraj."""
-    return file_suffix(path) in TRAJECTORY_SUFFIXES
+    """Whether ``path`` is a format read through MDTraj (compressed or not)."""
+    return format_suffix(path) in TRAJECTORY_SUFFIXES
+
+
+@contextmanager
+def readable_copies(paths: set[Path]) -> Iterator[dict[Path, Path]]:
+    """Each of ``paths`` mapped to the file MDTraj reads: itself, or for a compressed file
+    (:func:`_decompressed_by_us`) a decompressed copy that lives as long as the context."""
+    with tempfile.TemporaryDirectory(prefix="mdtraj-input-") as folder:
+        readable = {}
+        for path in paths:
+            if not _decompressed_by_us(path):
+                readable[path] = path
+                continue
+            readable[path] = Path(folder) / path.with_suffix("").name
+            try:
+                with DECOMPRESSORS[path.suffix.lower()](path, "rb") as source, open(readable[path], "wb") as copy:
+                    shutil.copyfileobj(source, copy)
+            except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+                raise DataError(f"{path}: could not decompress the file ({error})") from None
+        yield readable
 
 
 def import_mdtraj(path: Path) -> Any:
@@ -81,13 +126,29 @@ def load_trajectory(
         stride: keep every ``stride``-th frame.
     """
     md = import_mdtraj(path)
-    suffix = file_suffix(path)
+    suffix = format_suffix(path)
     if topology_path is None and suffix not in SELF_DESCRIBING_SUFFIXES:
         raise DataError(f"{path}: {suffix} files hold no topology; pass --topology FILE (PDB, PSF, PRMTOP, GRO, ...)")
     source = topology_path if topology_path is not None else path
     if not source.exists():
         raise DataError(f"{source}: topology file not found")
-    system = _mdtraj_call(source, "topology", lambda: md.load_topology(str(source)))
+    with readable_copies({path, source}) as readable:
+        return _read_trajectory(md, path, source, topology_path is not None, readable, select, stride)
+
+
+def _read_trajectory(
+    md: Any,
+    path: Path,
+    source: Path,
+    separate_topology: bool,
+    readable: dict[Path, Path],
+    select: str | None,
+    stride: int,
+) -> ConformationDataset:
+    """:func:`load_trajectory` once the files are readable: ``readable`` maps ``path`` (the trajectory) and
+    ``source`` (its topology file, ``path`` itself without ``separate_topology``) to the files MDTraj opens;
+    messages name ``path`` and ``source``."""
+    system = _mdtraj_call(source, "topology", lambda: md.load_topology(str(readable[source])))
     if select is not None:
         indices = _mdtraj_call(source, f"selection {select!r}", lambda: system.select(select))
         if len(indices) < 2:
@@ -99,13 +160,13 @@ def load_trajectory(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*netCDF4.*")  # MDTraj falls back to scipy's reader
             if selection:
-                return md.load(str(path), top=system, **selection)
+                return md.load(str(readable[path]), top=system, **selection)
             try:  # one whole frame: MDTraj checks its atom count against the topology's
-                return md.load_frame(str(path), 0, top=system)
+                return md.load_frame(str(readable[path]), 0, top=system)
             except NotImplementedError:  # a format without random access (GRO, ...): read as a whole below
                 return None
 
-    if topology_path is not None:  # reading a subset of atoms alone would not notice a topology of another system
+    if separate_topology:  # reading a subset of atoms alone would not notice a topology of another system
         _mdtraj_call(path, "trajectory", read)
     trajectory = _mdtraj_call(path, "trajectory", lambda: read(stride=stride, atom_indices=indices))
     if trajectory.n_frames == 0:

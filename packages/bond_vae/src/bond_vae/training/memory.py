@@ -1,0 +1,158 @@
+"""Memory a training run needs, estimated before it starts: a run that would not fit is refused (exit code 2).
+
+The decoder works on the complete graph of the molecule: each of its L EGNN layers holds (B, N, N, C) pair
+tensors (C = ``--decoder-pair-channels``) and (B, N, N, 16) distance features, and autograd keeps several
+of them per layer for the backward pass; the steric term (``--steric-weight`` above 0) adds (B, N (N - 1) / 2)
+tensors, the bonded terms none. One training step of B molecules of N atoms needs about
+
+    4 bytes x B x N^2 x (L x (STEP_FLOATS_PER_CHANNEL x C + STEP_FLOATS_PER_PAIR) [+ LOSS_FLOATS_PER_PAIR])
+    + ENCODER_BYTES_PER_ATOM x B x N + OVERHEAD_BYTES
+
+(the encoder works on a radius graph, linear in N; the overhead holds the parameters, their gradients and
+AdamW moments and the allocator's slack). The validation pass and the evaluation report of a finished run
+decode up to ``NO_GRAD_DECODE`` molecules at once without autograd, whatever ``--batch-size`` is: about
+4 bytes x NO_GRAD_DECODE x N^2 x (DECODE_FLOATS_PER_CHANNEL x C + DECODE_FLOATS_PER_PAIR) + OVERHEAD_BYTES.
+(The run's set-up, the starting conformation from at most 4000 frames, needs less.)
+
+The constants were fitted, with some room, to the peak resident memory (``VmHWM`` of ``/proc/self/status``
+less the resident memory before the steps) of three eager fp32 training steps on the CPU, one process per
+case (atoms of the capped alanine, AIB9, adenylate kinase residues 1-20 and neopetrosiamide), and of one
+decode of 32 and 128 prior samples:
+
+    atoms  batch  C, L                    measured MiB  estimate MiB
+       10      2  32, 4 (the defaults)              17            74
+       10      8  32, 4                             26           104
+       58      2  32, 4                             92           155
+       58      8  32, 4                            293           428
+       58     32  32, 4                           1258          1520
+      142      2  32, 4                            322           429
+      142      8  32, 4                           1233          1526
+      142      8  16, 4                            837          1290
+      142      8  64, 4                           1397          1998
+      142      8  32, 2 (a smaller encoder)        564          1043
+      210      2  32, 4                            641           775
+      142     32 samples decoded, C 32             375           478
+      142    128 samples decoded, C 32            1467          1718
+      142     32 samples decoded, C 16             199           281
+
+bfloat16 autocast and torch.compile (fused element-wise kernels) should need less (not measured). The
+check compares the estimates with the memory available: ``MemAvailable`` of ``/proc/meminfo`` on the CPU
+(the processes of a ``--devices N`` run share it), the free memory of the GPU on CUDA; where neither can be
+read it checks nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bond_vae.config import ConfigError
+from bond_vae.data.records import ConformationDataset
+from bond_vae.evaluation.report import ReportSettings
+from bond_vae.model.decoder import DecoderConfig
+from bond_vae.model.vae import ModelConfig
+from bond_vae.training.config import TrainConfig
+from bond_vae.training.validation import VALIDATION_BATCH
+
+BYTES_PER_FLOAT = 4
+GIB = 2**30
+# float32 values per (molecule, atom pair) of a training step: per decoder layer, this many per pair channel
+# and this many more (distance features, relative vectors, coordinate weights); then the steric term, if on
+STEP_FLOATS_PER_CHANNEL = 6
+STEP_FLOATS_PER_PAIR = 200
+LOSS_FLOATS_PER_PAIR = 12
+# bytes per (molecule, atom) of a training step: the encoder's radius graph (about ten neighbours an atom)
+ENCODER_BYTES_PER_ATOM = 448 * 2**10
+# float32 values per (molecule, atom pair) of a decode without autograd (one layer's tensors at a time)
+DECODE_FLOATS_PER_CHANNEL = 5
+DECODE_FLOATS_PER_PAIR = 8
+OVERHEAD_BYTES = 64 * 2**20
+# molecules decoded at once without autograd: by the validation pass and by the evaluation report of a finished run
+NO_GRAD_DECODE = max(VALIDATION_BATCH, ReportSettings().batch_size)
+# the batch size suggested after a refusal leaves this fraction of the available memory unused
+MARGIN = 0.2
+
+
+class MemoryShortage(ConfigError):
+    """A run that needs more memory than is available: refused before it starts, with exit code 2."""
+
+    exit_code = 2
+
+
+def pair_channels(decoder: DecoderConfig) -> int:
+    """C of the decoder's (B, N, N, C) pair tensors."""
+    return decoder.pair_channels or decoder.hidden_channels
+
+
+def training_step_bytes(n_atoms: int, batch: int, model: ModelConfig) -> int:
+    """Bytes one training step of ``batch`` molecules of ``n_atoms`` atoms needs beyond the model itself."""
+    per_layer = STEP_FLOATS_PER_CHANNEL * pair_channels(model.decoder) + STEP_FLOATS_PER_PAIR
+    loss = LOSS_FLOATS_PER_PAIR if model.steric_weight > 0 else 0
+    pairs = BYTES_PER_FLOAT * batch * n_atoms**2 * (model.decoder.num_layers * per_layer + loss)
+    return pairs + ENCODER_BYTES_PER_ATOM * batch * n_atoms + OVERHEAD_BYTES
+
+
+def validation_bytes(n_atoms: int, model: ModelConfig) -> int:
+    """Bytes the validation pass's largest decode (``NO_GRAD_DECODE`` molecules, no autograd) needs."""
+    per_pair = DECODE_FLOATS_PER_CHANNEL * pair_channels(model.decoder) + DECODE_FLOATS_PER_PAIR
+    return BYTES_PER_FLOAT * NO_GRAD_DECODE * n_atoms**2 * per_pair + OVERHEAD_BYTES
+
+
+def available_bytes(device: torch.device, meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Free memory of ``device``: the GPU's free memory on CUDA, ``MemAvailable`` of ``meminfo`` on the CPU;
+    None where it cannot be read (not Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        lines = meminfo.read_text().splitlines()
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def largest_batch(n_atoms: int, model: ModelConfig, budget: float) -> int:
+    """The largest batch whose training step fits in ``budget`` bytes; 0 when even one molecule does not."""
+    per_molecule = training_step_bytes(n_atoms, 1, model) - OVERHEAD_BYTES
+    return max(0, int((budget - OVERHEAD_BYTES) // per_molecule))
+
+
+def check_memory(config: TrainConfig, dataset: ConformationDataset, device: torch.device, processes: int = 1) -> None:
+    """Refuse, before anything is allocated, a run whose training step or validation pass would not fit.
+
+    Args:
+        config: the run's settings (``--batch-size``, the decoder's pair channels and layers).
+        dataset: its data (the file named in the message, the atom count N).
+        device: the training device (of the first process).
+        processes: data-parallel processes; on the CPU their training steps share its memory (on CUDA each has
+            a GPU); the first of them alone validates.
+
+    Raises:
+        MemoryShortage: one line naming the file, the need, the memory available and what to do.
+    """
+    available = available_bytes(device)
+    if available is None:
+        return
+    n_atoms, batch, model = dataset.topology.n_atoms, config.batch_size, config.model
+    sharing = processes if device.type == "cpu" else 1
+    each = f" in each of {sharing} processes" if sharing > 1 else ""
+    more = f"more than the {available / GIB:.1f} GiB available"
+    step = sharing * training_step_bytes(n_atoms, batch, model)
+    if step > available:
+        fits = largest_batch(n_atoms, model, (1 - MARGIN) * available / sharing)
+        advice = (
+            f"use --batch-size {fits} or fewer atoms (--select)"
+            if fits > 0
+            else "even --batch-size 1 does not fit: use fewer atoms (--select)"
+        )
+        raise MemoryShortage(
+            f"{dataset.source}: {n_atoms} atoms at --batch-size {batch}{each} need about {step / GIB:.1f} GiB "
+            f"per training step, {more}; {advice}"
+        )
+    decode = validation_bytes(n_atoms, model)  # in the first process alone
+    if decode > available:
+        raise MemoryShortage(
+            f"{dataset.source}: {n_atoms} atoms need about {decode / GIB:.1f} GiB to decode {NO_GRAD_DECODE} "
+            f"molecules at once (validation, evaluation report), {more}, whatever --batch-size; "
+            "use fewer atoms (--select)"
+        )
