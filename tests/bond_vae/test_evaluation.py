@@ -147,6 +147,7 @@ def test_sample_interpolates_and_decodes_given_latents(tiny_checkpoint, tmp_path
     np.save(tmp_path / "z.npy", np.zeros((3, 4), dtype=np.float32))
     sample_main(
         [str(tiny_checkpoint), "--latents", str(tmp_path / "z.npy"), "--output", str(tmp_path / "z"), "--device", "cpu"]
+        + ["--no-torsion-noise"]  # latents get the model's torsion noise by default
     )
     coords = load_dataset(tmp_path / "z.npz").coords
     np.testing.assert_allclose(coords[0], coords[2], atol=1e-6)

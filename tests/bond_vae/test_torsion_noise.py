@@ -112,29 +112,31 @@ def test_a_molecule_without_rotatable_bonds_and_a_model_without_usable_residuals
 def test_sample_and_evaluate_torsion_noise_keep_bond_lengths(tiny_checkpoint, tmp_path, aib9, monkeypatch, capsys):
     flags = ["--num-samples", "6", "--device", "cpu", "--no-pdb", "--no-compile"]
     monkeypatch.setattr(torsion_noise, "BASIN_ERROR_DEGREES", 0.0)  # every reconstruction counts as a basin error
-    with pytest.raises(SystemExit) as exit_info:
-        sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "refused"), "--torsion-noise", *flags])
-    assert exit_info.value.code == 1
-    assert "error: --torsion-noise: 0 of 36 training frames" in capsys.readouterr().err
-    assert not (tmp_path / "refused.npz").exists()
+    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "unfit"), *flags])
+    note = "note: samples without torsion noise: 0 of 36 training frames are reconstructed without a torsion"
+    assert note in capsys.readouterr().err
+    assert json.loads(str(np.load(tmp_path / "unfit.npz")["metadata"]))["torsion_noise"] is False
 
     monkeypatch.setattr(torsion_noise, "BASIN_ERROR_DEGREES", 180.0)  # an untrained model: keep every frame
-    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "noisy"), "--torsion-noise", *flags])
-    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "raw"), *flags])
+    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "noisy"), *flags])  # on by default
+    sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "raw"), "--no-torsion-noise", *flags])
     noisy, raw = load_dataset(tmp_path / "noisy.npz").coords, load_dataset(tmp_path / "raw.npz").coords
     bonds = aib9.topology.bonds
     np.testing.assert_allclose(bond_lengths(noisy, bonds), bond_lengths(raw, bonds), atol=1e-4)
     assert np.abs(noisy - raw).max() > 0.1
     assert json.loads(str(np.load(tmp_path / "noisy.npz")["metadata"]))["torsion_noise"] is True
 
-    evaluate_main([str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--torsion-noise", *flags[:2]])
+    evaluate_main([str(tiny_checkpoint), "--output", str(tmp_path / "report"), *flags[:4]])
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert "27 rotatable bonds" in report["torsion_noise"]
     assert "(--torsion-noise)" in (tmp_path / "report" / "report.md").read_text()
 
 
-def test_torsion_noise_is_refused_for_an_interpolation(tiny_checkpoint, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        sample_main([str(tiny_checkpoint), "--interpolate", "0,5", "--torsion-noise", "--output", str(tmp_path / "p")])
-    assert exit_info.value.code == 1
-    assert "an --interpolate path is decoded without them" in capsys.readouterr().err
+def test_an_interpolation_is_decoded_without_torsion_noise(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(torsion_noise, "BASIN_ERROR_DEGREES", 180.0)  # a fit that would add noise
+    flags = ["--interpolate", "0,5", "--steps", "3", "--no-pdb", "--device", "cpu"]
+    sample_main([str(tiny_checkpoint), *flags, "--output", str(tmp_path / "default")])
+    sample_main([str(tiny_checkpoint), *flags, "--no-torsion-noise", "--output", str(tmp_path / "off")])
+    default, off = load_dataset(tmp_path / "default.npz").coords, load_dataset(tmp_path / "off.npz").coords
+    np.testing.assert_array_equal(default, off)
+    assert json.loads(str(np.load(tmp_path / "default.npz")["metadata"]))["torsion_noise"] is False

@@ -1,17 +1,18 @@
-"""--prior mixture: the Gaussian mixture fitted to the training split's posterior means, in sample and evaluate."""
+"""The mixture prior (the default): a Gaussian mixture fitted to the training split's posterior means."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 from pairwise_vae.evaluation.evaluate import main as evaluate_main
 from pairwise_vae.sampling.inference import encode_in_batches, load_for_inference, run_split
-from pairwise_vae.sampling.prior import fit_latent_mixture, prior_draws
+from pairwise_vae.sampling.prior import fit_latent_mixture
 from pairwise_vae.sampling.sample import main as sample_main
+from pairwise_vae.sampling.sampler import SamplerOptions, fit_sampler, prior_latents
+
+FLAGS = ["--device", "cpu", "--no-pdb"]
 
 
 def test_mixture_recovers_the_shares_and_shapes_of_two_clusters():
@@ -38,49 +39,32 @@ def test_mixture_prior_draws_where_the_encoder_puts_the_training_frames(tiny_che
     checkpoint, model, _, device = load_for_inference(tiny_checkpoint, "cpu")
     _, train, _ = run_split(checkpoint, tiny_checkpoint)
     posterior_means, _ = encode_in_batches(model, train, 64, device, bf16=False)
-    generator = torch.Generator().manual_seed(0)
-    request = SimpleNamespace(prior="mixture", prior_components=4, num_samples=2000, batch_size=64)
-    draws, description = prior_draws(request, model, checkpoint, tiny_checkpoint, generator, False)
-    assert description == "a 4-component Gaussian mixture fitted to the posterior means of 36 training frames"
+    sampler = fit_sampler(model, train, 64, False, False, seed=0)
+    draws, description = prior_latents(
+        sampler, SamplerOptions(), 2000, model.latent_dim, torch.Generator().manual_seed(0)
+    )
+    assert description == "a 16-component Gaussian mixture fitted to the posterior means of 36 training frames"
     # the untrained encoder puts every frame near one point away from the origin: so do the draws, N(0, I) does not
     centre = torch.from_numpy(posterior_means.mean(0))
-    assert centre.norm() > 0.2 and (draws - centre).norm(dim=1).max() < 0.02
-    generator = torch.Generator().manual_seed(0)
-    request = SimpleNamespace(prior="standard", prior_components=4, num_samples=5, batch_size=64)
-    standard, description = prior_draws(request, model, checkpoint, tiny_checkpoint, generator, False)
+    assert centre.norm() > 0.2 and (draws - centre).norm(dim=1).max() < 0.1
+    standard, description = prior_latents(
+        sampler, SamplerOptions(prior="standard"), 5, model.latent_dim, torch.Generator().manual_seed(0)
+    )
     assert description == "N(0, I)" and torch.equal(
         standard, torch.randn(5, model.latent_dim, generator=torch.Generator().manual_seed(0))
     )
 
 
-def test_sample_and_evaluate_with_the_mixture_prior_record_it(tiny_checkpoint, tmp_path):
-    sample_main(
-        [str(tiny_checkpoint), "--prior", "mixture", "--prior-components", "3", "--num-samples", "6"]
-        + ["--output", str(tmp_path / "samples"), "--device", "cpu", "--no-pdb"]
-    )
+def test_sample_and_evaluate_draw_from_the_mixture_by_default_and_record_it(tiny_checkpoint, tmp_path):
+    sample_main([str(tiny_checkpoint), "--num-samples", "6", "--output", str(tmp_path / "samples")] + FLAGS)
     with np.load(tmp_path / "samples.npz") as saved:
         assert saved["coords"].shape == (6, 58, 3)
         metadata = json.loads(str(saved["metadata"]))
-    assert metadata["prior"] == "a 3-component Gaussian mixture fitted to the posterior means of 36 training frames"
-    evaluate_main(
-        [str(tiny_checkpoint), "--prior", "mixture", "--prior-components", "3", "--num-samples", "8"]
-        + ["--output", str(tmp_path / "report"), "--device", "cpu"]
-    )
+    assert metadata["prior"] == "a 16-component Gaussian mixture fitted to the posterior means of 36 training frames"
+    evaluate_main([str(tiny_checkpoint), "--num-samples", "8", "--output", str(tmp_path / "report"), *FLAGS[:2]])
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["prior"] == metadata["prior"]
     assert f"latents drawn from {metadata['prior']}" in (tmp_path / "report" / "report.md").read_text()
-
-
-@pytest.mark.parametrize(
-    "argv, expected",
-    [
-        (["--prior", "mixture", "--interpolate", "0,1"], "does not combine with --latents or --interpolate"),
-        (["--prior", "mixture", "--prior-components", "0"], "--prior-components must be at least 1"),
-    ],
-)
-def test_sample_refuses_mixture_prior_misuse(argv, expected, tiny_checkpoint, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        sample_main([str(tiny_checkpoint), *argv, "--output", str(tmp_path / "out"), "--device", "cpu"])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 1 and len(err.splitlines()) == 1 and expected in err, err
-    assert not (tmp_path / "out.npz").exists()
+    sample_main([str(tiny_checkpoint), "--prior", "standard", "--output", str(tmp_path / "standard")] + FLAGS)
+    with np.load(tmp_path / "standard.npz") as saved:
+        assert json.loads(str(saved["metadata"]))["prior"] == "N(0, I)"

@@ -1,4 +1,4 @@
-"""PNG figures: loss curves and bond-length histograms of a run, and the evaluation figures.
+"""PNG figures of the evaluation report (a training run's own figures are in ``training/plots.py``).
 
 Every figure is laid out by matplotlib's constrained layout and written by :func:`_save`.
 """
@@ -19,47 +19,6 @@ def _save(figure: plt.Figure, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def plot_loss_curves(history: list[dict], path: Path) -> Path:
-    """Training and validation loss terms per epoch (log scale) from ``metrics.jsonl`` records."""
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
-    for axis, key, title in zip(
-        axes,
-        ("loss", "reconstruction", "kl"),
-        ("total loss", "bond-length MSE (Angstrom^2)", "KL per molecule (nats)"),
-        strict=True,
-    ):
-        for split in ("train", "validation"):
-            # an epoch whose steps were all skipped (non-finite) has a train record without losses
-            records = [r for r in history if r.get("split") == split and key in r]
-            if records:
-                axis.plot([r["epoch"] for r in records], [r[key] for r in records], marker="o", ms=3, label=split)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.set_yscale("log")
-        axis.grid(alpha=0.3)
-    axes[0].legend()
-    return _save(figure, path)
-
-
-def plot_bond_lengths(reference: np.ndarray, reconstructed: np.ndarray, sampled: np.ndarray, path: Path) -> Path:
-    """Histograms of all bond lengths (Angstrom): reference data, reconstructions, prior samples."""
-    figure, axis = plt.subplots(figsize=(6.5, 4), layout="constrained")
-    bins = np.linspace(min(reference.min(), 1.0), max(reference.max(), 1.8), 80)
-    for values, label in (
-        (reference, "validation data"),
-        (reconstructed, "reconstruction"),
-        (sampled, "prior samples"),
-    ):
-        axis.hist(
-            np.clip(values.ravel(), bins[0], bins[-1]), bins=bins, histtype="step", density=True, lw=1.5, label=label
-        )
-    axis.set_xlabel("bond length (Angstrom)")
-    axis.set_ylabel("density")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    return _save(figure, path)
 
 
 FREE_ENERGY_CAP = 8.0  # kT: the top of the colour scale at most; higher bins show in its top colour

@@ -13,17 +13,20 @@ length in the training data: 0 (the default) pulls every bond to its mean; above
 is flat-bottomed and leaves alone bond lengths the data has, which a model whose latent holds
 them (``--encoder-bond-length-features``) decodes frame by frame.
 
-minimised by L-BFGS from the decoded ``x0``, molecule by molecule (the energies of a batch are a
-sum of independent terms). Distances and a restraint to the start commute with rotations,
-reflections and translations, so the relaxed output keeps the handedness the parity rule gave it.
-Bond angles and torsions are left to the model: pulling 1-3 distances to their means as well
-moved helices across the handedness classes (measured with pairwise_vae; see the README).
+minimised by L-BFGS from the decoded ``x0``, each molecule on its own
+(:mod:`bond_vae.sampling.lbfgs`): a molecule relaxes to the same positions whatever else is in
+its batch. Distances and a restraint to the start commute with rotations, reflections and
+translations, so the relaxed output keeps the handedness the parity rule gave it. Bond angles and
+torsions are left to the model: pulling 1-3 distances to their means as well moved helices
+across the handedness classes (measured with pairwise_vae; see the README).
+
+The targets (:class:`RelaxationTargets`) are fitted to the training split when training ends and
+stored in the checkpoint with the rest of the model's sampler (:mod:`bond_vae.sampling.sampler`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,16 +36,15 @@ from tqdm.auto import tqdm
 from bond_vae.config import ConfigError
 from bond_vae.geometry import bond_lengths
 from bond_vae.model.losses import steric_pairs
-from bond_vae.model.vae import MolecularVAE
-from bond_vae.sampling.inference import run_split
+from bond_vae.sampling.lbfgs import minimise
 
 RESTRAINT = 0.01  # k, per Angstrom^2 of displacement: weak next to a bond term of weight 1
 RELAX_HELP = (
-    "relax each output conformation: bonds pulled to their mean length in the training data, atoms at least "
-    "4 bonds apart pushed to the model's --steric-distance, a weak restraint to the decoded positions "
-    "(L-BFGS; like the relaxation structure predictors run on their output); reads the run's training data"
+    "relax each sample: bonds pulled to their mean length in the training data, atoms at least 4 bonds apart "
+    "pushed to the model's --steric-distance, a weak restraint to the decoded positions (L-BFGS per molecule, "
+    "like the relaxation structure predictors run on their output; targets stored in the checkpoint)"
 )
-RELAX_ITERATIONS_HELP = "L-BFGS iterations of --relax per batch"
+RELAX_ITERATIONS_HELP = "L-BFGS iterations of --relax per molecule (at most)"
 RELAX_BOND_TOLERANCE_HELP = (
     "with --relax: bonds within this many standard deviations (of each bond's length in the training data) of "
     "their mean are left alone and only the excess is pulled back; 0: every bond pulled to its mean. 2 keeps the "
@@ -60,23 +62,56 @@ def check_bond_tolerance(bond_tolerance: float) -> None:
 class RelaxationTargets:
     """What :func:`relax` pulls towards.
 
-    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) Angstrom; ``bond_tolerances``:
-    (n_bonds,) Angstrom, deviations from ``bond_lengths`` the bond term does not charge; ``far_pairs``:
-    (P, 2) atoms at least 4 bonds apart (:func:`~bond_vae.model.losses.steric_pairs`); ``steric_distance``: Angstrom.
+    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) mean lengths in the training data,
+    Angstrom; ``bond_deviations``: (n_bonds,) their standard deviations, Angstrom; ``far_pairs``: (P, 2) atoms
+    at least 4 bonds apart (:func:`~bond_vae.model.losses.steric_pairs`); ``steric_distance``: Angstrom;
+    ``bond_tolerance``: standard deviations of each bond the bond term does not charge (a choice of the
+    sampling run, not part of the fit: see :meth:`with_bond_tolerance`).
     """
 
     bonds: torch.Tensor
     bond_lengths: torch.Tensor
-    bond_tolerances: torch.Tensor
+    bond_deviations: torch.Tensor
     far_pairs: torch.Tensor
     steric_distance: float
+    bond_tolerance: float = 0.0
+
+    @property
+    def bond_tolerances(self) -> torch.Tensor:
+        """(n_bonds,) deviations from ``bond_lengths`` the bond term does not charge, Angstrom."""
+        return self.bond_tolerance * self.bond_deviations
+
+    def with_bond_tolerance(self, bond_tolerance: float) -> RelaxationTargets:
+        """The same targets with ``bond_tolerance`` standard deviations of slack per bond."""
+        return replace(self, bond_tolerance=bond_tolerance)
+
+    def to_record(self) -> dict[str, Any]:
+        """The fitted targets as plain tensors and numbers (for the checkpoint; without the tolerance)."""
+        return {
+            "bonds": self.bonds,
+            "bond_lengths": self.bond_lengths,
+            "bond_deviations": self.bond_deviations,
+            "far_pairs": self.far_pairs,
+            "steric_distance": float(self.steric_distance),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RelaxationTargets:
+        """Inverse of :meth:`to_record` (tensors on the CPU in float64, as :func:`relax` computes)."""
+        return cls(
+            record["bonds"].long(),
+            record["bond_lengths"].double(),
+            record["bond_deviations"].double(),
+            record["far_pairs"].long(),
+            float(record["steric_distance"]),
+        )
 
 
 def relaxation_targets(
     train_frames: np.ndarray, bonds: np.ndarray, steric_distance: float, bond_tolerance: float = 0.0
 ) -> RelaxationTargets:
-    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths, and
-    ``bond_tolerance`` times the bonds' standard deviations (CPU, float64, as :func:`relax` computes)."""
+    """Targets from the (F, N, 3) training frames (Angstrom): their mean bond lengths and the bonds'
+    standard deviations (CPU, float64, as :func:`relax` computes), with ``bond_tolerance``."""
     bonds = np.asarray(bonds, dtype=np.int64)
     frames = torch.from_numpy(np.asarray(train_frames, dtype=np.float64))
     index = torch.from_numpy(bonds)
@@ -84,54 +119,36 @@ def relaxation_targets(
     return RelaxationTargets(
         index,
         lengths.mean(dim=0),
-        bond_tolerance * lengths.std(dim=0, correction=0),
+        lengths.std(dim=0, correction=0),
         steric_pairs(index, frames.shape[1]),
         steric_distance,
+        bond_tolerance,
     )
 
 
-def run_relaxation_targets(
-    checkpoint: dict[str, Any], checkpoint_path: Path, model: MolecularVAE, bond_tolerance: float
-) -> RelaxationTargets:
-    """Targets of a checkpoint's model: the bond lengths of its run's training split
-    (:func:`~bond_vae.sampling.inference.run_split`) and its steric distance."""
-    _, train, _ = run_split(checkpoint, checkpoint_path)
-    return relaxation_targets(train, model.bonds.cpu().numpy(), model.config.steric_distance, bond_tolerance)
-
-
 def relaxation_energy(positions: torch.Tensor, start: torch.Tensor, targets: RelaxationTargets) -> torch.Tensor:
-    """E summed over a batch: (B, N, 3) positions and their (B, N, 3) decoded start -> scalar, Angstrom^2."""
+    """E of each molecule: (B, N, 3) positions and their (B, N, 3) decoded start -> (B,), Angstrom^2."""
     far_distances = bond_lengths(positions, targets.far_pairs)
     bond_excess = (bond_lengths(positions, targets.bonds) - targets.bond_lengths).abs() - targets.bond_tolerances
     return (
-        bond_excess.clamp(min=0.0).pow(2).sum()
-        + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum()
-        + RESTRAINT * (positions - start).pow(2).sum()
+        bond_excess.clamp(min=0.0).pow(2).sum(dim=1)
+        + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum(dim=1)
+        + RESTRAINT * (positions - start).pow(2).sum(dim=(1, 2))
     )
 
 
 def relax_batch(start: torch.Tensor, targets: RelaxationTargets, iterations: int) -> torch.Tensor:
-    """Minimise E from (B, N, 3) decoded positions (Angstrom) with at most ``iterations`` L-BFGS
-    iterations; returns the relaxed (B, N, 3) positions in the dtype of ``start``."""
-    positions = start.clone().requires_grad_()
-    optimizer = torch.optim.LBFGS([positions], max_iter=iterations, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        energy = relaxation_energy(positions, start, targets)
-        energy.backward()
-        return energy
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return positions.detach()
+    """Minimise each molecule's E from its (B, N, 3) decoded positions (Angstrom), each with at most
+    ``iterations`` L-BFGS iterations of its own; returns the relaxed (B, N, 3) positions in the dtype of
+    ``start``. A molecule's result does not depend on the others in the batch."""
+    start = start.detach()
+    return minimise(lambda positions, rows: relaxation_energy(positions, start[rows], targets), start, iterations)
 
 
 def relax(coords: np.ndarray, targets: RelaxationTargets, iterations: int, batch_size: int) -> np.ndarray:
-    """Relax (K, N, 3) conformations (Angstrom) batch by batch with a progress bar; returns (K, N, 3) float32.
-
-    Each batch takes at most ``iterations`` L-BFGS iterations (:func:`relax_batch`), in float64 on the CPU.
-    """
+    """Relax (K, N, 3) conformations (Angstrom) molecule by molecule, ``batch_size`` at a time with a progress
+    bar; returns (K, N, 3) float32. Each molecule takes at most ``iterations`` L-BFGS iterations
+    (:func:`relax_batch`), in float64 on the CPU; the batch size changes the speed, not the result."""
     batches = [coords[start : start + batch_size] for start in range(0, len(coords), batch_size)]
     relaxed = [
         relax_batch(torch.from_numpy(np.asarray(batch, dtype=np.float64)), targets, iterations).float()

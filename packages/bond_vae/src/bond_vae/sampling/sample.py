@@ -1,20 +1,23 @@
 """Draw conformations from a trained model: ``bond-vae-sample``.
 
-Three sources of latent vectors: the prior (default N(0, I); ``--prior mixture``: a Gaussian
-mixture fitted to the posterior means of the training split, :mod:`bond_vae.sampling.prior`),
-a ``.npy`` of latents (``--latents``), or the straight line between the posterior means of two
-frames of a dataset (``--interpolate I J``). The conformations are oriented by the checkpoint's parity
-rule (:mod:`bond_vae.model.parity`): decoded latents like prior samples, an interpolation path in the
-handedness of frame I and continuous along the path. ``--torsion-noise`` adds the torsional
-fluctuations the decoder averages away to decoded latents (:mod:`bond_vae.sampling.torsion_noise`), and
-``--relax`` then repairs bond lengths and clashes (:mod:`bond_vae.sampling.relaxation`). Writes
-``<output>.npz`` (the dataset format, so the other commands read it back) and ``<output>.pdb``
-(one MODEL per conformation, with CONECT bonds).
+By default through the model's whole sampler (:mod:`bond_vae.sampling.sampler`), which training
+fitted to its training split and stored in the checkpoint, so no training data is read: latents
+from a Gaussian mixture fitted to the posterior means (``--prior mixture``,
+:mod:`bond_vae.sampling.prior`), decoded, oriented by the checkpoint's parity rule
+(:mod:`bond_vae.model.parity`), then turned about their rotatable bonds by the torsional
+fluctuations the decoder averages away (``--torsion-noise``,
+:mod:`bond_vae.sampling.torsion_noise`). ``--prior standard --no-torsion-noise`` gives the raw
+decoder on z ~ N(0, I). ``--relax`` then repairs bond lengths and clashes, molecule by molecule
+(:mod:`bond_vae.sampling.relaxation`). Instead of prior draws: a ``.npy`` of latents
+(``--latents``, with torsion noise), or the straight line between the posterior means of two
+frames of a dataset (``--interpolate I,J``: in the handedness of frame I, continuous along the
+path, without torsion noise). Writes ``<output>.npz`` (the dataset format, so the other commands
+read it back) and ``<output>.pdb`` (one MODEL per conformation, with CONECT bonds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +33,7 @@ from bond_vae.model.parity import orient_path, orient_samples
 from bond_vae.model.vae import MolecularVAE
 from bond_vae.runtime import PRECISION_HELP, PRECISIONS, uses_bf16
 from bond_vae.sampling.inference import decode_in_batches, load_for_inference
-from bond_vae.sampling.prior import PRIOR_HELP, PRIORS, prior_draws
-from bond_vae.sampling.relaxation import (
-    RELAX_BOND_TOLERANCE_HELP,
-    RELAX_HELP,
-    RELAX_ITERATIONS_HELP,
-    check_bond_tolerance,
-    relax,
-    run_relaxation_targets,
-)
-from bond_vae.sampling.torsion_noise import TORSION_NOISE_HELP, run_torsion_noise
+from bond_vae.sampling.sampler import SamplerOptions, add_torsion_noise, draw_samples, load_sampler, relax_samples
 
 
 @dataclass
@@ -62,23 +56,18 @@ class SampleConfig:
             "metavar": "I,J",
         },
     )
-    prior: str = field(default="standard", metadata={"help": PRIOR_HELP, "choices": PRIORS})
-    prior_components: int = field(default=16, metadata={"help": "Gaussians of --prior mixture"})
     steps: int = field(default=10, metadata={"help": "conformations along an interpolation, ends included"})
     data: Path | None = field(
         default=None,
         metadata={"help": "dataset for --interpolate; none: the embedded AIB9 ensemble", "metavar": "FILE"},
     )
-    batch_size: int = field(default=1024, metadata={"help": "conformations decoded at once"})
+    batch_size: int = field(default=1024, metadata={"help": "conformations decoded (or relaxed) at once"})
     seed: int = field(
-        default=0, metadata={"help": "seed of the prior draws, the mixture fit and mirror-symmetric reflections"}
+        default=0, metadata={"help": "seed of the prior draws, the torsion noise and mirror-symmetric reflections"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
-    torsion_noise: bool = field(default=False, metadata={"help": TORSION_NOISE_HELP + "; not with --interpolate"})
-    relax: bool = field(default=False, metadata={"help": RELAX_HELP})
-    relax_iterations: int = field(default=50, metadata={"help": RELAX_ITERATIONS_HELP})
-    relax_bond_tolerance: float = field(default=0.0, metadata={"help": RELAX_BOND_TOLERANCE_HELP})
+    sampler: SamplerOptions = field(default_factory=SamplerOptions, metadata={"prefix": ""})
     pdb: bool = field(default=True, metadata={"help": "also write the .pdb file"})
     compile: bool = field(
         default=True,
@@ -91,11 +80,6 @@ def given_latents(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(K, latent_dim) latents that the configuration names instead of prior draws: a file's (``--latents``) or
     an interpolation's; and for an interpolation the (N, 3) frame it starts from (else None)."""
-    if config.prior != "standard":
-        raise ConfigError(
-            f"--prior {config.prior} chooses where prior samples come from; it does not combine with "
-            "--latents or --interpolate"
-        )
     if config.latents is not None:
         if not config.latents.is_file():
             raise DataError(f"{config.latents}: file not found")
@@ -108,8 +92,6 @@ def given_latents(
                 f"{config.latents}: latents must be finite with shape (K, {model.latent_dim}), got {latents.shape}"
             )
         return torch.from_numpy(latents.astype(np.float32)).to(device), None
-    if config.torsion_noise:
-        raise ConfigError("--torsion-noise draws random fluctuations; an --interpolate path is decoded without them")
     try:
         first, last = (int(part) for part in config.interpolate.split(","))
     except ValueError:
@@ -130,41 +112,44 @@ def given_latents(
 def sample(checkpoint_path: Path, config: SampleConfig) -> list[Path]:
     """Decode the chosen latents of a checkpoint's model and write the output files."""
     outputs = [config.output.with_suffix(".npz")] + ([config.output.with_suffix(".pdb")] if config.pdb else [])
-    check_inference_request(
-        config, outputs, ("num_samples", "steps", "batch_size", "prior_components", "relax_iterations")
-    )
-    check_bond_tolerance(config.relax_bond_tolerance)
+    check_inference_request(config, outputs, ("num_samples", "steps", "batch_size"))
+    options = config.sampler
+    options.check()
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, config.device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     bf16 = uses_bf16(config.precision, device)
     source = "latents" if config.latents else "interpolation" if config.interpolate else "prior"
+    given, start = given_latents(config, model, topology, device) if source != "prior" else (None, None)
+    if source == "interpolation":  # a path is neither drawn from the prior nor noised: only --relax applies
+        options = replace(options, prior="standard", torsion_noise=False)
+    sampler = load_sampler(checkpoint, checkpoint_path, model, options, config.batch_size, config.compile, bf16)
     if source == "prior":
-        start = None
-        latents, prior = prior_draws(config, model, checkpoint, checkpoint_path, generator, bf16)
+        draws = draw_samples(
+            model, sampler, options, config.num_samples, generator, config.batch_size, config.compile, bf16
+        )
+        coords = draws.samples if draws.relaxed is None else draws.relaxed
+        prior, noise = draws.prior, draws.torsion_noise
     else:
-        latents, start = given_latents(config, model, topology, device)
-    decoded = torch.from_numpy(decode_in_batches(model, latents, config.batch_size, config.compile, bf16))
-    if start is None:
-        coords = orient_samples(decoded, model.parity, generator).numpy()
-    else:
-        coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
-    if config.torsion_noise:
-        noise = run_torsion_noise(checkpoint, checkpoint_path, model, config.batch_size, config.compile, bf16)
-        coords = noise.add_to(coords, generator)
-    if config.relax:
-        targets = run_relaxation_targets(checkpoint, checkpoint_path, model, config.relax_bond_tolerance)
-        coords = relax(coords, targets, config.relax_iterations, config.batch_size)
+        decoded = torch.from_numpy(decode_in_batches(model, given, config.batch_size, config.compile, bf16))
+        if source == "interpolation":
+            coords = orient_path(decoded, start.cpu(), model.parity, model.bonds).numpy()
+        else:
+            coords = orient_samples(decoded, model.parity, generator).numpy()
+        coords, noise = add_torsion_noise(coords, sampler, options, generator)
+        if options.relax:
+            coords = relax_samples(coords, sampler, options, config.batch_size)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "generated_by": f"bond_vae {__version__} bond-vae-sample",
         "checkpoint": str(checkpoint_path),
         "source": source,
         **({"prior": prior} if source == "prior" else {}),
+        "sampler": "none (the raw decoder)" if sampler is None else sampler.origin,
         "seed": config.seed,
         "parity": model.parity.mode,
-        "torsion_noise": config.torsion_noise,
-        "relaxed": config.relax,
-        "relax_bond_tolerance": config.relax_bond_tolerance if config.relax else None,
+        "torsion_noise": noise is not None,
+        "relaxed": options.relax,
+        "relax_bond_tolerance": options.relax_bond_tolerance if options.relax else None,
         "precision": "bf16" if bf16 else "fp32",
         "units": "Angstrom",
     }

@@ -21,6 +21,7 @@ from bond_vae.config import ConfigError, add_dataclass_arguments, dataclass_from
 from bond_vae.data.dataset import load_dataset
 from bond_vae.data.records import ConformationDataset
 from bond_vae.data.split import training_split
+from bond_vae.evaluation.report import Reference, ReportSettings, write_report
 from bond_vae.model.parity import decide_parity
 from bond_vae.model.vae import MolecularVAE, reference_conformation
 from bond_vae.runtime import seed_everything, uses_bf16
@@ -49,9 +50,13 @@ from bond_vae.training.distributed import (
 )
 from bond_vae.training.loop import Outcome, StopRequested, TrainingRun, fit, training_network
 from bond_vae.training.run_log import RunLog, new_run_folder
-from bond_vae.training.schedule import TimeBudget, initial_schedule, learning_rate_scheduler, saved_schedule
+from bond_vae.training.sampler_fit import store_fitted_samplers
+from bond_vae.training.schedule import learning_rate_factor, schedule_for
 
 EXIT_CODES = {"finished": 0, "diverged": 3}  # a stop: 130 after SIGINT, 143 after SIGTERM
+# prior samples of the report a finished run writes (evaluation/): fewer than bond-vae-evaluate's 2000, to keep the
+# end of training short; run bond-vae-evaluate on best.pt for the full count
+TRAINING_REPORT_SAMPLES = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +87,6 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
             setattr(saved, name, getattr(config, name))
         saved.resume = config.resume
         config = saved
-        check_trains_more(config, checkpoint)
     config.validate()
     return config, checkpoint
 
@@ -128,12 +132,14 @@ def build_run(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
-    schedule = initial_schedule(config, progress, steps_per_epoch)
-    scheduler = learning_rate_scheduler(optimizer, schedule, 0)
+
+    def rate_factor(step: int) -> float:  # read at each step: --max-minutes may lay the schedule out anew
+        schedule = schedule_for(config, progress, steps_per_epoch)
+        return learning_rate_factor(step, schedule.warmup_steps, schedule.total_steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
     if checkpoint is not None:
         restore_optimisation(checkpoint, optimizer, scheduler)
-        # the saved rate is that of the saved schedule: set this schedule's for the resumed step
-        scheduler = learning_rate_scheduler(optimizer, schedule, progress.step)
         if not ranks.distributed:
             restore_rng_state(checkpoint["rng"], device)
     return TrainingRun(
@@ -149,7 +155,6 @@ def build_run(
         train_coords=train_frames.to(device),
         validation_coords=validation_frames.to(device),
         steps_per_epoch=steps_per_epoch,
-        schedule=schedule,
         progress=progress,
     )
 
@@ -170,35 +175,19 @@ def check_resumable(checkpoint: dict, dataset: ConformationDataset, config: Trai
         )
 
 
-def check_trains_more(config: TrainConfig, checkpoint: dict) -> None:
-    """Refuse a resume that would train nothing: the run has done its ``--epochs`` already."""
-    done = progress_from_checkpoint(checkpoint).epoch
-    if done >= config.epochs:
-        raise ConfigError(
-            f"{config.resume}: nothing to train: the run has done {done} epochs and --epochs is {config.epochs}; "
-            "resume with a larger --epochs to train on"
-        )
-
-
 def schedule_change_note(run: TrainingRun, checkpoint: dict) -> str | None:
-    """A line saying what a resume does to the run's schedule, or None when it follows it as saved."""
-    before = config_from_checkpoint(checkpoint)
-    step, after, minutes = run.progress.step, run.config.epochs, run.config.max_minutes
-    saved = saved_schedule(before, run.progress, run.steps_per_epoch)
-    if run.schedule == saved and minutes is None:
+    """A line saying what a changed ``--epochs`` does to a resumed run, or None when unchanged."""
+    before = config_from_checkpoint(checkpoint).epochs
+    after = run.config.epochs
+    if before == after:
         return None
-    old_rate, new_rate = (run.config.learning_rate * s.learning_rate_factor(step) for s in (saved, run.schedule))
-    epochs = f"--epochs {after}" + (f" (the run had {before.epochs})" if after != before.epochs else "")
-    timed = (
-        ""
-        if minutes is None
-        else f"; --max-minutes {minutes:g}: {minutes:g} more minutes, and once {TimeBudget.TIMED_STEPS} steps are "
-        "timed the cosine is laid out anew to end with the steps that fit, if they end sooner"
-    )
+    step, warmup, peak = run.progress.step, run.config.warmup_steps, run.config.learning_rate
+    old_rate = peak * learning_rate_factor(step, warmup, run.steps_per_epoch * before)
+    new_rate = peak * learning_rate_factor(step, warmup, run.total_steps)
     return (
-        f"note: {epochs}: training continues to epoch {after}, and the cosine learning-rate schedule is laid out "
-        f"anew over the whole run to end there: at step {step} the rate goes from {old_rate:.3g} to "
-        f"{new_rate:.3g}{timed}"
+        f"note: --epochs {after} (the run had {before}): training continues to epoch {after}, and the cosine "
+        f"learning-rate schedule is stretched to end there: at step {step} the rate goes from {old_rate:.3g} "
+        f"to {new_rate:.3g}"
     )
 
 
@@ -207,6 +196,38 @@ def exit_code(outcome: Outcome) -> int:
     if outcome.kind == "stopped":
         return 143 if outcome.signal_name == "SIGTERM" else 130
     return EXIT_CODES[outcome.kind]
+
+
+def finish_run(run: TrainingRun, dataset: ConformationDataset) -> None:
+    """Rank 0 after a finished run: store the fitted sampler in best.pt and last.pt
+    (:mod:`~bond_vae.training.sampler_fit`), then write the evaluation report of best.pt with the default
+    sampler and ``TRAINING_REPORT_SAMPLES`` samples on the validation split, in the run folder's ``evaluation/``,
+    and send its figures and quality bar to W&B."""
+    config, best = run.config, run.run_dir / "best.pt"
+    frames = run.train_coords.cpu().numpy()
+    stored = store_fitted_samplers(run.run_dir, run.model, frames, config.seed, config.compile, run.amp)
+    if stored:
+        print(f"fitted the sampler (latent mixture, torsion noise, relaxation targets) into {', '.join(stored)}")
+    if not best.is_file():
+        return
+    source = str(dataset.source)
+    reference = Reference(
+        run.validation_coords.cpu().numpy(),
+        source,
+        f"{source} (validation split of the training run)",
+        dataset.topology.atomic_numbers,
+    )
+    settings = ReportSettings(
+        num_samples=TRAINING_REPORT_SAMPLES, device=str(run.device), precision=config.precision, compile=config.compile
+    )
+    folder = run.run_dir / "evaluation"
+    report = write_report(best, settings, folder, reference, exist_ok=True)
+    bar = report["quality_bar"]
+    figures = {f"evaluation/{name.removesuffix('.png')}": folder / name for name in report["figures"]}
+    scores = {"evaluation/quality_bar_met": bar["met"], "evaluation/quality_bar_applicable": bar["applicable"]}
+    run.log.log(scores, run.progress.step, figures)
+    run.log.summarize({"quality_bar": bar["summary"]})
+    print(f"evaluation of best.pt: {folder / 'report.md'}; {report['quality_bar']['summary']}", flush=True)
 
 
 def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ranks()) -> int:
@@ -235,6 +256,8 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
             print(note, file=sys.stderr)
     with StopRequested(patient=ranks.distributed) as stop:
         code = exit_code(fit(run, stop))
+    if code == 0 and ranks.is_main:
+        finish_run(run, dataset)
     if run.log is not None:
         progress = {"epoch": run.progress.epoch, "step": run.progress.step, "exit_code": code}
         best = run.progress.best_validation

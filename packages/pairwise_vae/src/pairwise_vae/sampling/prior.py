@@ -1,46 +1,34 @@
-"""Where prior samples are drawn from: the standard normal N(0, I), or a Gaussian mixture fitted to the
-training frames' posterior means.
+"""Where prior samples are drawn from: a Gaussian mixture fitted to the training frames' posterior means
+(the model's own prior, the default), or the standard normal N(0, I).
 
 A VAE's encoder does not fill N(0, I) evenly. Latents of a basin that the KL term squeezes
 into a corner (for AIB9, the mixed helices) are drawn rarely, and regions that N(0, I) draws
 often may hold no training frame at all. Ex-post
 density estimation (Ghosh et al., "From variational to deterministic autoencoders", ICLR
 2020) fits a density to where the encoder puts the training data and draws from that
-instead; the decoder is unchanged. Here the density is a Gaussian mixture with full
-covariances (scikit-learn) on the posterior means of the run's training split (at most
-``MIXTURE_FIT_FRAMES`` of its frames, evenly spaced).
+instead; the decoder is unchanged. Here the density is a Gaussian mixture of
+``MIXTURE_COMPONENTS`` Gaussians with full covariances (scikit-learn) on the posterior means of
+the run's training split (at most ``MIXTURE_FIT_FRAMES`` of its frames, evenly spaced), fitted
+when training ends and stored in the checkpoint (:mod:`pairwise_vae.sampling.sampler`).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from pairwise_vae.data.split import subsample
-from pairwise_vae.model.vae import MolecularVAEMSE
-from pairwise_vae.sampling.inference import encode_in_batches, run_split
-
-PRIORS = ("standard", "mixture")
+PRIORS = ("mixture", "standard")
+MIXTURE_COMPONENTS = 16  # Gaussians of the mixture (fewer when fitted to fewer frames)
 MIXTURE_FIT_FRAMES = 20_000  # plenty for a few dozen Gaussians in tens of dimensions; bounds the encoding time
 PRIOR_HELP = (
-    "latent distribution of the prior samples: standard, z ~ N(0, I); mixture, a Gaussian mixture "
-    "fitted to the posterior means of the checkpoint's training split (reads its training data)"
+    "latent distribution of the prior samples: mixture, the Gaussian mixture fitted to the posterior means of the "
+    "training split when training ended (stored in the checkpoint); standard, z ~ N(0, I) (with "
+    "--no-torsion-noise: the raw decoder); not used by --latents or --interpolate"
 )
-
-
-class PriorRequest(Protocol):
-    """What a command asks of the prior (the fields of its config): which prior, its components, how many
-    draws, and the batch size for encoding the training frames."""
-
-    prior: str
-    prior_components: int
-    num_samples: int
-    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +58,17 @@ class LatentMixture:
             f"{self.frames} training frames"
         )
 
+    def to_record(self) -> dict[str, Any]:
+        """The mixture as plain tensors and numbers (for the checkpoint)."""
+        return {"weights": self.weights, "means": self.means, "scale_tril": self.scale_tril, "frames": self.frames}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> LatentMixture:
+        """Inverse of :meth:`to_record`."""
+        return cls(
+            record["weights"].float(), record["means"].float(), record["scale_tril"].float(), int(record["frames"])
+        )
+
 
 def fit_latent_mixture(posterior_means: np.ndarray, components: int, seed: int) -> LatentMixture:
     """Fit a full-covariance Gaussian mixture to (F, D) posterior means (at most F components)."""
@@ -88,30 +87,3 @@ def fit_latent_mixture(posterior_means: np.ndarray, components: int, seed: int) 
         scale_tril=torch.linalg.cholesky(torch.from_numpy(mixture.covariances_)).float(),
         frames=len(means),
     )
-
-
-def prior_draws(
-    request: PriorRequest,
-    model: MolecularVAEMSE,
-    checkpoint: dict[str, Any],
-    checkpoint_path: Path,
-    generator: torch.Generator,
-    bf16: bool,
-) -> tuple[torch.Tensor, str]:
-    """(request.num_samples, latent_dim) latents drawn with ``generator`` from the requested prior, and a
-    description of it.
-
-    ``mixture`` encodes the training split of the checkpoint's run (:func:`run_split`; at most
-    ``MIXTURE_FIT_FRAMES`` frames, evenly spaced) in batches of ``request.batch_size`` and fits
-    ``request.prior_components`` Gaussians to the posterior means, seeded by ``generator``'s seed,
-    before drawing.
-    """
-    if request.prior == "standard":
-        latents = torch.randn(request.num_samples, model.latent_dim, generator=generator, device=generator.device)
-        return latents, "N(0, I)"
-    _, train, _ = run_split(checkpoint, checkpoint_path)
-    posterior_means, _ = encode_in_batches(
-        model, subsample(train, MIXTURE_FIT_FRAMES), request.batch_size, generator.device, bf16
-    )
-    mixture = fit_latent_mixture(posterior_means, request.prior_components, generator.initial_seed() % 2**32)
-    return mixture.sample(request.num_samples, generator), mixture.describe()

@@ -8,17 +8,20 @@ steric distance, while a weak harmonic restraint holds each atom near its decode
 
     E(x) = sum_bonds (d_ij - b_ij)^2 + sum_far max(0, D - d_ij)^2 + k sum_i |x_i - x0_i|^2   (Angstrom^2)
 
-minimised by L-BFGS from the decoded ``x0``, molecule by molecule (the energies of a batch are a
-sum of independent terms). Distances and a restraint to the start commute with rotations,
-reflections and translations, so the relaxed output keeps the handedness the parity rule gave it.
-Bond angles and torsions are left to the model: pulling 1-3 distances to their means as well
-moved helices across the handedness classes (measured; see the README).
+minimised by L-BFGS from the decoded ``x0``, each molecule on its own
+(:mod:`pairwise_vae.sampling.lbfgs`): a molecule relaxes to the same positions whatever else is in
+its batch. Distances and a restraint to the start commute with rotations, reflections and
+translations, so the relaxed output keeps the handedness the parity rule gave it. Bond angles and
+torsions are left to the model: pulling 1-3 distances to their means as well moved helices
+across the handedness classes (measured; see the README).
+
+The targets (:class:`RelaxationTargets`) are fitted to the training split when training ends and
+stored in the checkpoint with the rest of the model's sampler (:mod:`pairwise_vae.sampling.sampler`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,30 +30,49 @@ from tqdm.auto import tqdm
 
 from pairwise_vae.bond_graph import NONBONDED_MIN_BONDS_APART, hop_counts
 from pairwise_vae.geometry import bond_lengths
-from pairwise_vae.model.vae import MolecularVAEMSE
-from pairwise_vae.sampling.inference import run_split
+from pairwise_vae.sampling.lbfgs import minimise
 
 RESTRAINT = 0.01  # k, per Angstrom^2 of displacement: weak next to a bond term of weight 1
 RELAX_HELP = (
-    "relax each output conformation: bonds pulled to their mean length in the training data, atoms at least "
-    "4 bonds apart pushed to the model's --steric-distance, a weak restraint to the decoded positions "
-    "(L-BFGS; like the relaxation structure predictors run on their output); reads the run's training data"
+    "relax each sample: bonds pulled to their mean length in the training data, atoms at least 4 bonds apart "
+    "pushed to the model's --steric-distance, a weak restraint to the decoded positions (L-BFGS per molecule, "
+    "like the relaxation structure predictors run on their output; targets stored in the checkpoint)"
 )
-RELAX_ITERATIONS_HELP = "L-BFGS iterations of --relax per batch"
+RELAX_ITERATIONS_HELP = "L-BFGS iterations of --relax per molecule (at most)"
 
 
 @dataclass(frozen=True)
 class RelaxationTargets:
     """What :func:`relax` pulls towards.
 
-    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) Angstrom; ``far_pairs``:
-    (P, 2) atoms at least ``NONBONDED_MIN_BONDS_APART`` bonds apart; ``steric_distance``: Angstrom.
+    ``bonds``: (n_bonds, 2) atom indices; ``bond_lengths``: (n_bonds,) mean lengths in the training data,
+    Angstrom; ``far_pairs``: (P, 2) atoms at least ``NONBONDED_MIN_BONDS_APART`` bonds apart;
+    ``steric_distance``: Angstrom.
     """
 
     bonds: torch.Tensor
     bond_lengths: torch.Tensor
     far_pairs: torch.Tensor
     steric_distance: float
+
+    def to_record(self) -> dict[str, Any]:
+        """The fitted targets as plain tensors and numbers (for the checkpoint)."""
+        return {
+            "bonds": self.bonds,
+            "bond_lengths": self.bond_lengths,
+            "far_pairs": self.far_pairs,
+            "steric_distance": float(self.steric_distance),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RelaxationTargets:
+        """Inverse of :meth:`to_record` (tensors on the CPU in float64, as :func:`relax` computes)."""
+        return cls(
+            record["bonds"].long(),
+            record["bond_lengths"].double(),
+            record["far_pairs"].long(),
+            float(record["steric_distance"]),
+        )
 
 
 def relaxation_targets(train_frames: np.ndarray, bonds: np.ndarray, steric_distance: float) -> RelaxationTargets:
@@ -64,48 +86,29 @@ def relaxation_targets(train_frames: np.ndarray, bonds: np.ndarray, steric_dista
     return RelaxationTargets(index, lengths, torch.from_numpy(far), steric_distance)
 
 
-def run_relaxation_targets(
-    checkpoint: dict[str, Any], checkpoint_path: Path, model: MolecularVAEMSE
-) -> RelaxationTargets:
-    """Targets of a checkpoint's model: the mean bond lengths of its run's training split
-    (:func:`~pairwise_vae.sampling.inference.run_split`) and its steric distance."""
-    _, train, _ = run_split(checkpoint, checkpoint_path)
-    return relaxation_targets(train, model.bonds.cpu().numpy(), model.config.steric_distance)
-
-
 def relaxation_energy(positions: torch.Tensor, start: torch.Tensor, targets: RelaxationTargets) -> torch.Tensor:
-    """E summed over a batch: (B, N, 3) positions and their (B, N, 3) decoded start -> scalar, Angstrom^2."""
+    """E of each molecule: (B, N, 3) positions and their (B, N, 3) decoded start -> (B,), Angstrom^2."""
     far = targets.far_pairs
     far_distances = (positions[:, far[:, 0]] - positions[:, far[:, 1]]).norm(dim=-1)
     return (
-        (bond_lengths(positions, targets.bonds) - targets.bond_lengths).pow(2).sum()
-        + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum()
-        + RESTRAINT * (positions - start).pow(2).sum()
+        (bond_lengths(positions, targets.bonds) - targets.bond_lengths).pow(2).sum(dim=1)
+        + (targets.steric_distance - far_distances).clamp(min=0.0).pow(2).sum(dim=1)
+        + RESTRAINT * (positions - start).pow(2).sum(dim=(1, 2))
     )
 
 
 def relax_batch(start: torch.Tensor, targets: RelaxationTargets, iterations: int) -> torch.Tensor:
-    """Minimise E from (B, N, 3) decoded positions (Angstrom) with at most ``iterations`` L-BFGS
-    iterations; returns the relaxed (B, N, 3) positions in the dtype of ``start``."""
-    positions = start.clone().requires_grad_()
-    optimizer = torch.optim.LBFGS([positions], max_iter=iterations, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        energy = relaxation_energy(positions, start, targets)
-        energy.backward()
-        return energy
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return positions.detach()
+    """Minimise each molecule's E from its (B, N, 3) decoded positions (Angstrom), each with at most
+    ``iterations`` L-BFGS iterations of its own; returns the relaxed (B, N, 3) positions in the dtype of
+    ``start``. A molecule's result does not depend on the others in the batch."""
+    start = start.detach()
+    return minimise(lambda positions, rows: relaxation_energy(positions, start[rows], targets), start, iterations)
 
 
 def relax(coords: np.ndarray, targets: RelaxationTargets, iterations: int, batch_size: int) -> np.ndarray:
-    """Relax (K, N, 3) conformations (Angstrom) batch by batch with a progress bar; returns (K, N, 3) float32.
-
-    Each batch takes at most ``iterations`` L-BFGS iterations (:func:`relax_batch`), in float64 on the CPU.
-    """
+    """Relax (K, N, 3) conformations (Angstrom) molecule by molecule, ``batch_size`` at a time with a progress
+    bar; returns (K, N, 3) float32. Each molecule takes at most ``iterations`` L-BFGS iterations
+    (:func:`relax_batch`), in float64 on the CPU; the batch size changes the speed, not the result."""
     batches = [coords[start : start + batch_size] for start in range(0, len(coords), batch_size)]
     relaxed = [
         relax_batch(torch.from_numpy(np.asarray(batch, dtype=np.float64)), targets, iterations).float()

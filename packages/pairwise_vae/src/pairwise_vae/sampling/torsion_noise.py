@@ -1,4 +1,5 @@
-"""Torsional fluctuations that the decoder averages away (``--torsion-noise`` of ``sample`` and ``evaluate``).
+"""Torsional fluctuations that the decoder averages away (part of the model's sampler; ``--torsion-noise``,
+on by default, of ``sample`` and ``evaluate``).
 
 The decoder returns one conformation per latent vector: in effect the mean of the frames that
 share that latent. Fast fluctuations that the latent does not carry (each backbone torsion
@@ -18,13 +19,13 @@ only the first term. ``--torsion-noise`` draws the second one, in torsion space:
 
 Turning about a bond moves the atoms on one side of it rigidly, so bond lengths and angles do
 not change; the draw is symmetric, so the handedness that the parity rule gave a sample is
-kept on average. Independent of the model's loss and of the bar's reference.
+kept on average. Independent of the model's loss and of the bar's reference. Fitted when training
+ends and stored in the checkpoint (:mod:`pairwise_vae.sampling.sampler`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,14 +37,15 @@ from pairwise_vae.data.split import subsample
 from pairwise_vae.evaluation.metrics import dihedrals
 from pairwise_vae.model.parity import orient_reconstructions
 from pairwise_vae.model.vae import MolecularVAEMSE
-from pairwise_vae.sampling.inference import decode_in_batches, encode_in_batches, run_split
+from pairwise_vae.sampling.inference import decode_in_batches, encode_in_batches
 
 RESIDUAL_FRAMES = 2000  # training frames reconstructed to measure the residuals (evenly spaced)
 BASIN_ERROR_DEGREES = 45.0  # a residual beyond this is a torsion in the wrong basin, not a fluctuation
 TORSION_NOISE_HELP = (
     "turn each sample about its rotatable bonds by random angles with the covariance of the decoder's torsion "
     "errors on training frames: the fast fluctuations the decoder averages away (bond lengths and angles "
-    "unchanged); reads the run's training data"
+    "unchanged; covariance stored in the checkpoint); applied to prior samples and --latents, not to an "
+    "--interpolate path"
 )
 
 
@@ -136,6 +138,26 @@ class TorsionNoise:
             f"average, covariance of the reconstruction residuals of {self.kept} of {self.frames} training frames"
         )
 
+    def to_record(self) -> dict[str, Any]:
+        """The noise as plain tensors and numbers (for the checkpoint)."""
+        return {
+            "dihedrals": torch.from_numpy(self.rotatable.dihedrals),
+            "moving": torch.from_numpy(self.rotatable.moving),
+            "scale_tril": torch.from_numpy(self.scale_tril),
+            "frames": self.frames,
+            "kept": self.kept,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TorsionNoise:
+        """Inverse of :meth:`to_record`."""
+        return cls(
+            RotatableBonds(record["dihedrals"].long().numpy(), record["moving"].bool().numpy()),
+            record["scale_tril"].double().numpy(),
+            int(record["frames"]),
+            int(record["kept"]),
+        )
+
     def add_to(self, coords: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """(S, N, 3) Angstrom conformations turned about their rotatable bonds by angles drawn from N(0, Sigma)
         with ``generator``; float32 like the decoder's output."""
@@ -155,7 +177,7 @@ def fit_torsion_noise(reconstructed: np.ndarray, reference: np.ndarray, bonds: n
     """
     rotatable = rotatable_bonds(bonds, reference.shape[1])
     if len(rotatable.dihedrals) == 0:
-        raise DataError("--torsion-noise: the molecule has no rotatable bond (every bond is terminal or in a ring)")
+        raise DataError("the molecule has no rotatable bond (every bond is terminal or in a ring)")
     residuals = dihedrals(reconstructed.astype(np.float64), rotatable.dihedrals) - dihedrals(
         reference.astype(np.float64), rotatable.dihedrals
     )
@@ -163,7 +185,7 @@ def fit_torsion_noise(reconstructed: np.ndarray, reference: np.ndarray, bonds: n
     kept = residuals[(np.abs(residuals) <= BASIN_ERROR_DEGREES).all(axis=1)]
     if len(kept) < 2:
         raise DataError(
-            f"--torsion-noise: {len(kept)} of {len(reference)} training frames are reconstructed without a torsion "
+            f"{len(kept)} of {len(reference)} training frames are reconstructed without a torsion "
             f"more than {BASIN_ERROR_DEGREES:g} degrees off; too few to measure the decoder's torsion errors"
         )
     covariance = np.cov(kept.T, bias=False).reshape(len(rotatable.dihedrals), -1)
@@ -171,18 +193,21 @@ def fit_torsion_noise(reconstructed: np.ndarray, reference: np.ndarray, bonds: n
     return TorsionNoise(rotatable, np.linalg.cholesky(covariance), len(reference), len(kept))
 
 
-def run_torsion_noise(
-    checkpoint: dict[str, Any],
-    checkpoint_path: Path,
+def fit_model_torsion_noise(
     model: MolecularVAEMSE,
+    train_frames: np.ndarray,
     batch_size: int,
     compile_decoder: bool,
     bf16: bool,
+    max_frames: int = RESIDUAL_FRAMES,
 ) -> TorsionNoise:
-    """The noise of a checkpoint's model: reconstruct up to ``RESIDUAL_FRAMES`` frames of its run's training
-    split (:func:`~pairwise_vae.sampling.inference.run_split`, evenly spaced) from their posterior means and fit."""
-    _, train, _ = run_split(checkpoint, checkpoint_path)
-    frames = subsample(train, RESIDUAL_FRAMES)
+    """The noise of a model: reconstruct up to ``max_frames`` of the (F, N, 3) training frames (Angstrom,
+    evenly spaced) from their posterior means, in their handedness, and fit (:func:`fit_torsion_noise`).
+
+    Raises:
+        DataError: as :func:`fit_torsion_noise`.
+    """
+    frames = subsample(train_frames, max_frames)
     device = next(model.parameters()).device
     mu, _ = encode_in_batches(model, frames, batch_size, device, bf16)
     decoded = decode_in_batches(model, torch.from_numpy(mu).to(device), batch_size, compile_decoder, bf16)

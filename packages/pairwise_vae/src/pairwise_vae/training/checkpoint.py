@@ -4,10 +4,11 @@ This module alone knows what a checkpoint holds: the training settings (``config
 molecule (``topology``, see :meth:`Topology.to_record`), the model weights, the parity rule
 decided from the training data (``parity``, see :meth:`ParityRule.to_record`; a checkpoint
 without one loads with the rule ``none``), and for a run to resume, the optimiser, scheduler,
-:class:`Progress` and random states. It holds only tensors and plain Python types, so
-loading one cannot run code. It records which package wrote it and in which format, so a
-checkpoint of another package, or of a newer format, is refused with a clear message instead
-of failing deep in torch.
+:class:`Progress` and random states; a finished run adds its fitted sampler (``sampler``: the
+record of :class:`pairwise_vae.sampling.sampler.Sampler`, see :func:`store_sampler`). It holds
+only tensors and plain Python types, so loading one cannot run code. It records which package
+wrote it and in which format, so a checkpoint of another package, or of a newer format, is
+refused with a clear message instead of failing deep in torch.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from pairwise_vae.model.vae import MolecularVAEMSE
 from pairwise_vae.training.config import TrainConfig
 
 CHECKPOINT_FORMAT = "pairwise_vae.checkpoint"
-CHECKPOINT_VERSION = 6  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
+CHECKPOINT_VERSION = 7  # 2: readout and last decoder layer without unused weights (0.2.0); 3: normalised EGNN decoder;
 # 4: first encoder layer without weights for its (zero) incoming vector features; 5: encoder readout per atom;
-# 6: decoder latent input per atom
+# 6: decoder latent input per atom; 7: the fitted sampler (optional "sampler" key)
 # older formats still read, with the settings added since then at the values that give their model
-UPGRADES = {5: {"decoder": {"latent_input": "shared"}}}
+UPGRADES = {5: {"decoder": {"latent_input": "shared"}}, 6: {}}
+FORMAT_TAGS = ("format", "format_version", "package_version")  # what save_checkpoint adds to a payload
 
 
 # state-dict keys renamed since format 2 was introduced: old name -> new name
@@ -56,8 +58,7 @@ class Progress:
     ``epoch``: epochs completed; ``batch_in_epoch``: batches of the current epoch done;
     ``step``: optimiser steps taken (skipped ones included); ``best_validation``: lowest
     validation loss so far (that of best.pt); ``skipped_steps``: steps skipped as non-finite;
-    ``schedule``: the fields of the learning-rate and beta ``Schedule`` the run follows (see
-    ``training/schedule.py``; None in checkpoints written before it was recorded).
+    ``planned_steps``: the steps ``--max-minutes`` laid the schedules out for (None: ``--epochs``).
     """
 
     epoch: int = 0
@@ -65,7 +66,7 @@ class Progress:
     step: int = 0
     best_validation: float = math.inf
     skipped_steps: int = 0
-    schedule: dict[str, int | float] | None = None
+    planned_steps: int | None = None
 
 
 def model_payload(config: TrainConfig, topology: Topology, model: MolecularVAEMSE) -> dict[str, Any]:
@@ -182,6 +183,23 @@ def config_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoi
 def topology_from_checkpoint(payload: dict[str, Any]) -> Topology:
     """The molecule a checkpoint's model was built for."""
     return Topology.from_record(payload["topology"])
+
+
+def sampler_record(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The fitted sampler a checkpoint holds (the record of ``Sampler.to_record``), or None: written before
+    format 7, or by a run that did not finish."""
+    return payload.get("sampler")
+
+
+def store_sampler(path: Path, record: dict[str, Any]) -> None:
+    """Add a fitted sampler's record (plain tensors and types) to the checkpoint at ``path``, rewritten
+    atomically in the current format.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or written.
+    """
+    payload = load_checkpoint(path)
+    save_checkpoint(path, {**{k: v for k, v in payload.items() if k not in FORMAT_TAGS}, "sampler": record})
 
 
 def progress_from_checkpoint(payload: dict[str, Any]) -> Progress:
