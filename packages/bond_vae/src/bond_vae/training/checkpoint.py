@@ -58,7 +58,8 @@ class Progress:
     ``epoch``: epochs completed; ``batch_in_epoch``: batches of the current epoch done;
     ``step``: optimiser steps taken (skipped ones included); ``best_validation``: lowest
     validation loss so far (that of best.pt); ``skipped_steps``: steps skipped as non-finite;
-    ``planned_steps``: the steps ``--max-minutes`` laid the schedules out for (None: ``--epochs``).
+    ``schedule``: the fields of the learning-rate and beta ``Schedule`` the run follows (see
+    ``training/schedule.py``; None in checkpoints written before it was recorded).
     """
 
     epoch: int = 0
@@ -66,7 +67,7 @@ class Progress:
     step: int = 0
     best_validation: float = math.inf
     skipped_steps: int = 0
-    planned_steps: int | None = None
+    schedule: dict[str, int | float] | None = None
 
 
 def model_payload(config: TrainConfig, topology: Topology, model: MolecularVAE) -> dict[str, Any]:

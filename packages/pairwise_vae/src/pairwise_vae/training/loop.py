@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import shutil
-import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +24,8 @@ from pairwise_vae.training.checkpoint import Progress, save_checkpoint, training
 from pairwise_vae.training.config import SYNC_INTERVAL, TrainConfig
 from pairwise_vae.training.distributed import Ranks, any_rank, mean_over_ranks
 from pairwise_vae.training.run_log import RunLog
-from pairwise_vae.training.schedule import Schedule, TimeBudget, beta_at, schedule_for
+from pairwise_vae.training.schedule import Schedule, TimeBudget, learning_rate_scheduler, steps_to_epoch, timed_schedule
+from pairwise_vae.training.stop import Outcome, StopRequested
 from pairwise_vae.training.validation import (
     draw_validation_samples,
     sample_metrics,
@@ -69,53 +69,15 @@ def training_network(
     return network
 
 
-class StopRequested:
-    """Turns SIGINT/SIGTERM into a flag the training loop checks after each step.
-
-    A second signal interrupts at once, unless ``patient``: the ranks of a data-parallel run
-    get each signal twice (from the terminal and from their launcher) and must reach the step at
-    which they agree to stop.
-    """
-
-    def __init__(self, patient: bool = False) -> None:
-        self.signal_name: str | None = None
-        self.patient = patient
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequested:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal_name is not None and not self.patient:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal_name is not None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How :func:`fit` ended: ``finished`` (all epochs), ``stopped`` (a signal, named if this
-    rank got it) or ``diverged`` (too many consecutive non-finite steps)."""
-
-    kind: Literal["finished", "stopped", "diverged"]
-    signal_name: str | None = None
-
-
 @dataclass
 class TrainingRun:
     """Everything the loop reads and changes.
 
     ``train_coords`` and ``validation_coords`` are (F, N, 3) centred frames on ``device``
     (Angstrom); ``network`` is ``model`` as the step runs it (data-parallel, compiled);
-    ``budget`` is the ``--max-minutes`` limit (None without one, set when training starts);
+    ``schedule`` is the learning-rate and beta layout that ``scheduler`` follows (replaced once,
+    when ``--max-minutes`` lays it out); ``budget`` is the ``--max-minutes`` limit (None without
+    one, set when training starts);
     ``run_dir`` holds the checkpoints; ``log`` is rank 0's record (None on the other ranks).
     ``consecutive_bad_steps`` and ``skipped_steps`` are () counters kept on the device, so that
     the host reads them only when it synchronises.
@@ -133,6 +95,7 @@ class TrainingRun:
     train_coords: torch.Tensor
     validation_coords: torch.Tensor
     steps_per_epoch: int
+    schedule: Schedule
     progress: Progress = field(default_factory=Progress)
     budget: TimeBudget | None = None
     run_dir: Path | None = None
@@ -145,16 +108,17 @@ class TrainingRun:
         self.skipped_steps = torch.full((), float(self.progress.skipped_steps), device=self.device)
 
     @property
-    def schedule(self) -> Schedule:
-        return schedule_for(self.config, self.progress, self.steps_per_epoch)
-
-    @property
-    def total_steps(self) -> int:
+    def final_step(self) -> int:
+        """The optimiser step at which training ends: the schedule's end, or the end of ``--epochs``
+        while a ``--max-minutes`` plan is being timed."""
+        if self.budget is not None and not self.budget.planned:
+            return steps_to_epoch(self.progress, self.config.epochs, self.steps_per_epoch)
         return self.schedule.total_steps
 
     @property
     def done(self) -> bool:
-        return self.progress.epoch >= self.config.epochs or self.progress.step >= self.total_steps
+        time_up = self.budget is not None and self.budget.time_up
+        return time_up or self.progress.epoch >= self.config.epochs or self.progress.step >= self.final_step
 
 
 def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
@@ -168,7 +132,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     """
     config = run.config
     run.network.train()
-    beta = beta_at(run.progress.step, config.beta, run.schedule.beta_warmup_epochs, run.steps_per_epoch)
+    beta = run.schedule.beta(run.progress.step, config.beta, run.steps_per_epoch)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
         outputs = run.network(batch)
     terms = run.model.criterion(batch, *outputs, beta=beta)
@@ -204,6 +168,7 @@ def save(run: TrainingRun, name: str) -> Path:
     path = run.run_dir / name
     if run.ranks.is_main:
         run.progress.skipped_steps = int(run.skipped_steps.item())
+        run.progress.schedule = asdict(run.schedule)
         payload = training_payload(
             run.config, run.topology, run.model, run.optimizer, run.scheduler, run.progress, run.device
         )
@@ -212,12 +177,12 @@ def save(run: TrainingRun, name: str) -> Path:
 
 
 def fit(run: TrainingRun, stop: StopRequested) -> Outcome:
-    """Train until the last epoch, the end of ``--max-minutes`` or a stop; a stopped run saves
-    ``last.pt`` and says how to resume."""
+    """Train until the last epoch, the schedule's end, the ``--max-minutes`` deadline or a stop; a
+    stopped run saves ``last.pt`` and says how to resume."""
     if run.config.max_minutes is not None:
         run.budget = TimeBudget(run.config.max_minutes)
     bar = tqdm(
-        total=run.total_steps,
+        total=run.final_step,
         initial=run.progress.step,
         unit="step",
         dynamic_ncols=True,
@@ -291,44 +256,37 @@ def run_epoch(run: TrainingRun, bar: tqdm, stop: StopRequested) -> Outcome | Non
 
 
 def keep_to_budget(run: TrainingRun, bar: tqdm) -> None:
-    """At a synchronisation point of a ``--max-minutes`` run: time the steps, lay out the schedules
-    once enough steps are timed, and end the run here if the time is up (all ranks agree)."""
-    budget, progress = run.budget, run.progress
-    budget.lap(progress.step)
-    expired = any_rank(torch.tensor(float(budget.expired), device=run.device), run.ranks).item() > 0
-    if expired:
-        progress.planned_steps = progress.step
-        relayout_learning_rate(run)
-    elif not budget.planned:
-        plan_steps(run, bar)
+    """At a synchronisation point of a ``--max-minutes`` run: time the steps, end training at the
+    deadline, and lay the schedule out once enough steps are timed (all ranks agree on both)."""
+    budget = run.budget
+    budget.lap(run.progress.step)
+    if any_rank(torch.tensor(float(budget.expired), device=run.device), run.ranks).item() > 0:
+        budget.time_up = True
+    elif budget.ready and not budget.planned:
+        plan_schedule(run, bar)
 
 
-def plan_steps(run: TrainingRun, bar: tqdm) -> None:
-    """Lay the schedules out for the steps that fit in the rest of ``--max-minutes`` (the slowest
-    rank's view), never beyond ``--epochs``; says so the first time."""
+def plan_schedule(run: TrainingRun, bar: tqdm) -> None:
+    """Fix the schedule for the steps that fit in the rest of ``--max-minutes`` (the slowest rank's
+    view, never beyond ``--epochs``) and drive the learning rate along it from this step on."""
     budget, progress = run.budget, run.progress
-    fit_steps = budget.steps_that_fit(run.steps_per_epoch)
-    if fit_steps is None:
-        return
+    estimate_steps = len(run.validation_coords) / run.config.batch_size  # an epoch's end, until one is timed
+    fit_steps = budget.steps_that_fit(run.steps_per_epoch, estimate_steps)
     fit_steps = -int(any_rank(torch.tensor(-float(fit_steps), device=run.device), run.ranks).item())  # min
-    first = not budget.planned
-    progress.planned_steps = min(progress.step + fit_steps, run.steps_per_epoch * run.config.epochs)
+    run.schedule = timed_schedule(run.config, progress, run.steps_per_epoch, fit_steps, run.schedule)
+    run.scheduler = learning_rate_scheduler(run.optimizer, run.schedule, progress.step)
     budget.planned = True
-    relayout_learning_rate(run)
-    if first and run.ranks.is_main:
-        step_seconds = budget.timed_seconds / budget.timed_steps
+    if run.ranks.is_main:
+        more = run.schedule.total_steps - progress.step
+        measured = "" if budget.epoch_end_seconds is not None else " (estimated)"
         bar.write(
-            f"--max-minutes {run.config.max_minutes:g}: a step takes {step_seconds:.3g} s, so the schedules are laid "
-            f"out for {progress.planned_steps} steps ({progress.planned_steps / run.steps_per_epoch:.1f} epochs)"
+            f"--max-minutes {run.config.max_minutes:g}: a step takes {budget.step_seconds:.3g} s and an epoch's end "
+            f"{budget.epoch_end_cost(estimate_steps):.3g} s{measured}, so training ends at step "
+            f"{run.schedule.total_steps} ({more} more steps, {more / run.steps_per_epoch:.1f} epochs), where the "
+            "learning-rate cosine reaches its floor"
         )
-    bar.total = run.total_steps
+    bar.total = run.final_step
     bar.refresh()
-
-
-def relayout_learning_rate(run: TrainingRun) -> None:
-    """Set the optimiser's learning rate anew for the current step after the schedule changed."""
-    run.scheduler.last_epoch -= 1
-    run.scheduler.step()
 
 
 def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: float, bar: tqdm) -> None:
@@ -359,9 +317,8 @@ def close_epoch(run: TrainingRun, sums: torch.Tensor, steps_done: int, seconds: 
         )
     if run.ranks.is_main:
         end_epoch(run, train_record, bar)
-    if run.budget is not None and not run.done:
-        run.budget.epoch_ended(time.perf_counter() - end_start)
-        plan_steps(run, bar)
+    if run.budget is not None:
+        run.budget.epoch_ended(progress.step, time.perf_counter() - end_start)
 
 
 def report_steps(run: TrainingRun, step_metrics: torch.Tensor, bar: tqdm) -> bool:
@@ -384,7 +341,7 @@ def report_steps(run: TrainingRun, step_metrics: torch.Tensor, bar: tqdm) -> boo
     if applied:
         config, step = run.config, run.progress.step
         metrics = dict(zip(STEP_METRICS, values, strict=True))
-        metrics["beta"] = beta_at(step - 1, config.beta, run.schedule.beta_warmup_epochs, run.steps_per_epoch)
+        metrics["beta"] = run.schedule.beta(step - 1, config.beta, run.steps_per_epoch)
         bar.set_postfix(loss=f"{metrics['loss']:.4g}", epoch=run.progress.epoch + 1)
         if run.log is not None:
             run.log.log({f"train/{k}": v for k, v in metrics.items()} | {"lr": run.scheduler.get_last_lr()[0]}, step)

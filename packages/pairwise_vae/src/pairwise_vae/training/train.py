@@ -52,7 +52,7 @@ from pairwise_vae.training.distributed import (
 from pairwise_vae.training.loop import Outcome, StopRequested, TrainingRun, fit, training_network
 from pairwise_vae.training.run_log import RunLog, new_run_folder
 from pairwise_vae.training.sampler_fit import store_fitted_samplers
-from pairwise_vae.training.schedule import learning_rate_factor, schedule_for
+from pairwise_vae.training.schedule import TimeBudget, initial_schedule, learning_rate_scheduler, saved_schedule
 
 EXIT_CODES = {"finished": 0, "diverged": 3}  # a stop: 130 after SIGINT, 143 after SIGTERM
 # prior samples of the report a finished run writes (evaluation/): fewer than pairwise-vae-evaluate's 2000, to keep
@@ -88,6 +88,7 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
             setattr(saved, name, getattr(config, name))
         saved.resume = config.resume
         config = saved
+        check_trains_more(config, checkpoint)
     config.validate()
     return config, checkpoint
 
@@ -134,14 +135,12 @@ def build_run(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
     )
-
-    def rate_factor(step: int) -> float:  # read at each step: --max-minutes may lay the schedule out anew
-        schedule = schedule_for(config, progress, steps_per_epoch)
-        return learning_rate_factor(step, schedule.warmup_steps, schedule.total_steps)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor)
+    schedule = initial_schedule(config, progress, steps_per_epoch)
+    scheduler = learning_rate_scheduler(optimizer, schedule, 0)
     if checkpoint is not None:
         restore_optimisation(checkpoint, optimizer, scheduler)
+        # the saved rate is that of the saved schedule: set this schedule's for the resumed step
+        scheduler = learning_rate_scheduler(optimizer, schedule, progress.step)
         if not ranks.distributed:
             restore_rng_state(checkpoint["rng"], device)
     return TrainingRun(
@@ -157,6 +156,7 @@ def build_run(
         train_coords=train_frames.to(device),
         validation_coords=validation_frames.to(device),
         steps_per_epoch=steps_per_epoch,
+        schedule=schedule,
         progress=progress,
     )
 
@@ -177,19 +177,35 @@ def check_resumable(checkpoint: dict, dataset: ConformationDataset, config: Trai
         )
 
 
+def check_trains_more(config: TrainConfig, checkpoint: dict) -> None:
+    """Refuse a resume that would train nothing: the run has done its ``--epochs`` already."""
+    done = progress_from_checkpoint(checkpoint).epoch
+    if done >= config.epochs:
+        raise ConfigError(
+            f"{config.resume}: nothing to train: the run has done {done} epochs and --epochs is {config.epochs}; "
+            "resume with a larger --epochs to train on"
+        )
+
+
 def schedule_change_note(run: TrainingRun, checkpoint: dict) -> str | None:
-    """A line saying what a changed ``--epochs`` does to a resumed run, or None when unchanged."""
-    before = config_from_checkpoint(checkpoint).epochs
-    after = run.config.epochs
-    if before == after:
+    """A line saying what a resume does to the run's schedule, or None when it follows it as saved."""
+    before = config_from_checkpoint(checkpoint)
+    step, after, minutes = run.progress.step, run.config.epochs, run.config.max_minutes
+    saved = saved_schedule(before, run.progress, run.steps_per_epoch)
+    if run.schedule == saved and minutes is None:
         return None
-    step, warmup, peak = run.progress.step, run.config.warmup_steps, run.config.learning_rate
-    old_rate = peak * learning_rate_factor(step, warmup, run.steps_per_epoch * before)
-    new_rate = peak * learning_rate_factor(step, warmup, run.total_steps)
+    old_rate, new_rate = (run.config.learning_rate * s.learning_rate_factor(step) for s in (saved, run.schedule))
+    epochs = f"--epochs {after}" + (f" (the run had {before.epochs})" if after != before.epochs else "")
+    timed = (
+        ""
+        if minutes is None
+        else f"; --max-minutes {minutes:g}: {minutes:g} more minutes, and once {TimeBudget.TIMED_STEPS} steps are "
+        "timed the cosine is laid out anew to end with the steps that fit, if they end sooner"
+    )
     return (
-        f"note: --epochs {after} (the run had {before}): training continues to epoch {after}, and the cosine "
-        f"learning-rate schedule is stretched to end there: at step {step} the rate goes from {old_rate:.3g} "
-        f"to {new_rate:.3g}"
+        f"note: {epochs}: training continues to epoch {after}, and the cosine learning-rate schedule is laid out "
+        f"anew over the whole run to end there: at step {step} the rate goes from {old_rate:.3g} to "
+        f"{new_rate:.3g}{timed}"
     )
 
 
