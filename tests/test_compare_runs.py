@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = (
     "--epochs 1 --batch-size 8 --warmup-steps 2 --wandb disabled --device cpu --latent-dim 4 "
     "--encoder-hidden-channels 16 --encoder-num-layers 2 --encoder-num-heads 2 --encoder-num-rbf 8 "
-    "--decoder-hidden-channels 16 --decoder-num-layers 2 --no-compile"
+    "--decoder-hidden-channels 16 --decoder-num-layers 2 --decoder-pair-channels 16 --no-compile"
 ).split()
 
 

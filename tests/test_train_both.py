@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 TINY = (
     "--epochs 1 --batch-size 8 --warmup-steps 2 --wandb disabled --device cpu --latent-dim 4 "
     "--encoder-hidden-channels 16 --encoder-num-layers 2 --encoder-num-heads 2 --encoder-num-rbf 8 "
-    "--decoder-hidden-channels 16 --decoder-num-layers 2 --no-compile --precision fp32 --max-frames 16"
+    "--decoder-hidden-channels 16 --decoder-num-layers 2 --decoder-pair-channels 16 --no-compile --precision fp32 "
+    "--max-frames 16"
 )
 
 

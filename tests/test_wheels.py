@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = (
     "--epochs 1 --max-frames 64 --no-compile --wandb disabled --device cpu --batch-size 32 --latent-dim 4 "
     "--encoder-hidden-channels 16 --encoder-num-layers 2 --encoder-num-heads 2 --encoder-num-rbf 8 "
-    "--decoder-hidden-channels 16 --decoder-num-layers 2"
+    "--decoder-hidden-channels 16 --decoder-num-layers 2 --decoder-pair-channels 16"
 ).split()
 # The workspace's build settings of torch-cluster (pyproject.toml, [tool.uv]): its sdist imports
 # torch in setup.py, so it is built against the torch that is installed.

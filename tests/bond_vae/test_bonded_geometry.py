@@ -128,7 +128,7 @@ def test_zero_weights_give_exactly_the_bond_length_loss(aib9):
     model.config.angle_weight, model.config.torsion_weight = 1.0, 3.0
     model.config.relative_chirality_weight = 0.5
     weighted = model.criterion(batch, reconstruction, mu, log_var, beta=1e-3)
-    relative = relative_chirality_loss(reconstruction, batch, model.encoder.quadruplets)
+    relative = relative_chirality_loss(reconstruction, batch, model.quadruplets)
     assert weighted.relative_chirality == relative > 0
     torch.testing.assert_close(weighted.total, old + terms.angle + 3.0 * terms.torsion + 0.5 * relative)
 

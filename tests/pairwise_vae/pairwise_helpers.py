@@ -28,6 +28,8 @@ TINY_MODEL_FLAGS = [
     "16",
     "--decoder-num-layers",
     "2",
+    "--decoder-pair-channels",
+    "16",
 ]
 
 
@@ -73,7 +75,7 @@ def tiny_model_config(lmax: int = 1) -> ModelConfig:
     return ModelConfig(
         latent_dim=4,
         encoder=EncoderConfig(hidden_channels=16, num_layers=2, num_heads=2, num_rbf=8, lmax=lmax),
-        decoder=DecoderConfig(hidden_channels=16, num_layers=2),
+        decoder=DecoderConfig(hidden_channels=16, num_layers=2, pair_channels=16),
     )
 
 

@@ -135,7 +135,6 @@ def bad_inputs(tmp_path, aib9):
         ),
         ("unknown device", ["--device", "tpu"], "tpu"),
         ("validation fraction zero", ["--validation-fraction", "0"], "--validation-fraction"),
-        ("chirality without chiral features", ["--chirality-weight", "1"], "--encoder-chiral-features"),
         (
             "chiral parity on achiral data",
             ["--data", str(full), "--batch-size", "8", "--parity", "chiral"],
@@ -202,12 +201,4 @@ def test_validation_fraction_zero_is_refused_with_one_line(tiny_npz, tmp_path, c
     argv = ["--data", str(tiny_npz), "--batch-size", "8", "--epochs", "1", "--output-dir", str(tmp_path / "runs")]
     err = run_with_one_line_error([*argv, "--validation-fraction", "0"], capsys)
     assert "--validation-fraction" in err
-    assert not (tmp_path / "runs").exists()
-
-
-def test_chirality_weight_without_chiral_features_is_refused(tiny_npz, tmp_path, capsys):
-    """Bug: --chirality-weight with a mirror-blind encoder pulls signed volumes to zero on mirror-symmetric data."""
-    argv = ["--data", str(tiny_npz), "--batch-size", "8", "--epochs", "1", "--output-dir", str(tmp_path / "runs")]
-    err = run_with_one_line_error([*argv, "--chirality-weight", "1.0"], capsys)
-    assert "--chirality-weight" in err and "--encoder-chiral-features" in err
     assert not (tmp_path / "runs").exists()

@@ -1,4 +1,4 @@
-"""E(3) symmetry: encoder and loss invariant, EGNN layer equivariant, decoding driven by z, chirality odd."""
+"""E(3) symmetry: encoder and loss invariant, EGNN layer equivariant, decoding driven by z, signed volumes odd."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pairwise_vae.model.decoder import DistanceBasis, EGNNLayer
 from pairwise_vae.model.encoder import EncoderConfig, ViSMPLayer, ViSNetEncoderMSE
 from pairwise_vae.model.graph import edge_index
 from pairwise_vae.model.losses import (
-    chirality_loss,
     pairwise_distance_loss,
     relative_chirality_loss,
     steric_loss,
@@ -134,40 +133,6 @@ def test_pairwise_loss_is_invariant(positions):
         torch.testing.assert_close(pairwise_distance_loss(moved, other), loss)
 
 
-def test_chiral_option_tells_mirror_images_apart_and_stays_rotation_invariant(aib9, positions):
-    torch.manual_seed(0)
-    config = tiny_model_config()
-    config.encoder.chiral_features = True
-    config.chirality_weight = 1.0
-    model = MODEL_CLASS(
-        config,
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-    ).double()
-    generator = torch.Generator().manual_seed(4)
-    mu, _ = model.encode(positions)
-    rotated_mu, _ = model.encode(positions @ random_orthogonal(False, generator).T + 2.0)
-    mirrored_mu, _ = model.encode(positions @ random_orthogonal(True, generator).T)
-    torch.testing.assert_close(rotated_mu, mu)
-    assert (mirrored_mu - mu).abs().max() > 1e-3
-
-
-def test_chirality_term_is_zero_on_the_target_and_odd_under_reflection(aib9, positions):
-    quadruplets = torsion_quadruplets(torch.from_numpy(aib9.topology.bonds), 58)
-    generator = torch.Generator().manual_seed(6)
-    rotated = positions @ random_orthogonal(False, generator).T + 1.0
-    mirrored = positions @ random_orthogonal(True, generator).T
-    assert chirality_loss(positions, positions, quadruplets) == 0
-    assert chirality_loss(rotated, positions, quadruplets) < 1e-18, "a rotated copy has the same handedness"
-    volumes = normalized_volumes(positions, quadruplets)
-    torch.testing.assert_close(normalized_volumes(mirrored, quadruplets), -volumes)
-    # the mirror image's volumes are -s: the term is the mean of (-s - s)^2 = 4 s^2, dimensionless
-    torch.testing.assert_close(chirality_loss(mirrored, positions, quadruplets), 4 * volumes.pow(2).mean())
-    assert volumes.abs().max() <= 1.0
-    torch.testing.assert_close(chirality_loss(positions * 10.0, positions, quadruplets), positions.new_zeros(()))
-
-
 def test_relative_chirality_term_is_even_under_reflection_and_matches_the_sum_over_pairs(aib9, positions):
     quadruplets = torsion_quadruplets(torch.from_numpy(aib9.topology.bonds), 58)
     generator = torch.Generator().manual_seed(7)
@@ -234,9 +199,8 @@ def test_atom_readout_tells_which_end_of_a_chain_a_kink_is_at(readout):
     tell a kink near one end from the same kink near the other; the per-atom readout must."""
     torch.manual_seed(0)
     n_atoms = 8
-    bonds = torch.stack([torch.arange(n_atoms - 1), torch.arange(1, n_atoms)], dim=1)
     config = EncoderConfig(hidden_channels=16, num_layers=3, num_heads=2, num_rbf=8, readout=readout)
-    encoder = ViSNetEncoderMSE(config, latent_dim=4, bonds=bonds, n_atoms=n_atoms).double()
+    encoder = ViSNetEncoderMSE(config, latent_dim=4, n_atoms=n_atoms).double()
     numbers = torch.full((n_atoms,), 6)
     index = torch.arange(n_atoms, dtype=torch.float64)
     zigzag = torch.stack([1.3 * index, 0.8 * (-1.0) ** index, torch.zeros(n_atoms, dtype=torch.float64)], dim=1)
@@ -258,9 +222,9 @@ def test_atom_readout_tells_which_end_of_a_chain_a_kink_is_at(readout):
 
 def test_narrow_vector_channels_keep_the_encoder_invariant(aib9, positions):
     """Fewer vector than scalar channels (--encoder-vector-channels): fewer weights, the same
-    symmetry; the default (as many as scalar channels) keeps the weights of earlier checkpoints."""
+    symmetry; none (as many as scalar channels) keeps the weights of earlier checkpoints."""
     torch.manual_seed(0)
-    numbers, bond_list = torch.from_numpy(aib9.topology.atomic_numbers), torch.from_numpy(aib9.topology.bonds)
+    numbers = torch.from_numpy(aib9.topology.atomic_numbers)
     configs = {
         channels: EncoderConfig(
             hidden_channels=16, vector_channels=channels, num_layers=3, num_heads=2, num_rbf=8, lmax=2
@@ -268,7 +232,7 @@ def test_narrow_vector_channels_keep_the_encoder_invariant(aib9, positions):
         for channels in (None, 16, 4)
     }
     encoders = {
-        channels: ViSNetEncoderMSE(config, latent_dim=4, bonds=bond_list, n_atoms=len(numbers)).double()
+        channels: ViSNetEncoderMSE(config, latent_dim=4, n_atoms=len(numbers)).double()
         for channels, config in configs.items()
     }
     shapes = {channels: {k: v.shape for k, v in e.state_dict().items()} for channels, e in encoders.items()}

@@ -76,6 +76,7 @@ def test_a_few_optimiser_steps_lower_the_loss(aib9):
 
 def test_steric_weight_adds_the_repulsion_of_overlapping_atoms_to_the_loss(aib9):
     model = make_model(aib9)
+    model.config.relative_chirality_weight = model.config.aligned_weight = 0.0  # the steric term alone
     model.config.steric_weight = 2.0
     positions = torch.from_numpy(aib9.coords[:4])
     squeezed = 0.6 * positions
@@ -112,10 +113,12 @@ def test_aligned_coordinate_loss_against_hand_computation_and_under_e3(aib9):
 
 def test_aligned_weight_adds_the_aligned_term_to_the_total(aib9):
     model = make_model(aib9)
+    assert model.config.aligned_weight == 0.1, "on by default (the measured recipe)"
+    model.config.relative_chirality_weight = model.config.steric_weight = model.config.aligned_weight = 0.0
     positions = torch.from_numpy(aib9.coords[:4])
     shrunk = 0.8 * (positions - positions.mean(dim=1, keepdim=True))
     mu, log_var = torch.zeros(4, model.latent_dim), torch.zeros(4, model.latent_dim)
-    assert model.criterion(positions, shrunk, mu, log_var, beta=0.0).aligned == 0.0, "off by default"
+    assert model.criterion(positions, shrunk, mu, log_var, beta=0.0).aligned == 0.0, "off at weight 0"
     model.config.aligned_weight = 0.5
     terms = model.criterion(positions, shrunk, mu, log_var, beta=0.0)
     torch.testing.assert_close(terms.aligned, aligned_coordinate_loss(shrunk, positions))

@@ -20,12 +20,13 @@ USER_ERRORS = (DataError, CheckpointError, ConfigError)
 
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a bad input or setting into one line on stderr and exit code 1 (no traceback)."""
+    """Turn a bad input or setting into one line on stderr and exit code 1 (2 for a bad config file, a usage
+    error like a bad flag; no traceback)."""
     try:
         yield
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(getattr(error, "exit_code", 1))
 
 
 def parse_checkpoint_command(

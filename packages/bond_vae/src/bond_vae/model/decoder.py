@@ -38,41 +38,47 @@ class DecoderConfig:
 
     hidden_channels: int = field(default=64, metadata={"help": "node channels"})
     pair_channels: int | None = field(
-        default=None,
+        default=32,
         metadata={
             "help": "channels of the pair messages (the (B, N, N, C) tensors that dominate the decoder's time "
             "and memory); none: as --decoder-hidden-channels"
         },
     )
     num_layers: int = field(default=4, metadata={"help": "EGNN layers"})
+    # settings without a flag: internal sizes nobody tunes, and the values of the checkpoints that still
+    # rebuild their models with them
     distance_features: int = field(
-        default=16, metadata={"help": "Gaussian basis functions of the interatomic distance in the messages"}
+        default=16,
+        metadata={"help": "Gaussian basis functions of the interatomic distance in the messages", "flag": False},
     )
     distance_range: float = field(
-        default=20.0, metadata={"help": "the distance basis is spread over 0 to this distance (Angstrom)"}
+        default=20.0,
+        metadata={"help": "the distance basis is spread over 0 to this distance (Angstrom)", "flag": False},
     )
     coarse_channels: int = field(
         default=256,
         metadata={
             "help": "width of the MLP that maps z to a coarse displacement of every atom from the starting "
-            "conformation, which the EGNN layers then refine; 0: none (the layers move the atoms alone)"
+            "conformation, which the EGNN layers then refine; 0: none (the layers move the atoms alone)",
+            "flag": False,
         },
     )
     max_topological_distance: int = field(
-        default=8, metadata={"help": "bond-path lengths above this share one pair embedding"}
+        default=8, metadata={"help": "bond-path lengths above this share one pair embedding", "flag": False}
     )
     coordinate_range: float = field(
-        default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)"}
+        default=5.0, metadata={"help": "bound of the per-pair coordinate weight (tanh x range)", "flag": False}
     )
     latent_input: str = field(
         default="atoms",
         metadata={
             "help": "how z enters the atom features: atoms (a linear map of z of its own for each atom, so each "
-            "atom reads from z what concerns it) or shared (one map for all atoms, added to their embeddings)",
-            "choices": LATENT_INPUTS,
+            "atom reads from z what concerns it) or shared (one map for all atoms, added to their embeddings; "
+            "measured worse, kept for checkpoints trained with it)",
+            "flag": False,
         },
     )
-    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table", "flag": False})
 
 
 class DistanceBasis(nn.Module):

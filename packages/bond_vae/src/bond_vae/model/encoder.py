@@ -9,22 +9,21 @@ the H scalar channels through a linear widening).
 The runtime geometry terms of the paper enter as the inner products ``<vec1, vec2>`` of an
 atom's own vectors (angular information) and of vectors rejected from the bond direction on
 both ends of an edge (dihedral information). All outputs are built from inner products, so
-``mu`` and ``log_var`` are invariant under rotations, translations and reflections, unless
-``chiral_features`` adds parity-odd inputs (signed volumes), which makes them invariant under
-rotations and translations only. ``bond_length_features`` adds the standardised bond lengths
-(invariant) to the pooled features.
+``mu`` and ``log_var`` are invariant under rotations, translations and reflections.
+``bond_length_features`` adds the standardised bond lengths (invariant) to the pooled features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from e3nn import o3
 from torch import nn
 
-from bond_vae.bond_graph import torsion_quadruplets
-from bond_vae.geometry import bond_lengths, signed_volumes
+from bond_vae.config import Retired
+from bond_vae.geometry import bond_lengths
 from bond_vae.model.blocks import (
     CosineCutoff,
     ExpNormalSmearing,
@@ -66,34 +65,28 @@ class EncoderConfig:
             "choices": ENCODER_GRAPHS,
         },
     )
-    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    bond_length_features: bool = field(
+        default=True,
+        metadata={
+            "help": "add every covalent bond's length, standardised by its mean and standard deviation over the "
+            "training frames, as direct inputs of the latent heads: the bond loss scores fluctuations of about "
+            "0.03 A, which reach the latent only faintly through the radial basis of the message passing",
+            "older_records": False,  # checkpoints from before the flag were trained without them
+        },
+    )
+    # settings without a flag: the values of the checkpoints that still rebuild their models with them
+    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table", "flag": False})
     readout: str = field(
         default="atoms",
         metadata={
             "help": "how atom features become the latent: atoms (each atom's features through their own weights, "
             "so the latent knows which residue is in which state) or mean (the mean over atoms, blind to where "
-            "along the chain a feature sits)",
-            "choices": ENCODER_READOUTS,
-        },
-    )
-    chiral_features: bool = field(
-        default=False,
-        metadata={
-            "help": "add parity-odd inputs (signed volumes of bonded atom chains), "
-            "so that mirror images get different latents"
-        },
-    )
-    bond_length_features: bool = field(
-        default=False,
-        metadata={
-            "help": "add every covalent bond's length, standardised by its mean and standard deviation over the "
-            "training frames, as direct inputs of the latent heads: the bond loss scores fluctuations of about "
-            "0.03 A, which reach the latent only faintly through the radial basis of the message passing"
+            "along the chain a feature sits; measured worse, kept for checkpoints trained with it)",
+            "flag": False,
         },
     )
 
-
-CHIRAL_VOLUME_SCALE = 3.0
+    RETIRED: ClassVar[dict[str, Retired]] = {"chiral_features": Retired("--encoder-chiral-features", False)}
 
 
 class NeighborEmbedding(nn.Module):
@@ -303,9 +296,6 @@ class ViSNetEncoder(nn.Module):
         self.register_buffer("bonds", bonds.long().clone(), persistent=False)
         for name, tensor in edge_index(bond_edges(self.bonds, 1, n_atoms), n_atoms)._asdict().items():
             self.register_buffer(f"bond_graph_{name}", tensor, persistent=False)  # one molecule's bond graph
-        self.register_buffer(
-            "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
-        )
         irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
@@ -328,7 +318,6 @@ class ViSNetEncoder(nn.Module):
         self.output_block = GatedEquivariantBlock(hidden, hidden // 2, vector, max(vector // 2, 1))
         self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, max(vector // 2, 1), scalar_only=True)
         self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
-        self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.bond_length_projection = None
         if config.bond_length_features:
             self.register_buffer("bond_length_mean", torch.zeros(len(bonds)))
@@ -391,9 +380,6 @@ class ViSNetEncoder(nn.Module):
             pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
         else:
             pooled = self.atom_readout(x.view(n_molecules, -1))
-        if self.chiral_projection is not None:
-            volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
-            pooled = pooled + self.chiral_projection(torch.tanh(volumes))
         if self.bond_length_projection is not None:
             standardised = (bond_lengths(positions, self.bonds) - self.bond_length_mean) / self.bond_length_scale
             pooled = pooled + self.bond_length_projection(standardised)

@@ -16,7 +16,6 @@ class LossTerms:
     """Scalar loss tensors of one batch.
 
     ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
-    ``chirality``: MSE of normalised signed volumes (dimensionless), zero when its weight is 0;
     ``relative_chirality``: :func:`relative_chirality_loss` (dimensionless), zero when its weight is 0;
     ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
     weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
@@ -27,7 +26,6 @@ class LossTerms:
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
-    chirality: torch.Tensor
     relative_chirality: torch.Tensor
     angle: torch.Tensor
     torsion: torch.Tensor
@@ -35,21 +33,9 @@ class LossTerms:
     aligned: torch.Tensor
 
 
-def kl_per_dimension(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(log_var)) || N(0, 1)) of each latent dimension: (B, D) -> (B, D) in nats."""
-    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var)
-
-
 def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(log_var)) || N(0, I)) per molecule: (B, D) -> (B,) in nats."""
-    return kl_per_dimension(mu, log_var).sum(dim=-1)
-
-
-def free_bits_kl(mu: torch.Tensor, log_var: torch.Tensor, free_bits: float) -> torch.Tensor:
-    """The KL a loss with free bits charges (nats per molecule): sum over latent dimensions of
-    max(free_bits, the batch-mean KL of the dimension), for (B, D) posterior parameters. Below
-    ``free_bits`` a dimension's KL has no gradient."""
-    return kl_per_dimension(mu, log_var).mean(dim=0).clamp_min(free_bits).sum()
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
 
 
 def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -63,31 +49,17 @@ def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: tor
     return (bond_lengths(predicted, pairs) - bond_lengths(target, pairs)).pow(2).mean()
 
 
-def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the normalised signed volumes of bonded atom chains; odd under reflection.
-
-    Each volume is divided by the product of its chain's three bond lengths
-    (:func:`~bond_vae.geometry.normalized_volumes`, in [-1, 1]), so the term is dimensionless: with
-    weight 1, an error of 0.1 in every normalised volume (about 7 degrees of dihedral near 0)
-    adds as much as an error of 0.1 Angstrom in every bond length (0.01).
-
-    Args:
-        predicted: (B, N, 3) coordinates in Angstrom.
-        target: (B, N, 3) coordinates in Angstrom.
-        quadruplets: (Q, 4) atom chains i-j-k-l.
-    """
-    return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
-
-
 def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
 
+    Each volume is divided by the product of its chain's three bond lengths
+    (:func:`~bond_vae.geometry.normalized_volumes`, sin(angle) sin(angle) sin(dihedral), in [-1, 1]).
     With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
     Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
     O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
     which chains twist the same way and which the opposite way, not the overall hand. For a
-    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
-    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2: twice the mean squared volume times
+    the mean squared error of the volumes.
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.

@@ -2,12 +2,12 @@
 
 Loss = mean squared error of the covalent bond lengths of the reconstruction against the
 input (Angstrom^2) + beta * KL(q(z | x) || N(0, I)) with the KL summed over latent
-dimensions and averaged over molecules (with ``free_bits`` F > 0, each dimension's
-batch-mean KL is charged as max(F, KL_i)). Both terms are invariant under rotations,
+dimensions and averaged over molecules. Both terms are invariant under rotations,
 translations and reflections of the input.
 
 Bond lengths alone barely vary between conformations: that loss is minimised by a
-z-independent output with the mean bond lengths, and the latent collapses. Two optional
+z-independent output with the mean bond lengths, and the latent collapses unless the encoder
+reads the bond lengths directly (``EncoderConfig.bond_length_features``, on by default). Two optional
 terms, also E(3)-invariant, add the bonded geometry: ``angle_weight`` x the MSE of the 1-3
 distances (atoms two bonds apart; they fix the bond angles) and ``torsion_weight`` x the MSE
 of the 1-4 distances (three bonds apart; they fix the torsions up to sign), both Angstrom^2.
@@ -24,18 +24,18 @@ the best rotation or reflection, pulls every atom towards its place in the whole
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from bond_vae.bond_graph import pairs_bonds_apart
+from bond_vae.bond_graph import pairs_bonds_apart, torsion_quadruplets
+from bond_vae.config import Retired
 from bond_vae.model.decoder import DecoderConfig, EGNNDecoder
 from bond_vae.model.encoder import EncoderConfig, ViSNetEncoder
 from bond_vae.model.losses import (
     LossTerms,
     aligned_coordinate_loss,
-    chirality_loss,
-    free_bits_kl,
     kl_divergence,
     pair_distance_loss,
     relative_chirality_loss,
@@ -49,33 +49,14 @@ from bond_vae.model.parity import ParityRule, orient_reconstructions, orient_sam
 class ModelConfig:
     """Model: latent space"""
 
-    latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
-    free_bits: float = field(
-        default=0.0,
-        metadata={
-            "help": "nats per latent dimension that the KL term does not charge (free bits, Kingma et al. 2016): "
-            "the loss charges sum_i max(F, KL_i), KL_i the batch-mean KL of dimension i, so the encoder may put up "
-            "to F nats into each dimension at no cost; against the bond loss's collapse (see the README); "
-            "0: the plain KL. Metrics always report the plain KL"
-        },
-    )
-    chirality_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of a parity-odd loss term: MSE of the normalised signed volumes of bonded atom chains "
-            "(volume / product of the 3 bond lengths = sin(angle) sin(angle) sin(dihedral), in [-1, 1]); at weight "
-            "1 an error of 0.1 in them costs as much as a 0.1 Angstrom error of every bond length; "
-            "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
-        },
-    )
+    latent_dim: int = field(default=64, metadata={"help": "dimension of the latent space"})
     relative_chirality_weight: float = field(
         default=0.0,
         metadata={
             "help": "weight of a parity-even loss term: squared error of the products of every two normalised "
-            "signed volumes of bonded atom chains, that is of their relative signs (a helix has all its backbone "
-            "torsions of one sign, a mixed chain of both). A structure and its mirror image have the same "
-            "products, so the loss stays E(3)-invariant and needs no chiral encoder features; near a match it "
-            "weighs about like --chirality-weight; 0: off"
+            "signed volumes of bonded atom chains (volume / product of the 3 bond lengths, in [-1, 1]), that is of "
+            "their relative signs (a helix has all its backbone torsions of one sign, a mixed chain of both). A "
+            "structure and its mirror image have the same products, so the loss stays E(3)-invariant; 0: off"
         },
     )
     angle_weight: float = field(
@@ -120,6 +101,11 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
 
+    RETIRED: ClassVar[dict[str, Retired]] = {
+        "free_bits": Retired("--free-bits", 0.0),
+        "chirality_weight": Retired("--chirality-weight", 0.0),
+    }
+
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
     """The decoder's starting conformation: the frame whose interatomic distances are closest to
@@ -148,8 +134,9 @@ class MolecularVAE(nn.Module):
         parity: how :meth:`sample` and :meth:`reconstruct` orient their output (see
             :mod:`bond_vae.model.parity`); None: ``none``, the decoder's raw output.
 
-    Buffers ``angle_pairs`` and ``torsion_pairs`` ((P, 2) atoms two and three bonds apart) are
-    rebuilt from the bonds and not saved, so checkpoints written without them load.
+    Buffers ``angle_pairs`` and ``torsion_pairs`` ((P, 2) atoms two and three bonds apart),
+    ``steric_pairs`` and ``quadruplets`` ((Q, 4) bonded chains) are rebuilt from the bonds and not
+    saved, so checkpoints written without them load.
     """
 
     def __init__(
@@ -170,6 +157,7 @@ class MolecularVAE(nn.Module):
             pairs = pairs_bonds_apart(bonds.long().cpu().numpy(), n_atoms, hops)
             self.register_buffer(name, torch.from_numpy(pairs), persistent=False)
         self.register_buffer("steric_pairs", steric_pairs(bonds, n_atoms), persistent=False)
+        self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), n_atoms), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds, n_atoms)
         self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
@@ -225,11 +213,9 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
-        if self.config.chirality_weight > 0:
-            chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
-            relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+            relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)
@@ -238,8 +224,7 @@ class MolecularVAE(nn.Module):
             steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
         if self.config.aligned_weight > 0:
             aligned = aligned_coordinate_loss(reconstruction, positions)
-        charged_kl = free_bits_kl(mu, log_var, self.config.free_bits) if self.config.free_bits > 0 else kl
-        total = reconstruction_loss + beta * charged_kl + self.config.chirality_weight * chirality
+        total = reconstruction_loss + beta * kl
         weighted = (
             (self.config.relative_chirality_weight, relative_chirality),
             (self.config.angle_weight, angle),
@@ -254,7 +239,6 @@ class MolecularVAE(nn.Module):
             total=total,
             reconstruction=reconstruction_loss,
             kl=kl,
-            chirality=chirality,
             relative_chirality=relative_chirality,
             angle=angle,
             torsion=torsion,

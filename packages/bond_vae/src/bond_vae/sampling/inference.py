@@ -43,7 +43,7 @@ def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[Confor
     dataset = load_dataset(run.data, run.topology, run.select, run.stride)
     if not np.array_equal(dataset.topology.atomic_numbers, topology_from_checkpoint(checkpoint).atomic_numbers):
         raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
-    train, validation = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.seed)
+    train, validation = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.split_seed)
     return dataset, train, validation
 
 

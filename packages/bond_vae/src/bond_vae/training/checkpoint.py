@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bond_vae import __version__
-from bond_vae.config import from_dict, to_dict
+from bond_vae.config import ConfigError, from_dict, to_dict
 from bond_vae.data.records import Topology
 from bond_vae.model.parity import ParityRule
 from bond_vae.model.vae import MolecularVAE
@@ -177,6 +177,8 @@ def config_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoi
     """The training settings a checkpoint was written with."""
     try:
         return from_dict(TrainConfig, payload["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: checkpoint holds no valid training settings ({error})") from None
 
@@ -218,8 +220,8 @@ def restore_optimisation(
 
 def model_from_checkpoint(payload: dict[str, Any], path: Path | str = "checkpoint") -> MolecularVAE:
     """Rebuild the model recorded in a loaded checkpoint, weights included."""
+    model_config = config_from_checkpoint(payload, path).model
     try:
-        model_config = config_from_checkpoint(payload, path).model
         topology = payload["topology"]
         n_atoms = topology["atomic_numbers"].shape[0]
         parity = ParityRule.from_record(payload.get("parity"))

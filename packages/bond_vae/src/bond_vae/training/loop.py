@@ -39,7 +39,6 @@ STEP_METRICS = (
     "loss",
     "reconstruction",
     "kl",
-    "chirality",
     "relative_chirality",
     "angle",
     "torsion",

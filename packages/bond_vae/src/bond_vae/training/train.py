@@ -11,13 +11,20 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bond_vae import __version__
 from bond_vae.cli import exit_on_user_error
-from bond_vae.config import ConfigError, add_dataclass_arguments, dataclass_from_namespace, explicit_flags
+from bond_vae.config import (
+    ConfigError,
+    add_dataclass_arguments,
+    config_file_values,
+    dataclass_from_namespace,
+    explicit_flags,
+)
 from bond_vae.data.dataset import load_dataset
 from bond_vae.data.records import ConformationDataset
 from bond_vae.data.split import training_split
@@ -67,23 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"bond_vae {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings from a YAML (.yaml, .yml) or TOML (.toml) file of 'flag: value' lines, flags named "
+        "without the leading dashes (e.g. encoder_num_layers: 3); flags on the command line override them",
+    )
     add_dataclass_arguments(parser, TrainConfig)
     return parser
 
 
 def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
-    """Turn the command line into a config (and the checkpoint to resume from, if any).
+    """Turn the command line (and its ``--config`` file) into a config (and the checkpoint to resume from,
+    if any).
 
+    A config file's settings replace the defaults, and flags on the command line replace them.
     With ``--resume`` the run keeps its own settings; only those in ``RESUME_OVERRIDABLE``
-    may be given again.
+    may be given again (on the command line or in the file).
     """
     parser = build_parser()
-    config = dataclass_from_namespace(TrainConfig, parser.parse_args(argv))
+    namespace = parser.parse_args(argv)
+    file_settings = {}
+    if namespace.config is not None:
+        file_settings = config_file_values(parser, TrainConfig, namespace.config)
+        parser.set_defaults(**file_settings)
+        namespace = parser.parse_args(argv)
+    config = dataclass_from_namespace(TrainConfig, namespace)
     checkpoint = None
     if config.resume is not None:
         checkpoint = load_checkpoint(config.resume)
         saved = config_from_checkpoint(checkpoint, config.resume)
-        for name in explicit_flags(parser, argv) & set(RESUME_OVERRIDABLE):
+        for name in (explicit_flags(parser, argv) | set(file_settings)) & set(RESUME_OVERRIDABLE):
             setattr(saved, name, getattr(config, name))
         saved.resume = config.resume
         config = saved
@@ -100,7 +122,7 @@ def build_run(
     amp = uses_bf16(config.precision, device)
     train_frames, validation_frames = (
         torch.from_numpy(frames - frames.mean(axis=1, keepdims=True))
-        for frames in training_split(dataset.coords, config.max_frames, config.validation_fraction, config.seed)
+        for frames in training_split(dataset.coords, config.max_frames, config.validation_fraction, config.split_seed)
     )
     if len(train_frames) < config.batch_size * ranks.world_size:
         raise ConfigError(

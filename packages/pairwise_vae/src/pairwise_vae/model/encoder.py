@@ -9,21 +9,19 @@ the H scalar channels through a linear widening).
 The runtime geometry terms of the paper enter as the inner products ``<vec1, vec2>`` of an
 atom's own vectors (angular information) and of vectors rejected from the bond direction on
 both ends of an edge (dihedral information). All outputs are built from inner products, so
-``mu`` and ``log_var`` are invariant under rotations, translations and reflections, unless
-``chiral_features`` adds parity-odd inputs (signed volumes), which makes them invariant under
-rotations and translations only.
+``mu`` and ``log_var`` are invariant under rotations, translations and reflections.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from e3nn import o3
 from torch import nn
 
-from pairwise_vae.bond_graph import torsion_quadruplets
-from pairwise_vae.geometry import signed_volumes
+from pairwise_vae.config import Retired
 from pairwise_vae.model.blocks import (
     CosineCutoff,
     ExpNormalSmearing,
@@ -44,40 +42,34 @@ LOG_VAR_INIT_WEIGHT_SCALE = 0.1
 class EncoderConfig:
     """Encoder: ViSNet on the radius graph (lengths in Angstrom)"""
 
-    hidden_channels: int = field(default=64, metadata={"help": "scalar channels (and vector channels, by default)"})
+    hidden_channels: int = field(default=64, metadata={"help": "scalar channels"})
     vector_channels: int | None = field(
-        default=None,
+        default=16,
         metadata={
             "help": "vector channels (each a copy of the spherical harmonics of degree 1..lmax); fewer than the "
             "scalar channels make the encoder cheaper (the vector terms are about half its work); "
-            "none: as --encoder-hidden-channels"
+            "none: as --encoder-hidden-channels",
+            "older_records": None,  # checkpoints from before the flag had as many as scalar channels
         },
     )
-    num_layers: int = field(default=4, metadata={"help": "ViS-MP layers"})
+    num_layers: int = field(default=3, metadata={"help": "ViS-MP layers"})
     num_heads: int = field(default=8, metadata={"help": "attention heads (must divide the channels)"})
     num_rbf: int = field(default=32, metadata={"help": "exp-normal radial basis functions"})
     lmax: int = field(default=1, metadata={"help": "highest degree of the spherical harmonics", "choices": (1, 2, 3)})
-    cutoff: float = field(default=5.0, metadata={"help": "radial cutoff in Angstrom"})
-    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table"})
+    cutoff: float = field(default=4.0, metadata={"help": "radial cutoff in Angstrom"})
+    # settings without a flag: the values of the checkpoints that still rebuild their models with them
+    max_atomic_number: int = field(default=100, metadata={"help": "size of the element embedding table", "flag": False})
     readout: str = field(
         default="atoms",
         metadata={
             "help": "how atom features become the latent: atoms (each atom's features through their own weights, "
             "so the latent knows which residue is in which state) or mean (the mean over atoms, blind to where "
-            "along the chain a feature sits)",
-            "choices": ENCODER_READOUTS,
-        },
-    )
-    chiral_features: bool = field(
-        default=False,
-        metadata={
-            "help": "add parity-odd inputs (signed volumes of bonded atom chains), "
-            "so that mirror images get different latents"
+            "along the chain a feature sits; measured worse, kept for checkpoints trained with it)",
+            "flag": False,
         },
     )
 
-
-CHIRAL_VOLUME_SCALE = 3.0
+    RETIRED: ClassVar[dict[str, Retired]] = {"chiral_features": Retired("--encoder-chiral-features", False)}
 
 
 class NeighborEmbedding(nn.Module):
@@ -275,20 +267,16 @@ class ViSNetEncoderMSE(nn.Module):
     Args:
         config: hyper-parameters.
         latent_dim: dimension D of the latent space.
-        bonds: (n_bonds, 2) covalent bonds; their chains give the chiral features.
         n_atoms: atoms N of the molecule (the ``atoms`` readout has weights for each).
     """
 
-    def __init__(self, config: EncoderConfig, latent_dim: int, bonds: torch.Tensor, n_atoms: int) -> None:
+    def __init__(self, config: EncoderConfig, latent_dim: int, n_atoms: int) -> None:
         super().__init__()
         if config.readout not in ENCODER_READOUTS:
             raise ValueError(f"encoder readout must be one of {ENCODER_READOUTS}, got {config.readout!r}")
         self.config = config
         hidden = config.hidden_channels
         vector = config.vector_channels or hidden
-        self.register_buffer(
-            "quadruplets", torsion_quadruplets(bonds.long().cpu(), int(bonds.max()) + 1), persistent=False
-        )
         irreps_sh = o3.Irreps.spherical_harmonics(config.lmax)[1:]
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
@@ -311,7 +299,6 @@ class ViSNetEncoderMSE(nn.Module):
         self.output_block = GatedEquivariantBlock(hidden, hidden // 2, vector, max(vector // 2, 1))
         self.readout_block = GatedEquivariantBlock(hidden // 2, hidden, max(vector // 2, 1), scalar_only=True)
         self.atom_readout = nn.Linear(n_atoms * hidden, hidden) if config.readout == "atoms" else None
-        self.chiral_projection = nn.Linear(len(self.quadruplets), hidden) if config.chiral_features else None
         self.mu_head = nn.Linear(hidden, latent_dim)
         self.log_var_head = nn.Linear(hidden, latent_dim)
         with torch.no_grad():
@@ -353,7 +340,4 @@ class ViSNetEncoderMSE(nn.Module):
             pooled = x.view(n_molecules, n_atoms, -1).mean(dim=1)
         else:
             pooled = self.atom_readout(x.view(n_molecules, -1))
-        if self.chiral_projection is not None:
-            volumes = signed_volumes(positions, self.quadruplets) / CHIRAL_VOLUME_SCALE
-            pooled = pooled + self.chiral_projection(torch.tanh(volumes))
         return self.mu_head(pooled), self.log_var_head(pooled)

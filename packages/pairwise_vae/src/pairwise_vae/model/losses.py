@@ -15,17 +15,16 @@ class LossTerms:
     """Scalar loss tensors of one batch.
 
     ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
-    (nats); ``chirality``: MSE of normalised signed volumes and ``relative_chirality``: MSE of
-    their pairwise products (both dimensionless); ``steric``: summed squared shortfall of
+    (nats); ``relative_chirality``: MSE of the pairwise products of normalised signed volumes
+    (dimensionless, :func:`relative_chirality_loss`); ``steric``: summed squared shortfall of
     distant pairs (Angstrom^2, :func:`steric_loss`); ``aligned``: mean squared displacement
-    after superposition (Angstrom^2, :func:`aligned_coordinate_loss`); each of the last four
+    after superposition (Angstrom^2, :func:`aligned_coordinate_loss`); each of the last three
     zero when its weight is 0.
     """
 
     total: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
-    chirality: torch.Tensor
     relative_chirality: torch.Tensor
     steric: torch.Tensor
     aligned: torch.Tensor
@@ -71,31 +70,17 @@ def distance_weights(coords: torch.Tensor, sigma_floor: float) -> torch.Tensor:
     return (weights / weights.mean()).float()
 
 
-def chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of the normalised signed volumes of bonded atom chains; odd under reflection.
-
-    Each volume is divided by the product of its chain's three bond lengths
-    (:func:`~pairwise_vae.geometry.normalized_volumes`, in [-1, 1]), so the term is dimensionless: with
-    weight 1, an error of 0.1 in every normalised volume (about 7 degrees of dihedral near 0)
-    adds as much as an error of 0.1 Angstrom in every interatomic distance (0.01).
-
-    Args:
-        predicted: (B, N, 3) coordinates in Angstrom.
-        target: (B, N, 3) coordinates in Angstrom.
-        quadruplets: (Q, 4) atom chains i-j-k-l.
-    """
-    return (normalized_volumes(predicted, quadruplets) - normalized_volumes(target, quadruplets)).pow(2).mean()
-
-
 def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the products s_a s_b of every two normalised signed volumes; even under reflection.
 
+    Each volume is divided by the product of its chain's three bond lengths
+    (:func:`~pairwise_vae.geometry.normalized_volumes`, sin(angle) sin(angle) sin(dihedral), in [-1, 1]).
     With s and t the (Q,) normalised volumes of a prediction and its target, the mean over all
     Q^2 pairs (a, b) of (s_a s_b - t_a t_b)^2 is (|s|^4 + |t|^4 - 2 (s . t)^2) / Q^2, computed in
     O(Q). It is zero exactly when s = t or s = -t (the target or its mirror image), so it sees
     which chains twist the same way and which the opposite way, not the overall hand. For a
-    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2 (twice the mean squared volume times
-    the chirality MSE), so its weight means about what ``--chirality-weight`` means.
+    small error e = s - t it is about 2 |e|^2 |t|^2 / Q^2: twice the mean squared volume times
+    the mean squared error of the volumes.
 
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.

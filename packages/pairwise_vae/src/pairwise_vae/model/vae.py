@@ -13,24 +13,27 @@ for all. Bonds (3 % of the pairs) then carry 13 % of the weight and bond angles 
 decoder learns local geometry along with the global shape (``--distance-sigma-floor none``:
 the plain mean).
 
-Optional terms, each off at weight 0 (:class:`ModelConfig`): signed-volume terms (parity-odd
-and parity-even), a steric repulsion, and an aligned-coordinate MSE after the best rotation or
-reflection, which frees the decoder from local minima of the distance loss.
+Further terms (:class:`ModelConfig`, each off at weight 0): a parity-even signed-volume term
+(relative chirality, weight 1), a steric repulsion (weight 1), and an aligned-coordinate MSE
+after the best rotation or reflection (weight 0.1), which frees the decoder from local minima
+of the distance loss.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from pairwise_vae.bond_graph import torsion_quadruplets
+from pairwise_vae.config import Retired
 from pairwise_vae.model.decoder import DecoderConfig, EGNNDecoderMSE
 from pairwise_vae.model.encoder import EncoderConfig, ViSNetEncoderMSE
 from pairwise_vae.model.losses import (
     LossTerms,
     aligned_coordinate_loss,
-    chirality_loss,
     kl_divergence,
     pairwise_distance_loss,
     relative_chirality_loss,
@@ -45,27 +48,17 @@ class ModelConfig:
     """Model: latent space"""
 
     latent_dim: int = field(default=32, metadata={"help": "dimension of the latent space"})
-    chirality_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of a parity-odd loss term: MSE of the normalised signed volumes of bonded atom chains "
-            "(volume / product of the 3 bond lengths = sin(angle) sin(angle) sin(dihedral), in [-1, 1]); at weight "
-            "1 an error of 0.1 in them costs as much as a 0.1 Angstrom error of every interatomic distance; "
-            "0 keeps the loss mirror-blind; needs --encoder-chiral-features"
-        },
-    )
     relative_chirality_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
             "help": "weight of a parity-even loss term: squared error of the products of every two normalised "
-            "signed volumes of bonded atom chains, that is of their relative signs (a helix has all its backbone "
-            "torsions of one sign, a mixed chain of both). A structure and its mirror image have the same "
-            "products, so the loss stays E(3)-invariant and needs no chiral encoder features; near a match it "
-            "weighs about like --chirality-weight; 0: off"
+            "signed volumes of bonded atom chains (volume / product of the 3 bond lengths, in [-1, 1]), that is of "
+            "their relative signs (a helix has all its backbone torsions of one sign, a mixed chain of both). A "
+            "structure and its mirror image have the same products, so the loss stays E(3)-invariant; 0: off"
         },
     )
     steric_weight: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
             "help": "weight of a repulsion term: the squared shortfall below --steric-distance of every distance "
             "between atoms at least 4 bonds apart, summed over the pairs of a molecule (Angstrom^2). The distance "
@@ -81,13 +74,14 @@ class ModelConfig:
         },
     )
     aligned_weight: float = field(
-        default=0.0,
+        default=0.1,
         metadata={
             "help": "weight of an aligned-coordinate term: the mean squared displacement of the atoms (Angstrom^2) "
             "after superposing the reconstruction on its input by the best rotation or reflection (Kabsch), so "
             "E(3)-invariant like the distance loss. A distance loss has local minima where part of the chain sits "
             "on the wrong side of the rest (AIB9's mixed helices, see README); this term pulls every atom straight "
-            "to its place (as AlphaFold 3 pairs an aligned MSE with a distance loss); 0: off"
+            "to its place (as AlphaFold 3 pairs an aligned MSE with a distance loss); 0: off",
+            "older_records": 0.0,  # checkpoints from before the term trained without it
         },
     )
     distance_sigma_floor: float | None = field(
@@ -100,6 +94,8 @@ class ModelConfig:
     )
     encoder: EncoderConfig = field(default_factory=EncoderConfig, metadata={"prefix": "encoder_"})
     decoder: DecoderConfig = field(default_factory=DecoderConfig, metadata={"prefix": "decoder_"})
+
+    RETIRED: ClassVar[dict[str, Retired]] = {"chirality_weight": Retired("--chirality-weight", 0.0)}
 
 
 def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
@@ -151,7 +147,9 @@ class MolecularVAEMSE(nn.Module):
         self.register_buffer("distance_weights", pair_weights.float().clone())
         # derived from the bonds, so not stored in checkpoints
         self.register_buffer("steric_pairs", steric_pairs(bonds, atomic_numbers.shape[0]), persistent=False)
-        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, bonds, atomic_numbers.shape[0])
+        quadruplets = torsion_quadruplets(bonds.long().cpu(), atomic_numbers.shape[0])
+        self.register_buffer("quadruplets", quadruplets, persistent=False)
+        self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, atomic_numbers.shape[0])
         self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
 
     @property
@@ -206,11 +204,9 @@ class MolecularVAEMSE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
         kl = kl_divergence(mu, log_var).mean()
-        chirality = relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
-        if self.config.chirality_weight > 0:
-            chirality = chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+        relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
-            relative_chirality = relative_chirality_loss(reconstruction, positions, self.encoder.quadruplets)
+            relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
         if self.config.steric_weight > 0:
             steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
         if self.config.aligned_weight > 0:
@@ -218,7 +214,6 @@ class MolecularVAEMSE(nn.Module):
         total = (
             reconstruction_loss
             + beta * kl
-            + self.config.chirality_weight * chirality
             + self.config.relative_chirality_weight * relative_chirality
             + self.config.steric_weight * steric
             + self.config.aligned_weight * aligned
@@ -227,7 +222,6 @@ class MolecularVAEMSE(nn.Module):
             total=total,
             reconstruction=reconstruction_loss,
             kl=kl,
-            chirality=chirality,
             relative_chirality=relative_chirality,
             steric=steric,
             aligned=aligned,

@@ -80,14 +80,14 @@ class TrainConfig:
         },
     )
     batch_size: int = field(
-        default=64,
+        default=32,
         metadata={"help": "molecules per optimiser step and device (with --devices N a step sees N times as many)"},
     )
-    learning_rate: float = field(default=5e-4, metadata={"help": "peak AdamW learning rate"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
-    beta: float = field(default=1e-3, metadata={"help": "weight of the KL term"})
+    beta: float = field(default=2e-5, metadata={"help": "weight of the KL term"})
     beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
     validation_fraction: float = field(
         default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"}
@@ -95,7 +95,15 @@ class TrainConfig:
     max_frames: int | None = field(
         default=None, metadata={"help": "use only N frames, evenly spaced over the data (quick runs)"}
     )
-    seed: int = field(default=0, metadata={"help": "seed of the split, initialisation, data order and noise"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, data order and noise"})
+    split_seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the train/validation split alone: runs with other --seed values and the same "
+            "--split-seed validate on the same frames",
+            "older_records_use": "seed",  # runs before --split-seed split with --seed
+        },
+    )
     parity: str = field(
         default="auto",
         metadata={
@@ -169,7 +177,7 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
-        weights = ("chirality_weight", "relative_chirality_weight", "steric_weight", "aligned_weight")
+        weights = ("relative_chirality_weight", "steric_weight", "aligned_weight")
         for name in weights:
             if getattr(self.model, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self.model, name):g}")
@@ -193,9 +201,4 @@ class TrainConfig:
             raise ConfigError(
                 f"--log-checkpoints uploads to W&B and needs --wandb online, got --wandb {self.wandb} "
                 "(the checkpoints stay in the run folder either way)"
-            )
-        if self.model.chirality_weight > 0 and not self.model.encoder.chiral_features:
-            raise ConfigError(
-                "--chirality-weight needs --encoder-chiral-features: without them the encoder gives a structure "
-                "and its mirror image the same latent, and the term pulls signed volumes towards zero"
             )

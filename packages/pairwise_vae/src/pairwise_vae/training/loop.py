@@ -34,7 +34,7 @@ from pairwise_vae.training.validation import (
     write_sample_molecules,
 )
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "chirality", "relative_chirality", "steric", "aligned", "grad_norm")
+STEP_METRICS = ("loss", "reconstruction", "kl", "relative_chirality", "steric", "aligned", "grad_norm")
 
 
 def rank_slice(order: torch.Tensor, batch_in_epoch: int, batch_size: int, ranks: Ranks) -> torch.Tensor:
@@ -150,7 +150,6 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
                 terms.total,
                 terms.reconstruction,
                 terms.kl,
-                terms.chirality,
                 terms.relative_chirality,
                 terms.steric,
                 terms.aligned,

@@ -1,0 +1,241 @@
+"""The flags of pairwise-vae-train: `none` for optional settings, the recipe as defaults, retired
+options, and --split-seed."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+import numpy as np
+import pytest
+import torch
+from pairwise_helpers import make_model, tiny_model_config
+from pairwise_vae.config import ConfigError, _unwrap_optional, from_dict, to_dict
+from pairwise_vae.data.dataset import load_dataset
+from pairwise_vae.data.split import training_split
+from pairwise_vae.sampling.inference import run_split
+from pairwise_vae.training.checkpoint import (
+    CheckpointError,
+    Progress,
+    load_checkpoint,
+    model_from_checkpoint,
+    model_payload,
+    save_checkpoint,
+    training_payload,
+)
+from pairwise_vae.training.config import TrainConfig
+from pairwise_vae.training.train import build_parser, build_run, main, parse_config
+
+RETIRED_FLAGS = (
+    "--chirality-weight",
+    "--encoder-chiral-features",
+    "--encoder-readout",
+    "--decoder-latent-input",
+    "--encoder-max-atomic-number",
+    "--decoder-max-atomic-number",
+    "--decoder-distance-features",
+    "--decoder-distance-range",
+    "--decoder-coordinate-range",
+    "--decoder-coarse-channels",
+    "--decoder-max-topological-distance",
+)
+
+
+def optional_flags() -> list[str]:
+    """Every flag whose setting may be None (``X | None`` fields, nested ones included)."""
+    parser = build_parser()
+    defaults = TrainConfig()
+    flags = []
+
+    def visit(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            annotation, optional = _unwrap_optional(hints[field.name])
+            if dataclasses.is_dataclass(annotation):
+                visit(annotation, prefix + field.metadata.get("prefix", ""))
+            elif optional and field.metadata.get("flag", True):
+                flags.append("--" + (prefix + field.name).replace("_", "-"))
+
+    visit(type(defaults), "")
+    assert all(any(flag in action.option_strings for action in parser._actions) for flag in flags)
+    return flags
+
+
+def test_the_optional_flags_are_the_expected_ones():
+    assert set(optional_flags()) == {
+        "--data",
+        "--topology",
+        "--select",
+        "--run-name",
+        "--max-minutes",
+        "--max-frames",
+        "--resume",
+        "--distance-sigma-floor",
+        "--encoder-vector-channels",
+        "--decoder-pair-channels",
+    }
+
+
+@pytest.mark.parametrize("flag", optional_flags())
+@pytest.mark.parametrize("word", ["none", "None", "NONE"])
+def test_every_optional_flag_takes_none(flag, word):
+    """Bug: '--distance-sigma-floor none' failed with "invalid float value: 'none'" (and so did every
+    optional number, path and name), though the help offers none."""
+    namespace = build_parser().parse_args([flag, word])
+    assert getattr(namespace, flag[2:].replace("-", "_")) is None
+
+
+def test_none_reaches_the_config_and_a_number_still_parses():
+    config, _ = parse_config(["--distance-sigma-floor", "none", "--decoder-pair-channels", "none"])
+    assert config.model.distance_sigma_floor is None and config.model.decoder.pair_channels is None
+    config, _ = parse_config(["--distance-sigma-floor", "0.5", "--max-frames", "100"])
+    assert config.model.distance_sigma_floor == 0.5 and config.max_frames == 100
+
+
+def test_a_bad_optional_number_is_still_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--distance-sigma-floor", "nothing"])
+    assert exit_info.value.code == 2
+    assert "--distance-sigma-floor: invalid float value: 'nothing'" in capsys.readouterr().err
+
+
+def test_no_flags_give_the_measured_recipe():
+    """pairwise_vae's recipe (reconstructions 0.36 / 0.46 A, 6 of 6 with --prior mixture --torsion-noise
+    --relax in 30 CPU minutes) is the default."""
+    config, _ = parse_config([])
+    assert (config.batch_size, config.learning_rate, config.beta) == (32, 3e-3, 2e-5)
+    model = config.model
+    assert (model.relative_chirality_weight, model.steric_weight, model.aligned_weight) == (1.0, 1.0, 0.1)
+    assert (model.encoder.num_layers, model.encoder.cutoff, model.encoder.vector_channels) == (3, 4.0, 16)
+    assert model.decoder.pair_channels == 32
+    # everything else as before
+    assert (model.latent_dim, model.distance_sigma_floor, model.steric_distance) == (32, 0.3, 2.6)
+    assert (model.encoder.hidden_channels, model.decoder.hidden_channels, model.decoder.num_layers) == (64, 64, 4)
+    assert (config.epochs, config.weight_decay, config.warmup_steps, config.beta_warmup_epochs) == (50, 1e-4, 300, 5.0)
+
+
+@pytest.mark.parametrize("flag", RETIRED_FLAGS)
+def test_retired_flags_are_gone(flag, capsys):
+    assert flag not in build_parser().format_help()
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([flag, "1"])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_flag_count():
+    """57 flags before 0.3: 11 retired, --config and --split-seed added."""
+    flags = [a for a in build_parser()._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+    assert len(flags) == 48
+
+
+def current_record(**model_changes) -> dict:
+    """The settings a checkpoint of today records (``to_dict`` of a config), with some model settings changed."""
+    record = to_dict(TrainConfig(model=tiny_model_config()))
+    record["model"].update(model_changes)
+    return record
+
+
+def test_records_with_the_retired_options_at_their_inert_values_load():
+    record = current_record(chirality_weight=0.0)
+    record["model"]["encoder"]["chiral_features"] = False
+    assert from_dict(TrainConfig, record) == TrainConfig(model=tiny_model_config())
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "flag"),
+    [
+        (None, "chirality_weight", 0.3, "--chirality-weight 0.3"),
+        ("encoder", "chiral_features", True, "--encoder-chiral-features"),
+    ],
+)
+def test_a_checkpoint_trained_with_a_retired_option_is_refused_with_one_line(
+    aib9, tmp_path, capsys, section, name, value, flag
+):
+    config = TrainConfig(model=tiny_model_config())
+    payload = model_payload(config, aib9.topology, make_model(aib9))
+    (payload["config"]["model"] if section is None else payload["config"]["model"][section])[name] = value
+    path = tmp_path / "retired.pt"
+    save_checkpoint(path, payload)
+    expected = f"{path}: written with {flag}, retired in 0.3; use pairwise_vae 0.2"
+    with pytest.raises(ConfigError, match="written with"):
+        from_dict(TrainConfig, payload["config"])
+    with pytest.raises(CheckpointError) as error:
+        model_from_checkpoint(load_checkpoint(path), path)
+    assert str(error.value) == expected
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--resume", str(path), "--device", "cpu", "--no-compile", "--wandb", "disabled"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == f"error: {expected}"
+
+
+def test_records_from_before_a_setting_existed_keep_the_behaviour_they_were_trained_with():
+    """A checkpoint without --split-seed split with --seed; one without --aligned-weight or
+    --encoder-vector-channels trained without the term and with as many vector as scalar channels,
+    whatever today's defaults."""
+    record = current_record()
+    record["seed"] = 7
+    del record["split_seed"]
+    del record["model"]["aligned_weight"]
+    del record["model"]["encoder"]["vector_channels"]
+    config = from_dict(TrainConfig, record)
+    assert (config.seed, config.split_seed) == (7, 7)
+    assert config.model.aligned_weight == 0.0 and config.model.encoder.vector_channels is None
+    assert from_dict(TrainConfig, current_record()).model.aligned_weight == 0.1
+
+
+def validation_frames(data, **settings) -> np.ndarray:
+    """The validation frames of a run as the train command builds it (no training)."""
+    config = TrainConfig(data=data, batch_size=4, device="cpu", compile=False, model=tiny_model_config(), **settings)
+    run = build_run(config, load_dataset(data), None)
+    return run.validation_coords.numpy()
+
+
+def test_the_split_seed_alone_chooses_the_validation_frames(tiny_npz):
+    """Bug: one --seed set both the split and the initialisation, so a second seed validated on other frames."""
+    first = validation_frames(tiny_npz, seed=0)
+    assert np.array_equal(validation_frames(tiny_npz, seed=1), first), "another --seed, the same validation frames"
+    assert not np.array_equal(validation_frames(tiny_npz, seed=0, split_seed=3), first)
+    dataset = load_dataset(tiny_npz)
+    _, expected = training_split(dataset.coords, None, 0.1, 3)
+    expected = expected - expected.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(validation_frames(tiny_npz, seed=0, split_seed=3), expected, atol=1e-6)
+
+
+def test_flags_and_checkpoints_carry_both_seeds(aib9, tiny_npz, tmp_path):
+    config, _ = parse_config(["--seed", "4", "--split-seed", "2"])
+    assert (config.seed, config.split_seed) == (4, 2)
+    config = TrainConfig(data=tiny_npz, seed=4, split_seed=2, model=tiny_model_config())
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, model_payload(config, aib9.topology, make_model(aib9)))
+    checkpoint = load_checkpoint(path)
+    assert (checkpoint["config"]["seed"], checkpoint["config"]["split_seed"]) == (4, 2)
+    dataset = load_dataset(tiny_npz)
+    _, train, validation = run_split(checkpoint, path)
+    expected_train, expected_validation = training_split(dataset.coords, None, 0.1, 2)
+    assert np.array_equal(validation, expected_validation) and np.array_equal(train, expected_train)
+
+
+def test_an_older_checkpoint_without_a_split_seed_keeps_the_split_it_trained_on(aib9, tiny_npz, tmp_path):
+    config = TrainConfig(data=tiny_npz, seed=5, model=tiny_model_config())
+    payload = model_payload(config, aib9.topology, make_model(aib9))
+    del payload["config"]["split_seed"]
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, payload)
+    _, _, validation = run_split(load_checkpoint(path), path)
+    _, expected = training_split(load_dataset(tiny_npz).coords, None, 0.1, 5)
+    assert np.array_equal(validation, expected)
+    assert not np.array_equal(validation, training_split(load_dataset(tiny_npz).coords, None, 0.1, 0)[1])
+
+
+def test_resume_keeps_the_split_seed(aib9, tiny_npz, tmp_path):
+    config = TrainConfig(data=tiny_npz, seed=1, split_seed=6, model=tiny_model_config())
+    model = make_model(aib9)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    path = tmp_path / "last.pt"
+    payload = training_payload(config, aib9.topology, model, optimizer, scheduler, Progress(), torch.device("cpu"))
+    save_checkpoint(path, payload)
+    resumed, _ = parse_config(["--resume", str(path), "--split-seed", "9", "--seed", "3"])
+    assert (resumed.seed, resumed.split_seed) == (1, 6)
