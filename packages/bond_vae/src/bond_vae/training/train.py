@@ -56,6 +56,7 @@ from bond_vae.training.distributed import (
     wait_for_all,
 )
 from bond_vae.training.loop import Outcome, StopRequested, TrainingRun, fit, training_network
+from bond_vae.training.memory import check_memory
 from bond_vae.training.run_log import RunLog, new_run_folder
 from bond_vae.training.sampler_fit import store_fitted_samplers
 from bond_vae.training.schedule import TimeBudget, initial_schedule, learning_rate_scheduler, saved_schedule
@@ -273,6 +274,8 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     if ranks.distributed:
         init_process_group(ranks, device_for_rank(config.device, ranks))
     dataset = load_dataset(config.data, config.topology, config.select, config.stride)
+    if not ranks.distributed:  # the command that launched a data-parallel run checked it for all its processes
+        check_memory(config, dataset, device_for_rank(config.device, ranks))
     run = build_run(config, dataset, checkpoint, ranks)
     run_dir = None
     if ranks.is_main:
@@ -324,9 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                 config.devices = ranks.world_size
             if config.devices > 1 and not ranks.distributed:
                 check_device_count(config.device, config.devices)
-                load_dataset(
-                    config.data, config.topology, config.select, config.stride
-                )  # a bad file: one message here, not one per rank
+                # a bad file or too little memory: one message here, not one per rank
+                dataset = load_dataset(config.data, config.topology, config.select, config.stride)
+                check_memory(config, dataset, device_for_rank(config.device, Ranks()), config.devices)
                 print(f"launching {config.devices} data-parallel processes", file=sys.stderr)
                 code = launch_local_ranks(config.devices, "bond_vae", argv)
             else:
