@@ -183,6 +183,24 @@ def test_aligned_weight_adds_the_aligned_term_to_the_total(aib9):
     torch.testing.assert_close(terms.total, off.total + 0.5 * terms.aligned)
 
 
+def test_a_non_finite_batch_gives_a_non_finite_aligned_term_not_an_svd_error(aib9):
+    """Bug: with the aligned term on (the default since 0.3), a NaN coordinate made the SVD raise
+    LinAlgError and killed the run, where the trainer should skip the step as for any non-finite loss."""
+    positions = torch.from_numpy(aib9.coords[:3])
+    shrunk = 0.8 * (positions - positions.mean(dim=1, keepdim=True))
+    poisoned = shrunk.clone()
+    poisoned[1, 5, 0] = float("nan")
+    assert torch.isnan(aligned_coordinate_loss(poisoned, positions))
+    infinite = positions.clone()
+    infinite[0, 0, 2] = float("inf")
+    assert torch.isnan(aligned_coordinate_loss(shrunk, infinite))
+    assert torch.isfinite(aligned_coordinate_loss(shrunk, positions)), "finite batches: see the hand computation"
+    model = make_model(aib9)
+    model.config.aligned_weight = 0.1
+    mu, log_var = torch.zeros(3, model.latent_dim), torch.zeros(3, model.latent_dim)
+    assert not torch.isfinite(model.criterion(positions, poisoned, mu, log_var, beta=0.0).total)
+
+
 def test_checkpoints_hold_no_pairs_and_old_ones_load(aib9, tmp_path):
     """The pair buffers are rebuilt from the bonds: a checkpoint written before they existed loads."""
     model = make_model(aib9)

@@ -129,5 +129,16 @@ def aligned_coordinate_loss(predicted: torch.Tensor, target: torch.Tensor) -> to
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         target: (B, N, 3) coordinates in Angstrom.
+
+    Returns:
+        Scalar (Angstrom^2); NaN when a molecule has non-finite coordinates.
     """
-    return superposed_squared_deviation(predicted, target, allow_reflection=True).mean().to(target.dtype)
+    finite = torch.isfinite(predicted) & torch.isfinite(target)
+    zero = predicted.new_zeros(())
+    deviation = superposed_squared_deviation(
+        torch.where(finite, predicted, zero), torch.where(finite, target, zero), allow_reflection=True
+    )
+    # the SVD refuses non-finite input: such a molecule's term is NaN instead, so that the trainer skips the
+    # step as for any non-finite loss (without waiting for the device to say so)
+    deviation = torch.where(finite.all(dim=(1, 2)), deviation, float("nan"))
+    return deviation.mean().to(target.dtype)
