@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from bond_helpers import aib9_model, random_orthogonal, run_main, tiny_model_config, tiny_run_flags
 from bond_vae.data.split import training_split
@@ -62,6 +63,7 @@ def test_features_are_invariant_and_make_the_latent_feel_one_standard_deviation_
     assert (response > 5.0 * plain_response).all(), (response, plain_response)
 
 
+@pytest.mark.slow  # a training run: about 13 CPU-s
 def test_training_fits_the_statistics_on_the_training_split_and_the_checkpoint_keeps_them(aib9, tmp_path, tiny_npz):
     flags = tiny_run_flags(tiny_npz, tmp_path, 1, "--run-name", "run", "--encoder-bond-length-features")
     assert run_main(flags) == 0

@@ -234,6 +234,7 @@ def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, caps
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a training run: about 13 CPU-s
 def test_a_run_records_the_terms(tiny_npz, tmp_path):
     """Every weight 1 and beta 0: the recorded training loss is the sum of the recorded terms. A steric
     distance of 4 A (the default 2.6 A is never reached in MD frames) makes the steric term count."""

@@ -251,6 +251,7 @@ def test_sample_and_evaluate_reject_bad_input(command, argv, expected, tiny_chec
     assert (tmp_path / "existing.npz").read_text() == "keep me"
 
 
+@pytest.mark.slow  # torch.compile of the decoder: 6 to 25 CPU-s
 def test_compiled_batched_decoding_matches_one_eager_batch(aib9):
     model = make_model(aib9).eval()
     latents = torch.randn(10, model.latent_dim, generator=torch.Generator().manual_seed(0))

@@ -200,6 +200,7 @@ def test_a_run_writes_its_folder(tiny_run):
     assert (tiny_run / "evaluation" / "structures.png").is_file()
 
 
+@pytest.mark.slow  # two training runs (killed, then resumed): about 13 CPU-s
 def test_killed_run_resumes_on_the_same_curve(tiny_run, tiny_npz, tmp_path, monkeypatch):
     full = load_checkpoint(tiny_run / "last.pt")
     at_training_step(7, die, monkeypatch)
@@ -318,6 +319,7 @@ def test_bfloat16_autocast_trains_and_stays_close_to_float32(aib9):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow  # a training run and its resume: about 13 CPU-s
 def test_stop_on_the_last_step_of_an_epoch_resumes_cleanly(tiny_npz, tmp_path, monkeypatch):
     """Bug: a stop agreed on the last step of an epoch saved batch_in_epoch == steps_per_epoch; the
     resumed run then wrote a train record without a loss, and the loss plot raised KeyError."""
@@ -364,6 +366,7 @@ def test_reference_conformation_is_the_frame_closest_to_the_mean_distances():
     assert not torch.equal(frames[3], chosen), "a copy, not a view of the data"
 
 
+@pytest.mark.slow  # a resumed run: about 13 CPU-s
 def test_changing_epochs_on_resume_says_what_happens_to_the_schedule(tiny_run, tmp_path, capsys):
     run = shutil.copytree(tiny_run, tmp_path / "run")
     assert run_main(["--resume", str(run / "last.pt"), "--epochs", str(SHARED_RUN_EPOCHS + 1)]) == 0

@@ -140,6 +140,7 @@ def test_without_mdtraj_the_error_names_the_extra(written, monkeypatch):
         load_dataset(written / "traj.xtc", written / "top.pdb")
 
 
+@pytest.mark.slow  # a training run: about 12 CPU-s
 def test_training_on_a_trajectory(written, tmp_path, capsys, aib9):
     flags = tiny_run_flags(written / "traj.xtc", tmp_path / "runs", 1, "--topology", str(written / "top.pdb"))
     assert run_main(flags + ["--stride", "2", "--validation-fraction", "0.3", "--run-name", "run"]) == 0

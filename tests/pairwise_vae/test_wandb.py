@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import wandb
 from pairwise_helpers import run_main, tiny_run_flags
 from pairwise_vae.training.run_log import RunLog
 
 
+@pytest.mark.slow  # a training run and W&B's own process: about 14 CPU-s
 def test_an_offline_run_holds_the_images_molecules_and_summary(tiny_npz, tmp_path):
     assert run_main(tiny_run_flags(tiny_npz, tmp_path / "runs", 1, "--wandb", "offline", "--run-name", "run")) == 0
     (offline,) = (tmp_path / "runs" / "run" / "wandb").glob("offline-run-*")
