@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from bond_helpers import make_model, with_trained_size_coordinate_updates
+from bond_helpers import make_model, tiny_model_config, with_trained_size_coordinate_updates
 from bond_vae.bond_graph import angle_triplets
-from bond_vae.data.dataset import load_dataset
+from bond_vae.data.dataset import TEST_DATASET, load_dataset
 from bond_vae.data.records import Topology
+from bond_vae.data.split import subsample
 from bond_vae.evaluation.ensembles import compare_ensembles
 from bond_vae.evaluation.evaluate import main as evaluate_main
 from bond_vae.evaluation.metrics import (
@@ -27,7 +28,8 @@ from bond_vae.evaluation.metrics import (
 from bond_vae.geometry import bond_lengths, kabsch_rmsd, pairwise_distances
 from bond_vae.sampling.inference import decode_in_batches
 from bond_vae.sampling.sample import main as sample_main
-from bond_vae.training.checkpoint import load_checkpoint, model_from_checkpoint
+from bond_vae.training.checkpoint import load_checkpoint, model_from_checkpoint, model_payload, save_checkpoint
+from bond_vae.training.config import TrainConfig
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 
@@ -158,25 +160,35 @@ def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path, capsys, aib9):
         [str(tiny_checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--device", "cpu"]
     )
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    # 12 validation frames (48 x 0.25), split into halves of 6; 6 < 20 samples, so all used
-    assert report["reference_floor"]["frames"] == {"reference_half": 6, "other_half": 6, "other_half_used": 6}
-    assert "even-numbered blocks" in report["reference_floor"]["method"]
-    assert set(report["ensemble_metrics"]["ramachandran_js_distance_mean"]) == {"samples", "reference_floor"}
+    # 12 validation frames (48 x 0.25) cut in halves of 6: the reference and the floor's unseen frames; the
+    # model is scored with as many samples as those (6 of its 20)
+    assert report["matched"] == {
+        "n_samples": 6,
+        "n_reference": 6,
+        "pool": "the odd-numbered blocks of the same frames (6 frames)",
+        "floor_draws": 1,
+    }
+    assert "even-numbered of 12 contiguous blocks" in report["reference"]["description"]
+    # each validation frame borders a training frame: blocks of 12 / 300 frames, so 1 frame away
+    assert "not independent of them: each frame lies 1 to 1 frames" in report["reference"]["relation"]
+    assert set(report["ensemble_metrics"]["ramachandran_js_distance_mean"]) == {"samples", "floor", "floor_std"}
+    assert report["novelty"]["samples"]["n_training"] == 36 and report["novelty"]["samples"]["n_test"] == 6
     assert len(report["ensemble_metrics"]) == 9
     bar = report["quality_bar"]
     assert list(bar["criteria"]) == [
         "kabsch_rmsd",
         "helix_fractions",
         "ramachandran_js",
+        "torsion_c2st",
         "bonds_within_0.1",
         "clash_fraction",
         "radius_of_gyration",
         "bond_mae",
         "bonds_within_0.1_strict",
     ]
-    assert all(isinstance(c["met"], bool) for c in bar["criteria"].values()) and bar["applicable"] == 8
+    assert all(isinstance(c["met"], bool) for c in bar["criteria"].values()) and bar["applicable"] == 9
     assert capsys.readouterr().out.splitlines()[-1] == bar["summary"]
-    assert report["reference"]["frames"] == 12
+    assert report["reference"]["frames"] == 6
     # an untrained decoder returns its starting frame (within 1e-3 A) whatever z: the reconstruction
     # metrics are those of that one frame against each reference frame
     reference = torch.from_numpy(load_dataset(tmp_path / "report" / "reference.npz").coords).double()
@@ -198,11 +210,38 @@ def test_evaluate_writes_the_report(tiny_checkpoint, tmp_path, capsys, aib9):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "Kabsch RMSD" in markdown and "| same, mean over reference frames that are right / left / mixed" in markdown
-    assert "| metric | samples | reference floor |" in markdown and "| criterion | value | bar | met |" in markdown
+    assert "| metric | samples | floor |" in markdown and "| criterion | value | bar | met |" in markdown
+    assert "## Two-sample tests" in markdown and "## Novelty" in markdown
     js = report["ensemble_metrics"]["ramachandran_js_distance_mean"]
-    row = f"| phi/psi Jensen-Shannon distance, mean over residues | {js['samples']:.4f} | {js['reference_floor']:.4f} |"
+    row = f"| phi/psi Jensen-Shannon distance, mean over residues | {js['samples']:.4f} | {js['floor']:.4f} |"
     assert row in markdown
     assert bar["summary"] in markdown
+
+
+def test_a_model_of_the_embedded_data_is_judged_on_the_independent_test_trajectories(aib9, tmp_path):
+    config = TrainConfig(model=tiny_model_config())  # data=None: the embedded AIB9 ensemble
+    checkpoint = tmp_path / "embedded.pt"
+    save_checkpoint(checkpoint, model_payload(config, aib9.topology, make_model(aib9)))
+    argv = [str(checkpoint), "--output", str(tmp_path / "report"), "--num-samples", "20", "--max-frames", "60"]
+    evaluate_main([*argv, "--device", "cpu", "--no-compile"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["reference"]["description"] == "aib9_test.npz (the AIB9 test trajectories)"
+    assert "seeds 21, 22, 23, 24, 25, 26" in report["reference"]["relation"]
+    assert "share no frame and no trajectory" in report["reference"]["relation"]
+    expected = subsample(load_dataset(TEST_DATASET).coords, 60)
+    np.testing.assert_allclose(load_dataset(tmp_path / "report" / "reference.npz").coords, expected, atol=1e-3)
+    # the floors: 20 of the 900 validation frames (unseen in training) against the 60 test frames, three draws
+    assert report["matched"] == {
+        "n_samples": 20,
+        "n_reference": 60,
+        "pool": "900 validation frames of the training trajectories, unseen in training",
+        "floor_draws": 3,
+    }
+    assert report["ensemble_metrics"]["ramachandran_js_distance_mean"]["floor_std"] > 0.0
+    novelty = report["novelty"]["samples"]
+    assert (novelty["n_training"], novelty["n_test"], novelty["n_samples"]) == (8100, 60, 20)
+    # independent frames lie well away from every training frame (training frames 0.4 ps apart lie ~0.2 A apart)
+    assert novelty["test_nearest_training_rmsd_median"] > 0.4
 
 
 @pytest.mark.parametrize(

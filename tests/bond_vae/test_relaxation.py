@@ -156,11 +156,12 @@ def test_the_report_puts_relaxed_samples_beside_the_raw_ones_and_counts_the_raw(
         abs(gyration["sample_mean"] - gyration["reference_mean"])
     )
     for values in report["ensemble_metrics"].values():
-        assert set(values) == {"samples", "relaxed_samples", "reference_floor"}
+        assert set(values) == {"samples", "relaxed_samples", "floor", "floor_std"}
     assert set(report["handedness"]) == {"reference", "reconstruction", "samples", "relaxed_samples"}
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| criterion | bar | samples | met | relaxed samples | met |" in markdown
-    assert "| metric | samples | relaxed samples | reference floor |" in markdown
+    assert "| metric | samples | relaxed samples | floor |" in markdown
+    assert set(report["novelty"]) == {"samples", "relaxed_samples"}
     assert f"Model's own samples (the headline): {report['quality_bar']['summary']}" in markdown
     assert f"| {clashes['samples']:.3f} | **no** | {clashes['samples']:.3f}* | **no** |" in markdown
 

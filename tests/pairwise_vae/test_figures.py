@@ -10,8 +10,10 @@ import torch
 from matplotlib.colors import to_rgb
 from pairwise_helpers import random_orthogonal
 from pairwise_vae.data.records import ConformationDataset, Topology
-from pairwise_vae.evaluation.ensembles import compare_ensembles, floor_comparison, projections, write_figures
+from pairwise_vae.evaluation.ensembles import compare_ensembles, projections, write_figures
 from pairwise_vae.evaluation.metrics import dihedrals, find_backbone
+from pairwise_vae.evaluation.references import EvaluationFrames
+from pairwise_vae.evaluation.scoring import matched_scores
 from pairwise_vae.evaluation.structure_figure import (
     OTHER_COLOUR,
     element_colour,
@@ -141,7 +143,8 @@ def test_molecules_without_inner_residues_or_backbone_get_figures_and_metrics(pe
     written = write_figures(reference, reference + 0.02, samples, topology, tmp_path)
     assert {path.name for path in written} == FIGURES
     report = compare_ensembles(reference, reference + 0.02, samples, topology)
-    report.update(floor_comparison(report, reference, topology))
+    frames = EvaluationFrames(reference[::2], "reference", "relation", reference[1::2], "pool", reference)
+    report.update(matched_scores(samples, None, frames, topology))
     arrays = projections(reference, samples, topology)
     if peptide:
         assert report["handedness"]["reference"] == {"right": 0.5, "left": 0.5, "mixed": 0.0}

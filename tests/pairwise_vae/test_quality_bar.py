@@ -1,4 +1,4 @@
-"""The reference's split-half floor of the ensemble metrics, and the quality bar's pass / fail / n/a."""
+"""Matched floors of the ensemble metrics and two-sample tests, and the quality bar's pass / fail / n/a."""
 
 from __future__ import annotations
 
@@ -6,17 +6,32 @@ import dataclasses
 
 import numpy as np
 import pytest
-from pairwise_vae.evaluation.ensembles import compare_ensembles, floor_comparison, reference_floor, split_halves
+from pairwise_vae.evaluation.ensembles import compare_ensembles, ensemble_metrics, sample_agreement
 from pairwise_vae.evaluation.quality_bar import bar_report, judge
+from pairwise_vae.evaluation.references import EvaluationFrames, frames_to_training, split_halves
+from pairwise_vae.evaluation.scoring import matched_scores
+from pairwise_vae.evaluation.two_sample import c2st_ensembles
 
 MIRROR = np.array([1.0, 1.0, -1.0])
 
 
 @pytest.fixture(scope="module")
 def two_basins(aib9) -> np.ndarray:
-    """(600, 58, 3) frames in time order: 300 right-handed helices, then their 300 mirror images (left-handed)."""
-    right = aib9.coords[:1500:5].astype(np.float64)
-    return np.concatenate([right, right * MIRROR])
+    """(600, 58, 3) frames in time order: 300 right-handed helices, then 300 left-handed ones (the mirror images
+    of other right-handed frames: exact mirror pairs would let a classifier match a frame to its partner)."""
+    frames = aib9.coords[:1500].astype(np.float64)
+    return np.concatenate([frames[0::5], frames[1::5] * MIRROR])
+
+
+@pytest.fixture(scope="module")
+def unseen(aib9) -> np.ndarray:
+    """(600, 58, 3) frames of the same two basins that are not in ``two_basins`` (other time steps)."""
+    frames = aib9.coords[:1500].astype(np.float64)
+    return np.concatenate([frames[2::5], frames[3::5] * MIRROR])
+
+
+def judged_on(reference: np.ndarray, pool: np.ndarray | None) -> EvaluationFrames:
+    return EvaluationFrames(reference, "reference", "relation", pool, "pool", None)
 
 
 def test_split_halves_interleave_contiguous_blocks():
@@ -26,48 +41,69 @@ def test_split_halves_interleave_contiguous_blocks():
     assert [len(half) for half in split_halves(3)] == [2, 1]
 
 
-def test_js_floor_of_a_two_basin_reference_is_small_and_positive(two_basins, aib9):
-    floor = reference_floor(two_basins, 1000, aib9.topology)
-    assert floor["frames"] == {"reference_half": 300, "other_half": 300, "other_half_used": 300}
-    assert "20 contiguous blocks" in floor["method"] and "fewer than the 1000 samples" in floor["method"]
-    # each half holds both basins in equal parts (a first-vs-second-half split would give JS ~ 1 here)
-    assert (
-        floor["handedness"]["reference"] == floor["handedness"]["samples"] == {"right": 0.5, "left": 0.5, "mixed": 0.0}
-    )
-    assert 0.0 < floor["samples"]["ramachandran_js_distance"]["mean"] < 0.35
-    assert floor["samples"]["bonds_within_0.1_of_reference_mean"] > 0.99
+def test_frames_to_the_nearest_training_frame_by_hand():
+    train = np.array([0, 1, 2, 5, 6, 9])
+    assert frames_to_training(train, np.array([3, 4, 7, 8, 10])).tolist() == [1, 1, 1, 1, 1]
+    assert frames_to_training(np.array([0, 10]), np.array([3, 4, 6, 12])).tolist() == [3, 4, 4, 2]
 
 
-def test_floor_subsamples_the_other_half_to_the_sample_count(two_basins, aib9):
-    floor = reference_floor(two_basins, 100, aib9.topology)
-    assert floor["frames"] == {"reference_half": 300, "other_half": 300, "other_half_used": 100}
-    assert floor["samples"]["count"] == 100
-    assert reference_floor(two_basins[:1], 100, aib9.topology) is None
+def test_samples_and_floor_are_scored_at_the_pool_size_against_the_whole_reference(two_basins, unseen, aib9):
+    samples = aib9.coords[3000:4200].astype(np.float64)  # 1,200 right-handed frames (400 K), more than the pool's
+    pool = unseen[::2]
+    scores = matched_scores(samples, None, judged_on(two_basins, pool), aib9.topology)
+    assert scores["matched"] == {"n_samples": 300, "n_reference": 600, "pool": "pool", "floor_draws": 1}
+    # by hand: the first 300 samples against all 600 reference frames; the whole pool against them
+    by_hand = ensemble_metrics(sample_agreement(samples[:300], two_basins, aib9.topology))
+    floor = ensemble_metrics(sample_agreement(pool, two_basins, aib9.topology))
+    for key, row in scores["ensemble_metrics"].items():
+        assert row == {"samples": by_hand[key], "floor": floor[key], "floor_std": 0.0}, key
+    # the pool holds both basins in equal parts, the samples (almost) one of them
+    assert scores["ensemble_metrics"]["helix_right_fraction_difference"]["samples"] > 0.3
+    assert scores["ensemble_metrics"]["helix_right_fraction_difference"]["floor"] == 0.0
+    torsions = scores["two_sample"]["backbone_torsions"]
+    assert torsions["samples"] == c2st_ensembles(samples[:300], two_basins, aib9.topology)["backbone_torsions"].auc
+    assert torsions["per_class"] == 300 and torsions["floor"] < 0.65 < torsions["samples"]
+    assert scores["novelty"] is None  # no training frames given
 
 
-def test_mirrored_samples_sit_far_above_the_floor_and_fail_the_bar(two_basins, aib9):
+def test_a_larger_pool_is_subsampled_in_several_draws(two_basins, unseen, aib9):
+    scores = matched_scores(two_basins[::10], None, judged_on(two_basins, unseen), aib9.topology)
+    assert scores["matched"]["n_samples"] == 60 and scores["matched"]["floor_draws"] == 3
+    js = scores["ensemble_metrics"]["ramachandran_js_distance_mean"]
+    assert js["floor_std"] > 0.0  # three different subsets of 60 pool frames
+    assert 0.0 < js["floor"] < 0.6
+
+
+def test_without_a_pool_there_is_no_floor(two_basins, aib9):
+    scores = matched_scores(two_basins[:50], None, judged_on(two_basins, None), aib9.topology)
+    assert scores["matched"]["n_samples"] == 50 and scores["matched"]["floor_draws"] == 0
+    assert all(row["floor"] is None for row in scores["ensemble_metrics"].values())
+    assert scores["two_sample"]["backbone_torsions"]["floor"] is None
+
+
+def test_mirrored_samples_sit_far_above_the_floor_and_fail_the_bar(two_basins, unseen, aib9):
     right = two_basins[:300]
     report = compare_ensembles(two_basins, two_basins, right * MIRROR, aib9.topology)
-    report.update(floor_comparison(report, two_basins, aib9.topology))
+    report.update(matched_scores(right * MIRROR, None, judged_on(two_basins, unseen[::2]), aib9.topology))
     js = report["ensemble_metrics"]["ramachandran_js_distance_mean"]
-    assert js["samples"] > js["reference_floor"] + 0.2  # half the reference basins, none of the other half
-    assert report["ensemble_metrics"]["helix_right_fraction_difference"] == pytest.approx(
-        {"samples": 0.5, "reference_floor": 0.0}
-    )
+    assert js["samples"] > js["floor"] + 0.2  # half the reference basins, none of the other half
+    assert report["ensemble_metrics"]["helix_right_fraction_difference"]["samples"] == 0.5
     bar = bar_report(judge(report))
     assert bar["criteria"]["kabsch_rmsd"]["met"] is True  # reconstructions are the frames themselves
     assert bar["criteria"]["helix_fractions"]["met"] is False
     assert bar["criteria"]["ramachandran_js"]["met"] is False
-    assert bar["summary"] == "quality bar: 4 of 6 met (failed: helix_fractions, ramachandran_js)"
+    assert bar["criteria"]["torsion_c2st"]["met"] is False  # every right-handed reference frame is told apart
+    assert bar["summary"] == "quality bar: 4 of 7 met (failed: helix_fractions, ramachandran_js, torsion_c2st)"
 
 
 def test_a_molecule_without_backbone_gets_na_for_the_phi_psi_criteria(aib9):
     topology = dataclasses.replace(aib9.topology, atom_names=np.array(["X"] * aib9.topology.n_atoms))
     frames = aib9.coords[:40].astype(np.float64)
     report = compare_ensembles(frames, frames, frames[::2], topology)
-    report.update(floor_comparison(report, frames, topology))
+    report.update(matched_scores(frames[::2], None, judged_on(frames[::2], frames[1::2]), topology))
     assert "ramachandran_js_distance_mean" not in report["ensemble_metrics"]
-    assert report["ensemble_metrics"]["bonds_within_0.1_of_reference_mean"]["reference_floor"] > 0.99
+    assert report["two_sample"]["backbone_torsions"] is None
+    assert report["ensemble_metrics"]["bonds_within_0.1_of_reference_mean"]["floor"] > 0.99
     bar = bar_report(judge(report))
     assert bar["criteria"]["helix_fractions"] == {
         "criterion": bar["criteria"]["helix_fractions"]["criterion"],
@@ -76,7 +112,7 @@ def test_a_molecule_without_backbone_gets_na_for_the_phi_psi_criteria(aib9):
         "met": None,
     }
     assert (bar["met"], bar["applicable"], bar["passed"]) == (4, 4, True)
-    assert bar["summary"] == "quality bar: 4 of 4 met (n/a: helix_fractions, ramachandran_js)"
+    assert bar["summary"] == "quality bar: 4 of 4 met (n/a: helix_fractions, ramachandran_js, torsion_c2st)"
 
 
 def passing_report() -> dict:
@@ -90,18 +126,20 @@ def passing_report() -> dict:
             "radius_of_gyration": {"sample_mean": 6.15, "reference_mean": 6.0},
         },
         "ensemble_metrics": {
-            "ramachandran_js_distance_mean": {"samples": 0.34, "reference_floor": 0.25},
-            "helix_mixed_fraction_difference": {"samples": 0.05, "reference_floor": 0.01},
-            **{key: {"samples": value, "reference_floor": 0.0} for key, value in differences.items()},
+            "ramachandran_js_distance_mean": {"samples": 0.34, "floor": 0.25},
+            "helix_mixed_fraction_difference": {"samples": 0.05, "floor": 0.01},
+            **{key: {"samples": value, "floor": 0.0} for key, value in differences.items()},
         },
+        "two_sample": {"backbone_torsions": {"samples": 0.64, "floor": 0.55}},
     }
 
 
 def test_the_bar_passes_when_every_criterion_is_met():
     bar = bar_report(judge(passing_report()))
-    assert (bar["met"], bar["applicable"], bar["passed"]) == (6, 6, True)
-    assert bar["summary"] == "quality bar: 6 of 6 met"
-    assert bar["criteria"]["ramachandran_js"]["bar"] == "<= 0.350 (reference floor 0.250 + 0.1)"
+    assert (bar["met"], bar["applicable"], bar["passed"]) == (7, 7, True)
+    assert bar["summary"] == "quality bar: 7 of 7 met"
+    assert bar["criteria"]["ramachandran_js"]["bar"] == "<= 0.350 (matched floor 0.250 + 0.1)"
+    assert bar["criteria"]["torsion_c2st"]["bar"] == "<= 0.650 (matched floor 0.550 + 0.1)"
 
 
 @pytest.mark.parametrize(
@@ -110,6 +148,7 @@ def test_the_bar_passes_when_every_criterion_is_met():
         ("kabsch_rmsd", lambda r: r["reconstruction"].update(kabsch_rmsd=0.51)),
         ("helix_fractions", lambda r: r["ensemble_metrics"]["helix_left_fraction_difference"].update(samples=0.06)),
         ("ramachandran_js", lambda r: r["ensemble_metrics"]["ramachandran_js_distance_mean"].update(samples=0.36)),
+        ("torsion_c2st", lambda r: r["two_sample"]["backbone_torsions"].update(samples=0.66)),
         ("bonds_within_0.1", lambda r: r["samples"].update({"bonds_within_0.1_of_reference_mean": 0.975})),
         ("clash_fraction", lambda r: r["samples"]["clash_fraction"].update(samples=0.03)),
         ("radius_of_gyration", lambda r: r["samples"]["radius_of_gyration"].update(sample_mean=5.75)),
@@ -121,12 +160,13 @@ def test_the_bar_fails_each_criterion_just_past_its_threshold(failed, change):
     bar = bar_report(judge(report))
     assert [key for key, c in bar["criteria"].items() if not c["met"]] == [failed]
     assert bar["passed"] is False
-    assert bar["summary"] == f"quality bar: 5 of 6 met (failed: {failed})"
+    assert bar["summary"] == f"quality bar: 6 of 7 met (failed: {failed})"
 
 
-def test_without_a_reference_floor_the_js_criterion_is_na():
+def test_without_a_floor_the_criteria_read_against_it_are_na():
     report = passing_report()
-    report["ensemble_metrics"]["ramachandran_js_distance_mean"]["reference_floor"] = None
+    report["ensemble_metrics"]["ramachandran_js_distance_mean"]["floor"] = None
+    report["two_sample"]["backbone_torsions"]["floor"] = None
     bar = bar_report(judge(report))
-    assert bar["criteria"]["ramachandran_js"]["met"] is None
-    assert bar["summary"] == "quality bar: 5 of 5 met (n/a: ramachandran_js)"
+    assert bar["criteria"]["ramachandran_js"]["met"] is None and bar["criteria"]["torsion_c2st"]["met"] is None
+    assert bar["summary"] == "quality bar: 5 of 5 met (n/a: ramachandran_js, torsion_c2st)"

@@ -35,6 +35,9 @@ from bond_vae.data.topology import as_bonds, connected_components, infer_bonds, 
 
 # The embedded AIB9 ensemble is package data: found in a source checkout and in an installed wheel alike.
 DEFAULT_DATASET = Path(str(resources.files(__package__) / "resources" / "aib9.npz"))
+# Independent AIB9 trajectories (the same conditions, other seeds, no frame shared with DEFAULT_DATASET): the
+# reference that ``evaluate`` judges a model trained on the embedded data against.
+TEST_DATASET = Path(str(resources.files(__package__) / "resources" / "aib9_test.npz"))
 
 
 def load_dataset(

@@ -4,8 +4,9 @@ Draws samples through the model's sampler (by default the mixture prior and tors
 training stored in the checkpoint; ``--prior standard --no-torsion-noise`` judges the raw
 decoder; ``--relax`` adds the relaxed samples beside them) and writes the report folder of
 :func:`bond_vae.evaluation.report.write_report`: ``report.json``, ``report.md``, PNG figures,
-``reference.npz`` and ``projections.npz``. The reference defaults to the validation split of
-the checkpoint's own training data.
+``reference.npz`` and ``projections.npz``. The reference defaults to the independent AIB9 test
+trajectories for a model trained on the embedded data, and to half of the validation split of the
+checkpoint's own training data otherwise (:mod:`bond_vae.evaluation.references`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from bond_vae.cli import check_inference_request, exit_on_user_error, parse_checkpoint_command
 from bond_vae.data.dataset import load_dataset
-from bond_vae.evaluation.report import Reference, ReportSettings, write_report
+from bond_vae.evaluation.references import Reference
+from bond_vae.evaluation.report import ReportSettings, write_report
 
 
 @dataclass
@@ -25,8 +27,9 @@ class EvaluateConfig:
     data: Path | None = field(
         default=None,
         metadata={
-            "help": "reference conformations (any file the loaders accept); "
-            "none: the validation split of the checkpoint's training data",
+            "help": "reference conformations (any file the loaders accept), best trajectories the model never "
+            "saw; none: the AIB9 test trajectories for a model of the embedded data, else half the validation "
+            "split of the checkpoint's training data",
             "metavar": "FILE",
         },
     )

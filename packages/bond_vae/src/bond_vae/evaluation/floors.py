@@ -62,6 +62,47 @@ def draw_indices(n_frames: int, n_wanted: int, rng: np.random.Generator) -> np.n
     return np.sort(rng.choice(n_frames, size=n_wanted, replace=False))
 
 
+def matched_floors(
+    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    pool: np.ndarray,
+    reference: np.ndarray,
+    n_samples: int,
+    n_reference: int,
+    repeats: int = FLOOR_REPEATS,
+    seed: int = FLOOR_SEED,
+) -> dict[str, MatchedFloor]:
+    """The floors of several sample-vs-reference metrics computed together, ``metrics(samples, reference)``
+    returning ``{name: value}``: per name its :class:`MatchedFloor` (see :func:`matched_floor`), all from
+    the same draws. A name missing from some draws (a metric that does not apply) is left out."""
+    if len(pool) == 0 or len(reference) == 0 or n_samples < 1 or n_reference < 1:
+        raise ValueError("matched_floor needs a non-empty pool and reference and sizes of at least 1")
+    if n_samples >= len(pool) and n_reference >= len(reference):
+        repeats = 1
+    rng = np.random.default_rng(seed)
+    pool_indices, reference_indices, draws = [], [], []
+    for _ in range(repeats):
+        pool_indices.append(draw_indices(len(pool), n_samples, rng))
+        reference_indices.append(draw_indices(len(reference), n_reference, rng))
+        draws.append(metrics(pool[pool_indices[-1]], reference[reference_indices[-1]]))
+    used_samples, used_reference = len(pool_indices[0]), len(reference_indices[0])
+    names = [name for name in draws[0] if all(draw.get(name) is not None for draw in draws)]
+    return {
+        name: MatchedFloor(
+            mean=float(np.mean([float(draw[name]) for draw in draws])),
+            std=float(np.std([float(draw[name]) for draw in draws])),
+            values=[float(draw[name]) for draw in draws],
+            n_samples=used_samples,
+            n_reference=used_reference,
+            matched=used_samples == n_samples and used_reference == n_reference,
+            pool_frames=len(pool),
+            reference_frames=len(reference),
+            pool_indices=pool_indices,
+            reference_indices=reference_indices,
+        )
+        for name in names
+    }
+
+
 def matched_floor(
     metric: Callable[[np.ndarray, np.ndarray], float],
     pool: np.ndarray,
@@ -87,26 +128,7 @@ def matched_floor(
         The :class:`MatchedFloor`; with a pool or reference no larger than the requested sizes
         every draw is the same, so ``repeats`` then falls to one.
     """
-    if len(pool) == 0 or len(reference) == 0 or n_samples < 1 or n_reference < 1:
-        raise ValueError("matched_floor needs a non-empty pool and reference and sizes of at least 1")
-    if n_samples >= len(pool) and n_reference >= len(reference):
-        repeats = 1
-    rng = np.random.default_rng(seed)
-    pool_indices, reference_indices, values = [], [], []
-    for _ in range(repeats):
-        pool_indices.append(draw_indices(len(pool), n_samples, rng))
-        reference_indices.append(draw_indices(len(reference), n_reference, rng))
-        values.append(float(metric(pool[pool_indices[-1]], reference[reference_indices[-1]])))
-    used_samples, used_reference = len(pool_indices[0]), len(reference_indices[0])
-    return MatchedFloor(
-        mean=float(np.mean(values)),
-        std=float(np.std(values)),
-        values=values,
-        n_samples=used_samples,
-        n_reference=used_reference,
-        matched=used_samples == n_samples and used_reference == n_reference,
-        pool_frames=len(pool),
-        reference_frames=len(reference),
-        pool_indices=pool_indices,
-        reference_indices=reference_indices,
+    floors = matched_floors(
+        lambda a, b: {"metric": metric(a, b)}, pool, reference, n_samples, n_reference, repeats, seed
     )
+    return floors["metric"]

@@ -5,8 +5,11 @@ bond_vae, trained with geometric terms besides the pairwise criteria, is held to
 the bond-length error of its reconstructions and a stricter share of sample bonds near the
 reference mean.
 
-The criteria that need backbone phi/psi angles (helix handedness, phi/psi Jensen-Shannon
-distance) do not apply to a molecule without them: they are "n/a", neither met nor failed.
+Criteria read against a floor (the phi/psi Jensen-Shannon distance, the torsion two-sample AUC)
+compare the samples with MD frames the model did not train on, scored against the same reference at
+the same sizes (:mod:`bond_vae.evaluation.scoring`). The criteria that need backbone phi/psi
+angles (helix handedness, phi/psi Jensen-Shannon distance, torsion two-sample AUC) do not apply to
+a molecule without them: they are "n/a", neither met nor failed.
 
 With ``--relax`` the bar is also judged on the relaxed samples (:func:`judge_relaxed`), except for
 the criteria relaxation meets by construction (``MET_BY_RELAXATION``), which stay judged on the
@@ -31,7 +34,8 @@ class QualityBar:
 
     kabsch_rmsd: float = 0.5  # reconstruction RMSD, proper rotation (det +1): at most
     handedness_difference: float = 0.05  # each of the right / left / mixed fractions: at most this off the reference's
-    js_above_floor: float = 0.1  # mean phi/psi JS distance: at most this above the reference's split-half floor
+    js_above_floor: float = 0.1  # mean phi/psi JS distance: at most this above its matched floor
+    c2st_above_floor: float = 0.1  # ROC AUC of telling samples from the reference by torsions: at most floor + this
     bonds_within_0_1: float = 0.98  # sample bonds within 0.1 A of the reference mean: at least
     clash_excess: float = 0.01  # fraction of sample frames with a clash: at most the reference's plus this
     radius_of_gyration_difference: float = 0.2  # mean radius of gyration: at most this off the reference's
@@ -65,9 +69,16 @@ def at_least(key: str, name: str, value: float, limit: float) -> Criterion:
     return Criterion(key, name, value, f">= {limit:.3f}", value >= limit - TOLERANCE)
 
 
+def above_floor(key: str, name: str, row: dict, margin: float) -> Criterion:
+    """Met when the samples' value is at most ``margin`` above its floor; n/a without a floor."""
+    if row["floor"] is None:
+        return Criterion(key, name, None, "no floor (fewer than two reference frames)", None)
+    return at_most(key, name, row["samples"], row["floor"] + margin, f" (matched floor {row['floor']:.3f} + {margin})")
+
+
 def judge(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion]:
     """Each criterion of ``bar`` on an evaluation report (with ``ensemble_metrics``, see
-    ``ensembles.floor_comparison``), in a fixed order."""
+    ``scoring.matched_scores``), in a fixed order."""
     samples, metrics = report["samples"], report["ensemble_metrics"]
     clashes, gyration = samples["clash_fraction"], samples["radius_of_gyration"]
     criteria = [
@@ -80,28 +91,24 @@ def judge(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion]:
     ]
     handedness_name = "right / left / mixed helix fractions: largest difference from the reference's"
     js_name = "phi/psi Jensen-Shannon distance, mean over residues"
+    c2st_name = "ROC AUC of a classifier telling samples from the reference by backbone torsions"
     if "ramachandran_js_distance_mean" in metrics:
         differences = [metrics[f"helix_{hand}_fraction_difference"]["samples"] for hand in HANDS]
         criteria.append(at_most("helix_fractions", handedness_name, max(differences), bar.handedness_difference))
-        js = metrics["ramachandran_js_distance_mean"]
-        if js["reference_floor"] is None:
-            criteria.append(
-                Criterion("ramachandran_js", js_name, None, "no reference floor (one reference frame)", None)
-            )
-        else:
-            criteria.append(
-                at_most(
-                    "ramachandran_js",
-                    js_name,
-                    js["samples"],
-                    js["reference_floor"] + bar.js_above_floor,
-                    f" (reference floor {js['reference_floor']:.3f} + {bar.js_above_floor})",
-                )
-            )
+        criteria.append(
+            above_floor("ramachandran_js", js_name, metrics["ramachandran_js_distance_mean"], bar.js_above_floor)
+        )
+        criteria.append(
+            above_floor("torsion_c2st", c2st_name, report["two_sample"]["backbone_torsions"], bar.c2st_above_floor)
+        )
     else:
         criteria += [
             Criterion(key, name, None, "no backbone phi/psi in this molecule", None)
-            for key, name in (("helix_fractions", handedness_name), ("ramachandran_js", js_name))
+            for key, name in (
+                ("helix_fractions", handedness_name),
+                ("ramachandran_js", js_name),
+                ("torsion_c2st", c2st_name),
+            )
         ]
     criteria += [
         at_least(
@@ -144,11 +151,20 @@ def judge_relaxed(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion
     """Each criterion of ``bar`` with the relaxed samples of a report (``relaxed_samples``, and
     ``ensemble_metrics[key]["relaxed_samples"]``) in place of the samples; those of ``MET_BY_RELAXATION`` are
     judged on the raw samples and marked ``judged_on_raw``. Reconstructions are never relaxed."""
-    metrics = {
-        key: {"samples": values["relaxed_samples"], "reference_floor": values["reference_floor"]}
-        for key, values in report["ensemble_metrics"].items()
+
+    def relaxed_rows(table: dict) -> dict:
+        return {
+            key: None if row is None else {"samples": row["relaxed_samples"], "floor": row["floor"]}
+            for key, row in table.items()
+        }
+
+    relaxed_report = {
+        **report,
+        "samples": report["relaxed_samples"],
+        "ensemble_metrics": relaxed_rows(report["ensemble_metrics"]),
+        "two_sample": relaxed_rows(report["two_sample"]),
     }
-    relaxed = judge({**report, "samples": report["relaxed_samples"], "ensemble_metrics": metrics}, bar)
+    relaxed = judge(relaxed_report, bar)
     raw = {criterion.key: criterion for criterion in judge(report, bar)}
     return [
         replace(raw[criterion.key], judged_on_raw=True) if criterion.key in MET_BY_RELAXATION else criterion

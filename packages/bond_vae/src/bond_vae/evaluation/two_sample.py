@@ -86,6 +86,16 @@ def local_geometry_features(coords: np.ndarray, topology: Topology) -> np.ndarra
     return np.concatenate([lengths, bond_angles(coords, angle_triplets(bonds, topology.n_atoms))], axis=1)
 
 
+# the feature sets in words, for the report
+TWO_SAMPLE_FEATURES = {
+    "backbone_torsions": "backbone torsions (sin, cos of every phi, psi)",
+    "local_geometry": "local geometry (bond lengths and angles)",
+}
+# the feature sets in words, for the report
+TWO_SAMPLE_FEATURES = {
+    "backbone_torsions": "backbone torsions (sin, cos of every phi, psi)",
+    "local_geometry": "local geometry (bond lengths and angles)",
+}
 FEATURE_SETS: dict[str, Callable[[np.ndarray, Topology], np.ndarray | None]] = {
     "backbone_torsions": torsion_features,
     "local_geometry": local_geometry_features,

@@ -28,7 +28,7 @@ from bond_vae.config import (
 from bond_vae.data.dataset import load_dataset
 from bond_vae.data.records import ConformationDataset
 from bond_vae.data.split import training_split
-from bond_vae.evaluation.report import Reference, ReportSettings, write_report
+from bond_vae.evaluation.report import ReportSettings, write_report
 from bond_vae.model.parity import decide_parity
 from bond_vae.model.vae import MolecularVAE, reference_conformation
 from bond_vae.runtime import seed_everything, uses_bf16
@@ -237,11 +237,11 @@ def exit_code(outcome: Outcome) -> int:
     return EXIT_CODES[outcome.kind]
 
 
-def finish_run(run: TrainingRun, dataset: ConformationDataset) -> None:
+def finish_run(run: TrainingRun) -> None:
     """Rank 0 after a finished run: store the fitted sampler in best.pt and last.pt
     (:mod:`~bond_vae.training.sampler_fit`), then write the evaluation report of best.pt with the default
-    sampler and ``TRAINING_REPORT_SAMPLES`` samples on the validation split, in the run folder's ``evaluation/``,
-    and send its figures and quality bar to W&B."""
+    sampler and ``TRAINING_REPORT_SAMPLES`` samples on evaluate's default reference (the AIB9 test trajectories
+    for the embedded data), in the run folder's ``evaluation/``, and send its figures and quality bar to W&B."""
     config, best = run.config, run.run_dir / "best.pt"
     frames = run.train_coords.cpu().numpy()
     stored = store_fitted_samplers(run.run_dir, run.model, frames, config.seed, config.compile, run.amp)
@@ -249,18 +249,11 @@ def finish_run(run: TrainingRun, dataset: ConformationDataset) -> None:
         print(f"fitted the sampler (latent mixture, torsion noise, relaxation targets) into {', '.join(stored)}")
     if not best.is_file():
         return
-    source = str(dataset.source)
-    reference = Reference(
-        run.validation_coords.cpu().numpy(),
-        source,
-        f"{source} (validation split of the training run)",
-        dataset.topology.atomic_numbers,
-    )
     settings = ReportSettings(
         num_samples=TRAINING_REPORT_SAMPLES, device=str(run.device), precision=config.precision, compile=config.compile
     )
     folder = run.run_dir / "evaluation"
-    report = write_report(best, settings, folder, reference, exist_ok=True)
+    report = write_report(best, settings, folder, exist_ok=True)
     bar = report["quality_bar"]
     figures = {f"evaluation/{name.removesuffix('.png')}": folder / name for name in report["figures"]}
     scores = {"evaluation/quality_bar_met": bar["met"], "evaluation/quality_bar_applicable": bar["applicable"]}
@@ -298,7 +291,7 @@ def train(config: TrainConfig, checkpoint: dict | None = None, ranks: Ranks = Ra
     with StopRequested(patient=ranks.distributed) as stop:
         code = exit_code(fit(run, stop))
     if code == 0 and ranks.is_main:
-        finish_run(run, dataset)
+        finish_run(run)
     if run.log is not None:
         progress = {"epoch": run.progress.epoch, "step": run.progress.step, "exit_code": code}
         best = run.progress.best_validation

@@ -8,8 +8,8 @@ with a reference, as numbers (:func:`compare_ensembles`) and figures (:func:`wri
 * prior samples: bond lengths and angles per element type, bonds within 0.1 Angstrom of the
   reference mean, clashes, per-residue phi/psi Jensen-Shannon distances, helix handedness,
   radius of gyration, and a free-energy map;
-* the reference floor (:func:`floor_comparison`): the same sample-vs-reference metrics between
-  two halves of the reference, what a perfect model would score with this many frames.
+* the flat sample-vs-reference metrics (:func:`ensemble_metrics`), which
+  :mod:`pairwise_vae.evaluation.scoring` puts beside their floors at matched sizes.
 
 Ensembles are (frames, N, 3) numpy arrays in Angstrom.
 """
@@ -23,7 +23,6 @@ import torch
 
 from pairwise_vae.bond_graph import NONBONDED_MIN_BONDS_APART, angle_triplets
 from pairwise_vae.data.records import Topology
-from pairwise_vae.data.split import subsample
 from pairwise_vae.evaluation.metrics import (
     CLASH_DISTANCE,
     HELIX_CLASSES,
@@ -47,7 +46,6 @@ from pairwise_vae.evaluation.structure_figure import plot_structures, structure_
 from pairwise_vae.geometry import bond_lengths, kabsch_rmsd, pairwise_distances
 
 BackboneAngles = dict[str, tuple[np.ndarray, np.ndarray]]
-FLOOR_BLOCKS = 20  # contiguous blocks the reference is cut into for its split-half floor
 HANDS = ("right", "left", "mixed")
 # the flat sample-vs-reference metrics (:func:`ensemble_metrics`): differences are absolute
 ENSEMBLE_METRICS = {
@@ -199,75 +197,6 @@ def ensemble_metrics(agreement: dict) -> dict[str, float]:
             total = sum(t["mean_abs_deviation"] * t["count"] for t in by_type)
             metrics[f"{kind}_mean_abs_deviation"] = total / sum(t["count"] for t in by_type)
     return metrics
-
-
-def split_halves(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices of two halves of an ensemble of ``n_frames`` >= 2 frames: cut in its order into
-    ``FLOOR_BLOCKS`` contiguous blocks (fewer for fewer frames), the even-numbered blocks and the
-    odd-numbered ones. Interleaved blocks, unlike first against second half, cover the same parts
-    of a trajectory; unlike single frames, neighbours in time do not fall on both sides at every step."""
-    blocks = np.array_split(np.arange(n_frames), min(FLOOR_BLOCKS, n_frames))
-    return np.concatenate(blocks[0::2]), np.concatenate(blocks[1::2])
-
-
-def reference_floor(reference: np.ndarray, sample_count: int, topology: Topology) -> dict | None:
-    """:func:`sample_agreement` between two halves of the reference (:func:`split_halves`): the
-    even-numbered blocks play the reference, the odd-numbered ones, evenly subsampled to
-    ``sample_count`` frames where they hold more, play the samples. None for a single frame.
-
-    Args:
-        reference: (F, N, 3) reference conformations, Angstrom.
-        sample_count: the number of prior samples the model is judged on.
-        topology: the molecule.
-
-    Returns:
-        The :func:`sample_agreement` result with ``method`` (in words) and ``frames`` of each half.
-    """
-    if len(reference) < 2:
-        return None
-    first, second = split_halves(len(reference))
-    other = subsample(reference[second], sample_count)
-    floor = sample_agreement(other, reference[first], topology)
-    if len(other) < len(second):
-        sizing = f"{len(second)} frames, evenly subsampled to the {len(other)} of the samples"
-    elif len(other) == sample_count:
-        sizing = f"{len(other)} frames, as many as the samples"
-    else:
-        sizing = (
-            f"{len(other)} frames, fewer than the {sample_count} samples, which raises "
-            "finite-sampling terms such as the JS distance"
-        )
-    floor["method"] = (
-        f"the {len(reference)} reference frames, in their order, cut into {min(FLOOR_BLOCKS, len(reference))} "
-        f"contiguous blocks; the even-numbered blocks ({len(first)} frames) stand for the reference, "
-        f"the odd-numbered ones ({sizing}) for the samples"
-    )
-    floor["frames"] = {"reference_half": len(first), "other_half": len(second), "other_half_used": len(other)}
-    return floor
-
-
-def floor_comparison(report: dict, reference: np.ndarray, topology: Topology) -> dict:
-    """The reference floor of a :func:`compare_ensembles` report and its metrics beside the samples'.
-
-    Args:
-        report: the report of ``compare_ensembles(reference, ..., samples, topology)``.
-        reference: (F, N, 3) the reference conformations of that report, Angstrom.
-        topology: the molecule.
-
-    Returns:
-        ``reference_floor``: :func:`reference_floor` (None for a single reference frame);
-        ``ensemble_metrics``: per key of :func:`ensemble_metrics`, ``{"samples": value,
-        "reference_floor": value or None}``.
-    """
-    floor = reference_floor(reference, report["samples"]["count"], topology)
-    floor_metrics = ensemble_metrics(floor) if floor is not None else {}
-    return {
-        "reference_floor": floor,
-        "ensemble_metrics": {
-            key: {"samples": value, "reference_floor": floor_metrics.get(key)}
-            for key, value in ensemble_metrics(report).items()
-        },
-    }
 
 
 def projections(reference: np.ndarray, samples: np.ndarray, topology: Topology) -> dict[str, np.ndarray]:

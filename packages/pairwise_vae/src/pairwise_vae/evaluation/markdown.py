@@ -8,6 +8,7 @@ that column, marked with ``*``.
 from __future__ import annotations
 
 from pairwise_vae.evaluation.ensembles import ENSEMBLE_METRICS
+from pairwise_vae.evaluation.two_sample import TWO_SAMPLE_FEATURES
 
 RAW_MARK = "*"  # a relaxed-column value judged on the raw samples (relaxation meets the criterion by construction)
 
@@ -84,30 +85,45 @@ def reconstruction_lines(reconstruction: dict) -> list[str]:
     ]
 
 
+def floor_sentence(matched: dict) -> str:
+    """How the floors were computed, for report.md."""
+    if matched["floor_draws"] == 0:
+        return f"No floor: {matched['pool']}."
+    draws = f", mean of {matched['floor_draws']} draws" if matched["floor_draws"] > 1 else ""
+    return (
+        f"Each number compares {matched['n_samples']} samples with the {matched['n_reference']} reference frames; "
+        f"its floor is the same number for {matched['n_samples']} MD frames the model did not train on "
+        f"({matched['pool']}) against the same reference{draws}: what more MD from the same engine scores."
+    )
+
+
+def table_row(name: str, row: dict, with_relaxed: bool, digits: int) -> str:
+    relaxed = f" {number(row['relaxed_samples'], digits)} |" if with_relaxed else ""
+    return f"| {name} | {number(row['samples'], digits)} |{relaxed} {number(row['floor'], digits)} |"
+
+
+def table_header(first: str, with_relaxed: bool) -> list[str]:
+    relaxed = " relaxed samples |" if with_relaxed else ""
+    return [f"| {first} | samples |{relaxed} floor |", "|---|---|" + ("---|" if with_relaxed else "") + "---|"]
+
+
 def sample_lines(report: dict) -> list[str]:
-    """Sample-vs-reference metrics, helix handedness and bond lengths by type (relaxed column with --relax)."""
-    samples, floor = report["samples"], report["reference_floor"]
+    """Sample-vs-reference metrics beside their floors, helix handedness and bond lengths by type (a relaxed
+    column with --relax)."""
+    samples = report["samples"]
     relaxed = report.get("relaxed_samples")
+    with_relaxed = relaxed is not None
     clashes = samples["clash_fraction"]
-    relaxed_header = " relaxed samples |" if relaxed is not None else ""
     lines = [
         "## Prior samples",
         "",
-        "Reference floor: the same metric between two halves of the reference, what a perfect model "
-        "would score with this many frames: "
-        + (floor["method"] if floor is not None else "none (a single reference frame)")
-        + f". A clash is two atoms >= {clashes['min_bonds_apart']} bonds apart closer than "
+        floor_sentence(report["matched"])
+        + f" A clash is two atoms >= {clashes['min_bonds_apart']} bonds apart closer than "
         f"{clashes['threshold_angstrom']} A.",
         "",
-        f"| metric | samples |{relaxed_header} reference floor |",
-        "|---|---|" + ("---|" if relaxed is not None else "") + "---|",
+        *table_header("metric", with_relaxed),
     ]
-    for key, values in report["ensemble_metrics"].items():
-        relaxed_value = f" {number(values['relaxed_samples'], 4)} |" if relaxed is not None else ""
-        lines.append(
-            f"| {ENSEMBLE_METRICS[key]} | {values['samples']:.4f} |{relaxed_value} "
-            f"{number(values['reference_floor'], 4)} |"
-        )
+    lines += [table_row(ENSEMBLE_METRICS[key], row, with_relaxed, 4) for key, row in report["ensemble_metrics"].items()]
     if "handedness" in report:
         lines += ["", "## Helix handedness (fraction of frames)", "", "| ensemble | right | left | mixed |"]
         lines.append("|---|---|---|---|")
@@ -116,24 +132,67 @@ def sample_lines(report: dict) -> list[str]:
                 f"| {name.replace('_', ' ')} | {fractions['right']:.3f} | {fractions['left']:.3f} "
                 f"| {fractions['mixed']:.3f} |"
             )
-    floor_by_type = floor["samples"]["bond_length_by_type"] if floor is not None else {}
-    relaxed_columns = " relaxed samples | mean abs deviation |" if relaxed is not None else ""
+    relaxed_columns = " relaxed samples | mean abs deviation |" if with_relaxed else ""
     lines += [
         "",
-        "## Bond lengths by type (A)",
+        f"## Bond lengths by type (A), all {samples['count']} samples",
         "",
-        f"| type | reference | samples | mean abs deviation |{relaxed_columns} reference floor |",
-        "|---|---|---|---|" + ("---|---|" if relaxed is not None else "") + "---|",
+        f"| type | reference | samples | mean abs deviation |{relaxed_columns}",
+        "|---|---|---|---|" + ("---|---|" if with_relaxed else ""),
     ]
     for label, values in samples["bond_length_by_type"].items():
-        floor_value = number(floor_by_type[label]["mean_abs_deviation"], 4) if label in floor_by_type else "n/a"
         relaxed_values = ""
-        if relaxed is not None:
+        if with_relaxed:
             other = relaxed["bond_length_by_type"][label]
             relaxed_values = f" {other['sample_mean']:.3f} | {other['mean_abs_deviation']:.4f} |"
         lines.append(
             f"| {label} | {values['reference_mean']:.3f} | {values['sample_mean']:.3f} "
-            f"| {values['mean_abs_deviation']:.4f} |{relaxed_values} {floor_value} |"
+            f"| {values['mean_abs_deviation']:.4f} |{relaxed_values}"
+        )
+    return lines
+
+
+def two_sample_lines(report: dict) -> list[str]:
+    """The classifier two-sample tests: ROC AUC of samples against the reference, beside the floor."""
+    with_relaxed = report.get("relaxed_samples") is not None
+    rows = {name: row for name, row in report["two_sample"].items() if row is not None}
+    if not rows:
+        return []
+    first = next(iter(rows.values()))
+    lines = [
+        "## Two-sample tests (ROC AUC; 0.5: indistinguishable, 1: every frame told apart)",
+        "",
+        f"A {first['classifier'].replace('_', '-')} classifier, {first['folds']}-fold cross-validated on "
+        f"{first['per_class']} frames of each set, tells samples from reference frames by their "
+        "features; the floor tells unseen MD from the reference the same way.",
+        "",
+        *table_header("features", with_relaxed),
+    ]
+    return lines + [table_row(TWO_SAMPLE_FEATURES[name], row, with_relaxed, 3) for name, row in rows.items()]
+
+
+def novelty_lines(report: dict) -> list[str]:
+    """Nearest-training-frame RMSDs of samples and reference frames, and the data-copying statistic."""
+    found = report.get("novelty")
+    if found is None:
+        return ["## Novelty", "", "Not computed: the training data cannot be read."]
+    first = found["samples"]
+    lines = [
+        "## Novelty: RMSD to the nearest training frame (A, reflection allowed)",
+        "",
+        f"Against {first['n_training']} training frames. Copying Z (Meehan et al. 2020, Mann-Whitney of the "
+        "samples' against the reference frames' distances): below -3, samples sit closer to training than "
+        "independent MD does (replayed frames); far above 0, farther from it.",
+        "",
+        "| ensemble | median | 5th percentile | copying Z |",
+        "|---|---|---|---|",
+        f"| reference frames | {first['test_nearest_training_rmsd_median']:.3f} "
+        f"| {first['test_nearest_training_rmsd_p5']:.3f} | |",
+    ]
+    for name, result in found.items():
+        lines.append(
+            f"| {name.replace('_', ' ')} | {result['sample_nearest_training_rmsd_median']:.3f} "
+            f"| {result['sample_nearest_training_rmsd_p5']:.3f} | {result['copying_z']:.1f} |"
         )
     return lines
 
@@ -144,8 +203,9 @@ def markdown_report(report: dict) -> str:
     lines = [
         f"# Evaluation of {report['checkpoint']}",
         "",
-        f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames; "
-        f"{samples['count']} prior samples, latents drawn from {report['prior']}.",
+        f"Reference: {report['reference']['description']}, {report['reference']['frames']} frames: "
+        f"{report['reference']['relation']}. {samples['count']} prior samples, latents drawn from "
+        f"{report['prior']}.",
         "",
         f"Sampler: {report['sampler']}. Orientation of the output: {report['parity']}. "
         f"Computed in {report['precision']}."
@@ -159,6 +219,10 @@ def markdown_report(report: dict) -> str:
         *reconstruction_lines(report["reconstruction"]),
         "",
         *sample_lines(report),
+        "",
+        *two_sample_lines(report),
+        "",
+        *novelty_lines(report),
         "",
         f"Latent space: {latent['active_units']} of {latent['latent_dim']} dimensions active; "
         f"KL {latent['kl_total']:.2f} nats per molecule.",

@@ -13,8 +13,10 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
   phi/psi Jensen-Shannon distances, helix handedness, radius of gyration, and a free-energy map;
 * with ``--relax``, the same samples relaxed (:mod:`pairwise_vae.sampling.relaxation`) beside them,
   for every sample criterion (reconstructions are not relaxed);
-* the reference floor: each sample-vs-reference metric between two halves of the reference
-  (interleaved blocks), printed beside the samples' value;
+* matched floors, two-sample tests and novelty (:mod:`pairwise_vae.evaluation.scoring`): each
+  sample-vs-reference number beside the same number for MD frames the model did not train on, at
+  the same sizes; classifier two-sample AUCs on backbone torsions and on local geometry; each
+  sample's RMSD to its nearest training frame against each reference frame's;
 * the quality bar (``quality_bar.py``): each criterion met or not, and a one-line summary
   counting the model's own (raw) samples; with ``--relax`` also judged on the relaxed samples,
   where the criteria relaxation meets by construction stay judged on the raw ones (marked);
@@ -22,7 +24,8 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 
 Reconstructions and prior samples are oriented by the checkpoint's parity rule
 (:mod:`pairwise_vae.model.parity`), as ``sample`` and the training-time metrics orient them. The
-reference defaults to the validation split of the checkpoint's own training data.
+reference (:mod:`pairwise_vae.evaluation.references`) defaults to the independent AIB9 test
+trajectories for a model of the embedded data, and to half the validation split otherwise.
 """
 
 from __future__ import annotations
@@ -30,30 +33,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from pairwise_vae import __version__
 from pairwise_vae.config import ConfigError
-from pairwise_vae.data.records import DataError, Topology
-from pairwise_vae.data.split import subsample
+from pairwise_vae.data.records import DataError
 from pairwise_vae.data.structure_files import write_conformations_npz
-from pairwise_vae.evaluation.ensembles import (
-    compare_ensembles,
-    ensemble_metrics,
-    floor_comparison,
-    projections,
-    sample_agreement,
-    write_figures,
-)
+from pairwise_vae.evaluation.ensembles import compare_ensembles, projections, sample_agreement, write_figures
 from pairwise_vae.evaluation.markdown import markdown_report
 from pairwise_vae.evaluation.metrics import latent_statistics
 from pairwise_vae.evaluation.quality_bar import bar_report, judge, judge_relaxed
+from pairwise_vae.evaluation.references import Reference, evaluation_frames
+from pairwise_vae.evaluation.scoring import matched_scores
 from pairwise_vae.model.parity import orient_reconstructions
 from pairwise_vae.runtime import PRECISION_HELP, PRECISIONS, uses_bf16
-from pairwise_vae.sampling.inference import decode_in_batches, encode_in_batches, load_for_inference, run_split
+from pairwise_vae.sampling.inference import decode_in_batches, encode_in_batches, load_for_inference
 from pairwise_vae.sampling.sampler import SamplerOptions, draw_samples, load_sampler
 
 
@@ -82,29 +78,6 @@ class ReportSettings:
         self.sampler.check()
 
 
-class Reference(NamedTuple):
-    """Reference conformations: ``frames`` (F, N, 3) Angstrom, ``source`` (the file, for messages),
-    ``description`` (for the report) and ``atomic_numbers`` (N,) of their molecule (None: the checkpoint's
-    own training data, not checked)."""
-
-    frames: np.ndarray
-    source: str
-    description: str
-    atomic_numbers: np.ndarray | None
-
-
-def add_relaxed_samples(report: dict, relaxed: np.ndarray, reference: np.ndarray, topology: Topology) -> None:
-    """Put the relaxed samples' agreement with the reference beside the samples' in a report: the
-    ``relaxed_samples`` entry, ``ensemble_metrics[key]["relaxed_samples"]`` and ``handedness["relaxed_samples"]``."""
-    agreement = sample_agreement(relaxed, reference, topology)
-    report["relaxed_samples"] = agreement["samples"]
-    relaxed_metrics = ensemble_metrics(agreement)
-    for key, values in report["ensemble_metrics"].items():
-        values["relaxed_samples"] = relaxed_metrics.get(key)
-    if "handedness" in agreement:
-        report["handedness"]["relaxed_samples"] = agreement["handedness"]["samples"]
-
-
 def write_report(
     checkpoint_path: Path,
     settings: ReportSettings,
@@ -112,22 +85,19 @@ def write_report(
     reference: Reference | None = None,
     exist_ok: bool = False,
 ) -> dict:
-    """Evaluate a checkpoint's model on ``reference`` (None: the validation split of its run, read from the
-    data recorded in the checkpoint), write the report folder ``output`` (which must not exist unless
-    ``exist_ok``) and return the report (as in its ``report.json``).
+    """Evaluate a checkpoint's model on ``reference`` (None: the default of
+    :func:`pairwise_vae.evaluation.references.evaluation_frames`), write the report folder ``output``
+    (which must not exist unless ``exist_ok``) and return the report (as in its ``report.json``).
 
     Raises:
         ConfigError, DataError, CheckpointError: bad settings, data or checkpoint (one line each).
     """
     settings.check()
     checkpoint, model, topology, device = load_for_inference(checkpoint_path, settings.device)
-    if reference is None:
-        dataset, _, validation = run_split(checkpoint, checkpoint_path)
-        source = str(dataset.source)
-        reference = Reference(validation, source, f"{source} (validation split of the training run)", None)
-    elif not np.array_equal(reference.atomic_numbers, topology.atomic_numbers):
+    if reference is not None and not np.array_equal(reference.atomic_numbers, topology.atomic_numbers):
         raise DataError(f"{reference.source}: its atoms differ from the checkpoint's molecule")
-    frames = subsample(reference.frames, settings.max_frames)
+    judged_on = evaluation_frames(checkpoint, checkpoint_path, reference, settings.max_frames)
+    frames = judged_on.reference
     bf16 = uses_bf16(settings.precision, device)
     options = settings.sampler
     sampler = load_sampler(checkpoint, checkpoint_path, model, options, settings.batch_size, settings.compile, bf16)
@@ -145,9 +115,13 @@ def write_report(
     report = compare_ensembles(
         reference_64, reconstructed.astype(np.float64), draws.samples.astype(np.float64), topology
     )
-    report.update(floor_comparison(report, reference_64, topology))
-    if draws.relaxed is not None:
-        add_relaxed_samples(report, draws.relaxed.astype(np.float64), reference_64, topology)
+    relaxed = None if draws.relaxed is None else draws.relaxed.astype(np.float64)
+    if relaxed is not None:
+        agreement = sample_agreement(relaxed, reference_64, topology)
+        report["relaxed_samples"] = agreement["samples"]
+        if "handedness" in agreement:
+            report["handedness"]["relaxed_samples"] = agreement["handedness"]["samples"]
+    report.update(matched_scores(draws.samples.astype(np.float64), relaxed, judged_on, topology))
     report["quality_bar"] = bar_report(judge(report))
     if draws.relaxed is not None:
         report["quality_bar_relaxed"] = bar_report(judge_relaxed(report))
@@ -157,7 +131,7 @@ def write_report(
     report.update(
         checkpoint=str(checkpoint_path),
         package=f"pairwise_vae {__version__}",
-        reference={"description": reference.description, "frames": len(frames)},
+        reference={"description": judged_on.description, "frames": len(frames), "relation": judged_on.relation},
         sampler="none (the raw decoder)" if sampler is None else sampler.origin,
         prior=draws.prior,
         parity=model.parity.summary(),
@@ -169,7 +143,7 @@ def write_report(
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     # the reference frames (so that another model can be evaluated on the very same frames: --data) and the
     # per-frame numbers of the figures (scripts/compare_runs.py plots two models' side by side)
-    write_conformations_npz(output / "reference.npz", frames, topology, {"description": reference.description})
+    write_conformations_npz(output / "reference.npz", frames, topology, {"description": judged_on.description})
     arrays = projections(frames, draws.samples, topology)
     if draws.relaxed is not None:
         relaxed = projections(frames, draws.relaxed, topology)
