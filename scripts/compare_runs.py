@@ -11,8 +11,9 @@ a subprocess, so neither package imports the other, and writes into a new folder
 * ``ramachandran.png``: phi/psi densities of the inner residues, reference, bond, pairwise in a row.
 
 The reference is ``--data`` (with ``--topology``, ``--select``, ``--stride``) when given;
-otherwise the validation split of the bond run's training data, which the pairwise model is
-then evaluated on too (the bond evaluation's ``reference.npz``).
+otherwise the bond evaluation's default reference (the AIB9 test trajectories for a model of the
+embedded data, else the test frames its run held out), which the pairwise model is then
+evaluated on too (the bond evaluation's ``reference.npz``).
 
     python scripts/compare_runs.py                                   # the latest run of each under runs/
     python scripts/compare_runs.py --bond runs/bond_vae/A --pairwise runs/pairwise_vae/B/last.pt

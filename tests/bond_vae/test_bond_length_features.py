@@ -69,7 +69,7 @@ def test_training_fits_the_statistics_on_the_training_split_and_the_checkpoint_k
     assert run_main(flags) == 0
     path = tmp_path / "run" / "best.pt"
     model = model_from_checkpoint(load_checkpoint(path), path)
-    train, _ = training_split(aib9.coords[:48], None, 0.1, 0)
+    train = training_split(aib9.coords[:48], np.zeros(48, dtype=int), None, 0.1, 0, 0).train
     train = torch.from_numpy(train - train.mean(axis=1, keepdims=True))
     reference = featured_model(aib9)
     reference.encoder.fit_bond_length_statistics(train.double())

@@ -37,7 +37,7 @@ def test_mixture_of_fewer_frames_than_components_has_one_per_frame():
 
 def test_mixture_prior_draws_where_the_encoder_puts_the_training_frames(tiny_checkpoint):
     checkpoint, model, _, device = load_for_inference(tiny_checkpoint, "cpu")
-    _, train, _ = run_split(checkpoint, tiny_checkpoint)
+    train = run_split(checkpoint, tiny_checkpoint)[1].train
     posterior_means, _ = encode_in_batches(model, train, 64, device, bf16=False)
     sampler = fit_sampler(model, train, 64, False, False, seed=0)
     draws, description = prior_latents(

@@ -68,11 +68,6 @@ def test_a_peer_file_trains_one_epoch(name, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the molecule of ace_tip3p is an acetyl cap of 3 heavy atoms: the validation's clash metric takes the "
-    "minimum over no atom pairs (zero-size array to reduction operation minimum); evaluation is being fixed",
-    strict=False,
-)
 def test_a_three_atom_molecule_in_water_trains(tmp_path):
     flags = peer_flags(datafiles.TRJ_NCBOX, datafiles.PRM_NCBOX, None, tmp_path)
     assert run_main(flags) == 0

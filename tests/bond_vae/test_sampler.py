@@ -51,7 +51,7 @@ def test_a_finished_run_stores_the_sampler_of_each_checkpoints_own_weights(tiny_
         assert payload["format_version"] == CHECKPOINT_VERSION == 7
         stored = Sampler.from_record(payload["sampler"])
         model = model_from_checkpoint(payload)
-        _, train, _ = run_split(payload, tiny_run / name)
+        train = run_split(payload, tiny_run / name)[1].train
         train = train - train.mean(axis=1, keepdims=True)  # training fits to its centred frames
         refitted = fit_sampler(model, train, 64, False, False, seed=payload["config"]["seed"])
         torch.testing.assert_close(stored.mixture.means, refitted.mixture.means, rtol=1e-4, atol=1e-4)
@@ -162,7 +162,8 @@ def test_the_run_ends_with_the_report_of_best_pt_through_its_sampler(tiny_run):
     assert report["samples"]["count"] == TRAINING_REPORT_SAMPLES
     assert report["sampler"] == "fitted when training ended (stored in the checkpoint)"
     assert report["prior"] == Sampler.from_record(load_checkpoint(tiny_run / "best.pt")["sampler"]).mixture.describe()
-    assert report["reference"]["frames"] == 5 and "validation split" in report["reference"]["description"]
+    # nothing held out (tiny_run_flags): half of the 5 validation frames, the even-numbered of 5 one-frame blocks
+    assert report["reference"]["frames"] == 3 and "validation split" in report["reference"]["description"]
     records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert "sample_bond_mae" in records[-1]  # the last epoch is an evaluation epoch
 

@@ -81,6 +81,13 @@ def test_clash_fraction_counts_frames_with_close_distant_atoms(aib9):
     assert clash_fraction(coords, aib9.topology.bonds) == 0.25
 
 
+def test_a_molecule_without_atoms_four_bonds_apart_has_no_clashes():
+    """Bug: the closest pair of no pairs at all (an acetyl cap of 3 heavy atoms) raised a numpy error."""
+    coords = np.zeros((2, 3, 3))
+    coords[:, 1, 0], coords[:, 2, 0] = 1.5, 1.0  # atoms 0 and 2 only 0.5 A apart, but bonded through atom 1
+    assert clash_fraction(coords, np.array([[0, 1], [1, 2]])) == 0.0
+
+
 def test_jensen_shannon_distance_bounds():
     counts = np.array([[3.0, 1.0], [0.0, 4.0]])
     assert jensen_shannon_distance(counts, counts) < 1e-6

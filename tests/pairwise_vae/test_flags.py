@@ -127,7 +127,7 @@ def test_retired_flags_are_gone(flag, capsys):
 def test_flag_count():
     """57 flags before 0.3: 11 retired, --config and --split-seed added."""
     flags = [a for a in build_parser()._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
-    assert len(flags) == 48
+    assert len(flags) == 49
 
 
 def current_record(**model_changes) -> dict:
@@ -198,7 +198,7 @@ def test_the_split_seed_alone_chooses_the_validation_frames(tiny_npz):
     assert np.array_equal(validation_frames(tiny_npz, seed=1), first), "another --seed, the same validation frames"
     assert not np.array_equal(validation_frames(tiny_npz, seed=0, split_seed=3), first)
     dataset = load_dataset(tiny_npz)
-    _, expected = training_split(dataset.coords, None, 0.1, 3)
+    expected = training_split(dataset.coords, dataset.trajectory_labels(), None, 0.1, 3, 1).validation
     expected = expected - expected.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(validation_frames(tiny_npz, seed=0, split_seed=3), expected, atol=1e-6)
 
@@ -212,8 +212,10 @@ def test_flags_and_checkpoints_carry_both_seeds(aib9, tiny_npz, tmp_path):
     checkpoint = load_checkpoint(path)
     assert (checkpoint["config"]["seed"], checkpoint["config"]["split_seed"]) == (4, 2)
     dataset = load_dataset(tiny_npz)
-    _, train, validation = run_split(checkpoint, path)
-    expected_train, expected_validation = training_split(dataset.coords, None, 0.1, 2)
+    split = run_split(checkpoint, path)[1]
+    train, validation = split.train, split.validation
+    expected = training_split(dataset.coords, dataset.trajectory_labels(), None, 0.1, 2, 1)
+    expected_train, expected_validation = expected.train, expected.validation
     assert np.array_equal(validation, expected_validation) and np.array_equal(train, expected_train)
 
 
@@ -223,10 +225,11 @@ def test_an_older_checkpoint_without_a_split_seed_keeps_the_split_it_trained_on(
     del payload["config"]["split_seed"]
     path = tmp_path / "old.pt"
     save_checkpoint(path, payload)
-    _, _, validation = run_split(load_checkpoint(path), path)
-    _, expected = training_split(load_dataset(tiny_npz).coords, None, 0.1, 5)
-    assert np.array_equal(validation, expected)
-    assert not np.array_equal(validation, training_split(load_dataset(tiny_npz).coords, None, 0.1, 0)[1])
+    validation = run_split(load_checkpoint(path), path)[1].validation
+    dataset = load_dataset(tiny_npz)
+    labels = dataset.trajectory_labels()
+    assert np.array_equal(validation, training_split(dataset.coords, labels, None, 0.1, 5, 1).validation)
+    assert not np.array_equal(validation, training_split(dataset.coords, labels, None, 0.1, 0, 1).validation)
 
 
 def test_resume_keeps_the_split_seed(aib9, tiny_npz, tmp_path):

@@ -93,7 +93,7 @@ def test_sample_and_evaluate_relax_to_the_runs_training_bond_lengths(tiny_checkp
     sample_main([str(tiny_checkpoint), "--output", str(output), "--relax", "--relax-iterations", "60", *flags])
     sample_main([str(tiny_checkpoint), "--output", str(tmp_path / "raw"), *flags])
     relaxed, raw = load_dataset(output.with_suffix(".npz")), load_dataset(tmp_path / "raw.npz")
-    _, train, _ = run_split(torch.load(tiny_checkpoint, weights_only=True), tiny_checkpoint)
+    train = run_split(torch.load(tiny_checkpoint, weights_only=True), tiny_checkpoint)[1].train
     means = bond_lengths(train, aib9.topology.bonds).mean(axis=0)
     assert np.abs(bond_lengths(relaxed.coords, aib9.topology.bonds) - means).max() < 0.01
     assert np.abs(bond_lengths(raw.coords, aib9.topology.bonds) - means).max() > 0.02, "relax should do something"

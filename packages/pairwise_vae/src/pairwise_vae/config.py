@@ -4,7 +4,8 @@ Each dataclass field becomes a flag named after it (``learning_rate`` -> ``--lea
 a field that holds a nested dataclass contributes its fields with the prefix given in its
 ``metadata["prefix"]`` (``encoder.num_layers`` -> ``--encoder-num-layers``). Help text and
 choices come from the field metadata, so the flags cannot drift from the dataclasses. An
-optional field (``X | None``) takes the word ``none`` on the command line.
+optional field (``X | None``) takes the word ``none`` on the command line; a list field
+(``list[X]``) takes one or more values after its flag (a list, or one value, in a config file).
 
 Field metadata read here besides ``help``, ``metavar``, ``choices`` and ``prefix``:
 
@@ -89,6 +90,17 @@ def _none_or(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_optional
 
 
+class _NoneOrList(argparse.Action):
+    """Stores the values of an optional list flag, or None for the word ``none`` given alone."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None):
+        if None in values:
+            if len(values) > 1:
+                parser.error(f"{option}: none cannot be given with other values")
+            values = None
+        setattr(namespace, self.dest, values)
+
+
 def _flag(prefix: str, name: str) -> str:
     return "--" + (prefix + name).replace("_", "-")
 
@@ -115,6 +127,15 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
         kwargs: dict[str, Any] = {"dest": prefix + field.name, "default": default}
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is list:
+            element = typing.get_args(annotation)[0]
+            kwargs.update(
+                type=_none_or(element) if optional else element,
+                nargs="+",
+                metavar=field.metadata.get("metavar", element.__name__.upper()),
+            )
+            if optional:
+                kwargs["action"] = _NoneOrList
         else:
             kwargs["type"] = _none_or(annotation) if optional else annotation
             kwargs["metavar"] = field.metadata.get("metavar", annotation.__name__.upper())
@@ -202,6 +223,9 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
             converted[name] = from_dict(annotation, value)
         elif annotation is Path and value is not None:
             converted[name] = Path(value)
+        elif typing.get_origin(annotation) is list and value is not None:
+            element = typing.get_args(annotation)[0]
+            converted[name] = [element(item) for item in ([value] if isinstance(value, str) else value)]
         else:
             converted[name] = value
     return cls(**converted)
@@ -283,6 +307,11 @@ def _flag_value(action: argparse.Action, value: Any, where: str) -> Any:
             raise ConfigFileError(f"{where} must be true or false, got {value!r}")
         return value
     kind = VALUE_KINDS.get(action.type.__name__, action.type.__name__)
+    if action.nargs == "+":
+        items = value if isinstance(value, list) else [value]
+        if not items or any(isinstance(item, (bool, list, dict)) or item is None for item in items):
+            raise ConfigFileError(f"{where} must be {kind} or a list of them, got {value!r}")
+        return [action.type(str(item)) for item in items]
     try:
         if isinstance(value, (bool, list)):
             raise ValueError(value)

@@ -4,20 +4,23 @@ Accepted inputs:
 
 * ``.npz`` in the dataset format: ``coords`` (frames, atoms, 3) float Angstrom,
   ``atomic_numbers`` (atoms,), ``atom_names``, ``residue_ids``, ``residue_names``,
-  ``bonds`` (n_bonds, 2) int; bonds are optional. A ``metadata`` entry (JSON text, written
-  by ``sample``) describes the file for people and is not read.
+  ``bonds`` (n_bonds, 2) int; bonds are optional. An optional ``replica`` (frames,) int array
+  labels the trajectory each frame comes from. A ``metadata`` entry (JSON text, written by
+  ``sample`` and the dataset script) describes the file for people and is not read.
 * ``.npy`` of shape (..., atoms, 3) in Angstrom, with a topology given separately: a PDB
   file, or an atom table ``.npy`` of ``[atom_name, residue_index]`` rows.
 * MD trajectories (DCD, XTC, TRR, NetCDF, multi-model PDB, GRO, ...) with a topology, read
   through MDTraj (the optional extra ``md``; see :mod:`bond_vae.data.trajectory`).
 
-Where a file gives no bonds they are inferred from covalent radii. Every problem is
-reported as a :class:`DataError` whose message names the file and the problem.
+Several files of one molecule load as one dataset whose frames carry the file they came from
+as their trajectory label. Where a file gives no bonds they are inferred from covalent radii.
+Every problem is reported as a :class:`DataError` whose message names the file and the problem.
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -41,20 +44,26 @@ TEST_DATASET = Path(str(resources.files(__package__) / "resources" / "aib9_test.
 
 
 def load_dataset(
-    path: Path | str | None = None,
+    path: Path | str | Sequence[Path | str] | None = None,
     topology_path: Path | str | None = None,
     select: str | None = None,
     stride: int = 1,
 ) -> ConformationDataset:
-    """Load and validate a dataset file; ``path=None`` loads the embedded AIB9 ensemble.
+    """Load and validate a dataset file, or several files of one molecule (each one trajectory, or more
+    where an ``.npz`` labels its replicas); ``path=None`` loads the embedded AIB9 ensemble.
 
     Args:
-        path: ``.npz``, ``.npy`` (with ``topology_path``) or an MD trajectory read through MDTraj.
+        path: ``.npz``, ``.npy`` (with ``topology_path``) or an MD trajectory read through MDTraj, or a
+            list of them.
         topology_path: topology of ``.npy`` coordinates or of a trajectory.
         select: atoms of a trajectory to keep (an MDTraj selection); None: the default of
             :func:`trajectory.load_trajectory`.
         stride: keep every ``stride``-th frame.
     """
+    if isinstance(path, (list, tuple)):
+        if len(path) > 1:
+            return _concatenate([load_dataset(one, topology_path, select, stride) for one in path])
+        path = path[0] if path else None
     path = Path(path) if path is not None else DEFAULT_DATASET
     topology_path = Path(topology_path) if topology_path is not None else None
     if stride < 1:
@@ -88,8 +97,37 @@ def load_dataset(
         dataset = trajectory.load_trajectory(path, topology_path, select, stride)
         stride = 1  # MDTraj applied it while reading
     dataset.coords = dataset.coords[::stride]
+    if dataset.trajectories is not None:
+        dataset.trajectories = dataset.trajectories[::stride]
     validate(dataset)
     return dataset
+
+
+def _concatenate(datasets: list[ConformationDataset]) -> ConformationDataset:
+    """One dataset of several files of the same molecule: the frames in file order, each file's trajectory
+    labels offset past the previous files'."""
+    first = datasets[0]
+    labels, offset = [], 0
+    for dataset in datasets:
+        topology = dataset.topology
+        if not (
+            np.array_equal(topology.atomic_numbers, first.topology.atomic_numbers)
+            and np.array_equal(topology.bonds, first.topology.bonds)
+        ):
+            raise DataError(
+                f"{dataset.source}: its atoms or bonds differ from those of {first.source}; "
+                "several data files must hold the same molecule"
+            )
+        own = dataset.trajectory_labels().tolist()
+        numbers = {label: k for k, label in enumerate(dict.fromkeys(own))}  # in order of first appearance
+        labels.append(np.array([numbers[label] for label in own], dtype=np.int64) + offset)
+        offset += len(numbers)
+    return ConformationDataset(
+        coords=np.concatenate([dataset.coords for dataset in datasets]),
+        topology=first.topology,
+        source=first.source,
+        trajectories=np.concatenate(labels),
+    )
 
 
 def _load_npz(path: Path) -> ConformationDataset:
@@ -132,7 +170,10 @@ def _load_npz(path: Path) -> ConformationDataset:
         residue_names=per_atom["residue_names"].astype(str),
         bonds=as_bonds(bonds, path),
     )
-    return ConformationDataset(coords=coords, topology=topology, source=path)
+    replica = arrays.get("replica")
+    if replica is not None and (replica.shape != (len(coords),) or not np.issubdtype(replica.dtype, np.integer)):
+        raise DataError(f"{path}: replica must be a ({len(coords)},) integer array, got shape {replica.shape}")
+    return ConformationDataset(coords=coords, topology=topology, source=path, trajectories=replica)
 
 
 def _load_npy(path: Path, topology_path: Path) -> ConformationDataset:

@@ -69,11 +69,20 @@ class Topology:
 
 @dataclass
 class ConformationDataset:
-    """Frames of one molecule: ``coords`` (frames, atoms, 3) float32 in Angstrom."""
+    """Frames of one molecule: ``coords`` (frames, atoms, 3) float32 in Angstrom, read from ``source`` (the
+    first file where there were several); ``trajectories`` (frames,) int labels of the trajectory each frame
+    belongs to (None: all one trajectory)."""
 
     coords: np.ndarray
     topology: Topology
     source: Path
+    trajectories: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.coords)
+
+    def trajectory_labels(self) -> np.ndarray:
+        """(frames,) int64 trajectory labels, zeros for a single trajectory."""
+        if self.trajectories is None:
+            return np.zeros(len(self.coords), dtype=np.int64)
+        return self.trajectories.astype(np.int64)

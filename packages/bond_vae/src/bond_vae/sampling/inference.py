@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from bond_vae.data.dataset import load_dataset
 from bond_vae.data.records import ConformationDataset, DataError, Topology
-from bond_vae.data.split import training_split
+from bond_vae.data.split import RunSplit, training_split
 from bond_vae.model.vae import MolecularVAE
 from bond_vae.runtime import resolve_device
 from bond_vae.training.checkpoint import (
@@ -32,9 +32,9 @@ def load_for_inference(
     return checkpoint, model, topology_from_checkpoint(checkpoint), device
 
 
-def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[ConformationDataset, np.ndarray, np.ndarray]:
-    """The data a checkpoint's run trained on and its split: the dataset, the (F_train, N, 3) training and
-    (F_validation, N, 3) validation frames in Angstrom (as the trainer split them).
+def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[ConformationDataset, RunSplit]:
+    """The data a checkpoint's run trained on and its split into training, validation and test frames (as the
+    trainer split them).
 
     Raises:
         DataError: the data cannot be read, or its atoms are no longer the checkpoint's molecule.
@@ -43,8 +43,15 @@ def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[Confor
     dataset = load_dataset(run.data, run.topology, run.select, run.stride)
     if not np.array_equal(dataset.topology.atomic_numbers, topology_from_checkpoint(checkpoint).atomic_numbers):
         raise DataError(f"{dataset.source}: its atoms differ from the checkpoint's molecule")
-    train, validation = training_split(dataset.coords, run.max_frames, run.validation_fraction, run.split_seed)
-    return dataset, train, validation
+    split = training_split(
+        dataset.coords,
+        dataset.trajectory_labels(),
+        run.max_frames,
+        run.validation_fraction,
+        run.split_seed,
+        run.trajectories_held_out(),
+    )
+    return dataset, split
 
 
 @torch.no_grad()

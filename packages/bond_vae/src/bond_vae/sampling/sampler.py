@@ -174,7 +174,8 @@ def load_sampler(
         sampler = Sampler.from_record(record)
     else:
         try:
-            dataset, train, _ = run_split(checkpoint, checkpoint_path)
+            dataset, split = run_split(checkpoint, checkpoint_path)
+            train = split.train
         except DataError as error:
             if options.relax:
                 raise DataError(

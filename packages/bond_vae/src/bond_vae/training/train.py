@@ -121,9 +121,18 @@ def build_run(
     """The run's data split, model, optimiser and schedule; restored from ``checkpoint`` when resuming."""
     device = device_for_rank(config.device, ranks)
     amp = uses_bf16(config.precision, device)
+    split = training_split(
+        dataset.coords,
+        dataset.trajectory_labels(),
+        config.max_frames,
+        config.validation_fraction,
+        config.split_seed,
+        config.trajectories_held_out(),
+    )
+    if ranks.is_main and split.test_note:
+        print(f"test frames, held out for the final report: {split.test_note}", flush=True)
     train_frames, validation_frames = (
-        torch.from_numpy(frames - frames.mean(axis=1, keepdims=True))
-        for frames in training_split(dataset.coords, config.max_frames, config.validation_fraction, config.split_seed)
+        torch.from_numpy(frames - frames.mean(axis=1, keepdims=True)) for frames in (split.train, split.validation)
     )
     if len(train_frames) < config.batch_size * ranks.world_size:
         raise ConfigError(

@@ -5,8 +5,8 @@ training stored in the checkpoint; ``--prior standard --no-torsion-noise`` judge
 decoder; ``--relax`` adds the relaxed samples beside them) and writes the report folder of
 :func:`pairwise_vae.evaluation.report.write_report`: ``report.json``, ``report.md``, PNG figures,
 ``reference.npz`` and ``projections.npz``. The reference defaults to the independent AIB9 test
-trajectories for a model trained on the embedded data, and to half of the validation split of the
-checkpoint's own training data otherwise (:mod:`pairwise_vae.evaluation.references`).
+trajectories for a model trained on the embedded data, and to the test frames its run held out
+otherwise (:mod:`pairwise_vae.evaluation.references`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pairwise_vae.evaluation.report import ReportSettings, write_report
 class EvaluateConfig:
     """Reference and output"""
 
-    data: Path | None = field(
+    data: list[Path] | None = field(
         default=None,
         metadata={
-            "help": "reference conformations (any file the loaders accept), best trajectories the model never "
-            "saw; none: the AIB9 test trajectories for a model of the embedded data, else half the validation "
-            "split of the checkpoint's training data",
+            "help": "reference conformations (one or more files the loaders accept), best trajectories the model "
+            "never saw; none: the AIB9 test trajectories for a model of the embedded data, else the test frames "
+            "its run held out (--test-trajectories), else half of its validation split",
             "metavar": "FILE",
         },
     )

@@ -76,9 +76,12 @@ def bond_angles(coords: np.ndarray, triplets: np.ndarray) -> np.ndarray:
 
 
 def clash_fraction(coords: np.ndarray, bonds: np.ndarray, distance: float = CLASH_DISTANCE) -> float:
-    """Fraction of frames with two atoms at least 4 bonds apart closer than ``distance`` Angstrom."""
+    """Fraction of frames with two atoms at least 4 bonds apart closer than ``distance`` Angstrom (0 for a
+    molecule without such pairs, e.g. of three atoms)."""
     far = hop_counts(bonds, coords.shape[1]) >= NONBONDED_MIN_BONDS_APART
     i, j = np.nonzero(np.triu(far, k=1))
+    if len(i) == 0:
+        return 0.0
     closest = np.linalg.norm(coords[:, i] - coords[:, j], axis=-1).min(axis=1)
     return float((closest < distance).mean())
 

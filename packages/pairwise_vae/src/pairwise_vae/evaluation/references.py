@@ -4,8 +4,10 @@ training frames (:func:`evaluation_frames`).
 * A model trained on the embedded AIB9 data is judged on the independent AIB9 test trajectories
   (``TEST_DATASET``: other seeds of the same conditions, no frame or trajectory shared with
   training); its floors come from the run's validation split, MD the model did not train on.
-* A model trained on a user's data is judged on its run's validation split, cut in two
-  (:func:`split_halves`): one half is the reference, the other the floors' unseen MD. Those
+* A model trained on a user's data is judged on the test frames its run held out
+  (``--test-trajectories``: whole trajectories, or the end of a single one after a gap), with the
+  validation split for the floors. A run that held out none is judged on its validation split cut
+  in two (:func:`split_halves`): one half is the reference, the other the floors' unseen MD; those
   frames are blocks of the training trajectories, so the report gives their distance in frames to
   the nearest training frame.
 * ``--data FILE`` is judged on that file, with the validation split (or, where the training data
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pairwise_vae.data.dataset import TEST_DATASET, load_dataset
+from pairwise_vae.data.dataset import DEFAULT_DATASET, TEST_DATASET, load_dataset
 from pairwise_vae.data.records import DataError
 from pairwise_vae.data.split import split_frames, subsample
 from pairwise_vae.sampling.inference import run_split
@@ -122,11 +124,13 @@ def evaluation_frames(
     """
     run = config_from_checkpoint(checkpoint, checkpoint_path)
     try:
-        dataset, training, validation = run_split(checkpoint, checkpoint_path)
+        dataset, split = run_split(checkpoint, checkpoint_path)
     except DataError:
         if given is None:
             raise
-        dataset = training = validation = None
+        dataset = split = None
+    training = None if split is None else split.train
+    validation = None if split is None else split.validation
     held_out = 0 if validation is None else len(validation)
     validation_text = f"{held_out} validation frames of the training trajectories, unseen in training"
     if given is not None:
@@ -136,9 +140,10 @@ def evaluation_frames(
             return EvaluationFrames(
                 reference, description, "not known (the training data cannot be read)", pool, pool_text, None
             )
-        same = Path(given.source).resolve() == Path(dataset.source).resolve()
+        training_files = [DEFAULT_DATASET] if run.data is None else run.data
+        same = Path(given.source).resolve() in {Path(path).resolve() for path in training_files}
         relation = (
-            "the training file itself: frames the model trained on are among them"
+            "a file of the training data: frames the model trained on are among them"
             if same
             else "a file given with --data; how it relates to the training data is not known"
         )
@@ -153,8 +158,18 @@ def evaluation_frames(
             validation_text,
             training,
         )
+    if len(split.test) > 0:
+        files = f" and {len(run.data) - 1} more file(s)" if len(run.data) > 1 else ""
+        return EvaluationFrames(
+            subsample(split.test, max_frames),
+            f"{dataset.source}{files} (the test frames the training run held out)",
+            split.test_note,
+            validation,
+            validation_text,
+            training,
+        )
     n_frames = len(subsample(dataset.coords, run.max_frames))
-    train_index, validation_index = split_frames(n_frames, run.validation_fraction, run.split_seed)
+    train_index, validation_index = split_frames(n_frames, run.validation_fraction, run.split_seed)  # nothing held out
     gaps = frames_to_training(train_index, validation_index)
     reference, description, pool, pool_text = halves(
         subsample(validation, max_frames), f"{dataset.source} (validation split of the training run)"
@@ -162,6 +177,7 @@ def evaluation_frames(
     relation = (
         "blocks cut from the training trajectories, not independent of them: each frame lies "
         f"{gaps.min()} to {gaps.max()} frames (mean {gaps.mean():.1f}) from the nearest training frame in the "
-        "file's order; a file of separate trajectories as the reference (--data) gives an independent judgement"
+        "file's order; train with --test-trajectories 1 (or pass other trajectories with --data) for an "
+        "independent judgement"
     )
     return EvaluationFrames(reference, description, relation, pool, pool_text, training)

@@ -25,7 +25,7 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 Reconstructions and prior samples are oriented by the checkpoint's parity rule
 (:mod:`pairwise_vae.model.parity`), as ``sample`` and the training-time metrics orient them. The
 reference (:mod:`pairwise_vae.evaluation.references`) defaults to the independent AIB9 test
-trajectories for a model of the embedded data, and to half the validation split otherwise.
+trajectories for a model of the embedded data, and to the test frames its run held out otherwise.
 """
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ SYNC_INTERVAL = 10
 class TrainConfig:
     """Training run"""
 
-    data: Path | None = field(
+    data: list[Path] | None = field(
         default=None,
         metadata={
-            "help": "dataset .npz, .npy coordinates with --topology, or an MD trajectory (.xtc, .dcd, .trr, .nc, "
-            "multi-model .pdb, ...; needs the 'md' extra); none: the embedded AIB9 ensemble",
+            "help": "dataset .npz, .npy coordinates with --topology, or MD trajectories (.xtc, .dcd, .trr, .nc, "
+            "multi-model .pdb, ...; needs the 'md' extra), one or more files of one molecule, each a trajectory; "
+            "none: the embedded AIB9 ensemble",
             "metavar": "FILE",
         },
     )
@@ -89,6 +90,16 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
     beta: float = field(default=2e-5, metadata={"help": "weight of the KL term"})
     beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
+    test_trajectories: int = field(
+        default=1,
+        metadata={
+            "help": "trajectories held out whole from training, the test set that evaluate judges the model on: "
+            "the last ones in file order (several --data files, or the replica labels of an .npz); with a single "
+            "trajectory its last 10%%, after a gap of 2%%; 0: none (evaluate then scores half of the validation "
+            "split). The embedded AIB9 data has test trajectories of its own and ignores this",
+            "older_records": 0,
+        },
+    )
     validation_fraction: float = field(
         default=0.1, metadata={"help": "fraction of frames held out, in contiguous blocks"}
     )
@@ -164,12 +175,19 @@ class TrainConfig:
     )
     model: ModelConfig = field(default_factory=ModelConfig)
 
+    def trajectories_held_out(self) -> int:
+        """Trajectories held out as the test set: ``test_trajectories``, but none for the embedded AIB9 data,
+        whose test trajectories are a file of their own."""
+        return 0 if self.data is None else self.test_trajectories
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values no run can use."""
         positive = ("epochs", "batch_size", "devices", "checkpoint_every", "evaluate_every", "max_bad_steps", "stride")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.test_trajectories < 0:
+            raise ConfigError(f"--test-trajectories must be 0 or more, got {self.test_trajectories}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError(
                 f"--validation-fraction must be in (0, 1), got {self.validation_fraction}: "
