@@ -114,3 +114,12 @@ def test_a_config_file_lists_several_data_files_and_none_stands_alone(tmp_path):
     assert parse_config(["--data", "none"])[0].data is None
     with pytest.raises(SystemExit):
         parse_config(["--data", "a.xtc", "none"])
+
+
+def test_the_training_file_as_reference_is_named_so_and_floored_by_its_own_halves(tiny_checkpoint, tiny_npz, tmp_path):
+    argv = [str(tiny_checkpoint), "--data", str(tiny_npz), "--output", str(tmp_path / "report")]
+    evaluate_main([*argv, "--num-samples", "8", "--device", "cpu"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["reference"]["relation"] == "a file of the training data: frames the model trained on are among them"
+    # the 48 frames in 20 blocks: the even-numbered ones (24 frames) are the reference, the odd-numbered the floor's
+    assert report["reference"]["frames"] == 24 and report["matched"]["pool"].startswith("the odd-numbered blocks")

@@ -249,3 +249,11 @@ def test_narrow_vector_channels_keep_the_encoder_invariant(aib9, positions):
         torch.testing.assert_close(mu_moved, mu, atol=1e-9, rtol=1e-7)
         torch.testing.assert_close(log_var_moved, log_var, atol=1e-9, rtol=1e-7)
     assert not torch.allclose(mu[0], mu[1]), "different conformations should encode differently"
+
+
+def test_chirality_terms_of_a_molecule_without_four_atom_chains_are_zero_not_nan():
+    """Bug: three atoms have no chains i-j-k-l, and 0 / 0 made the whole training loss NaN."""
+    predicted = torch.randn(2, 3, 3, requires_grad=True)
+    loss = relative_chirality_loss(predicted, torch.randn(2, 3, 3), torch.empty(0, 4, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(predicted.grad).all()

@@ -46,6 +46,8 @@ def pair_distance_loss(predicted: torch.Tensor, target: torch.Tensor, pairs: tor
         target: (B, N, 3) coordinates in Angstrom.
         pairs: (P, 2) atom indices, P > 0: the covalent bonds, or the 1-3 or 1-4 pairs.
     """
+    if pairs.shape[0] == 0:  # e.g. 1-4 pairs of a molecule of three atoms
+        return predicted.sum() * 0.0
     return (bond_lengths(predicted, pairs) - bond_lengths(target, pairs)).pow(2).mean()
 
 
@@ -69,6 +71,8 @@ def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadr
     Returns:
         Scalar mean over the batch (dimensionless).
     """
+    if quadruplets.shape[0] == 0:  # a molecule without chains of four atoms (e.g. of three): nothing to compare
+        return predicted.sum() * 0.0
     s = normalized_volumes(predicted, quadruplets)
     t = normalized_volumes(target, quadruplets)
     s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)

@@ -64,7 +64,9 @@ def at_least(key: str, name: str, value: float, limit: float) -> Criterion:
 
 
 def above_floor(key: str, name: str, row: dict, margin: float) -> Criterion:
-    """Met when the samples' value is at most ``margin`` above its floor; n/a without a floor."""
+    """Met when the samples' value is at most ``margin`` above its floor; n/a without a value or a floor."""
+    if row is None:
+        return Criterion(key, name, None, "not computed (a single reference frame or sample)", None)
     if row["floor"] is None:
         return Criterion(key, name, None, "no floor (fewer than two reference frames)", None)
     return at_most(key, name, row["samples"], row["floor"] + margin, f" (matched floor {row['floor']:.3f} + {margin})")

@@ -142,11 +142,11 @@ def evaluation_frames(
             )
         training_files = [DEFAULT_DATASET] if run.data is None else run.data
         same = Path(given.source).resolve() in {Path(path).resolve() for path in training_files}
-        relation = (
-            "a file of the training data: frames the model trained on are among them"
-            if same
-            else "a file given with --data; how it relates to the training data is not known"
-        )
+        if same:  # the validation frames are among the reference: its own halves give the floor
+            reference, description, pool, pool_text = halves(frames, given.description)
+            relation = "a file of the training data: frames the model trained on are among them"
+            return EvaluationFrames(reference, description, relation, pool, pool_text, training)
+        relation = "a file given with --data; how it relates to the training data is not known"
         return EvaluationFrames(frames, given.description, relation, validation, validation_text, training)
     if run.data is None:
         test = load_dataset(TEST_DATASET)

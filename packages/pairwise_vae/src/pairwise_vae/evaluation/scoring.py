@@ -26,7 +26,7 @@ from pairwise_vae.evaluation.ensembles import ensemble_metrics, sample_agreement
 from pairwise_vae.evaluation.floors import MatchedFloor, matched_floors
 from pairwise_vae.evaluation.novelty import novelty
 from pairwise_vae.evaluation.references import EvaluationFrames
-from pairwise_vae.evaluation.two_sample import c2st_ensembles, c2st_floors
+from pairwise_vae.evaluation.two_sample import FEATURE_SETS, c2st_ensembles, c2st_floors
 
 
 def beside_floor(samples: float | None, relaxed: float | None, floor: MatchedFloor | None, with_relaxed: bool) -> dict:
@@ -53,8 +53,8 @@ def matched_scores(
 
     Returns:
         ``matched``: the sizes and where the floors come from; ``ensemble_metrics`` and ``two_sample``
-        (ROC AUC per feature set; None where the molecule lacks the features): per key the rows of
-        :func:`beside_floor`; ``novelty``: :class:`NoveltyResult` entries of the samples (and of the
+        (ROC AUC per feature set; None where the molecule lacks the features or a set has one frame):
+        per key the rows of :func:`beside_floor`; ``novelty``: :class:`NoveltyResult` entries of the samples (and of the
         relaxed samples), None without training frames.
     """
     reference, pool = frames.reference, frames.pool
@@ -73,8 +73,12 @@ def matched_scores(
         key: beside_floor(value, relaxed_scores.get(key), floors.get(key), relaxed is not None)
         for key, value in scores["samples"].items()
     }
-    tests = {name: c2st_ensembles(ensemble, reference, topology) for name, ensemble in ensembles.items()}
-    test_floors = {} if pool is None else c2st_floors(pool, reference, topology, n, len(reference))
+    testable = min(n, len(reference)) >= 2  # a two-sample test needs two frames of each set
+    tests = {
+        name: c2st_ensembles(ensemble, reference, topology) if testable else dict.fromkeys(FEATURE_SETS)
+        for name, ensemble in ensembles.items()
+    }
+    test_floors = {} if pool is None or not testable else c2st_floors(pool, reference, topology, n, len(reference))
     two_sample: dict[str, dict | None] = {}
     for feature_set, result in tests["samples"].items():
         if result is None:

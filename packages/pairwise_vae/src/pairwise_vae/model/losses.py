@@ -90,6 +90,8 @@ def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadr
     Returns:
         Scalar mean over the batch (dimensionless).
     """
+    if quadruplets.shape[0] == 0:  # a molecule without chains of four atoms (e.g. of three): nothing to compare
+        return predicted.sum() * 0.0
     s = normalized_volumes(predicted, quadruplets)
     t = normalized_volumes(target, quadruplets)
     s_norm, t_norm, overlap = s.pow(2).sum(dim=-1), t.pow(2).sum(dim=-1), (s * t).sum(dim=-1)
