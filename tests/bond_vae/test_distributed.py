@@ -76,6 +76,8 @@ def test_devices_flag_trains_on_two_processes_and_resumes(tiny_npz, tmp_path):
         str(tmp_path / "runs"),
         "--run-name",
         "ddp",
+        "--test-trajectories",  # nothing held out: all 48 frames but the validation split train
+        "0",
         *TINY_MODEL_FLAGS,
     ]
     # the launcher runs in this process; its two ranks are 'python -m bond_vae' processes

@@ -148,7 +148,7 @@ def test_training_on_a_trajectory(written, tmp_path, capsys, aib9):
     run = tmp_path / "runs" / "run"
     config = json.loads((run / "config.json").read_text())
     assert (config["data"], config["topology"], config["stride"]) == (
-        str(written / "traj.xtc"),
+        [str(written / "traj.xtc")],
         str(written / "top.pdb"),
         2,
     )
