@@ -381,12 +381,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pair-channels",
         type=int,
-        help="the decoder's pair channels at every setting (default: each package's default, as the node channels)",
+        help="the decoder's pair channels at every setting (default: each package's default)",
     )
     parser.add_argument(
         "--vector-channels",
         type=int,
-        help="the encoder's vector channels at every setting (default: each package's default, as the scalar channels)",
+        help="the encoder's vector channels at every setting (default: each package's default)",
     )
     parser.add_argument(
         "--batch-size",

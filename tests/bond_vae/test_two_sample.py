@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from bond_vae.data.records import ConformationDataset
-from bond_vae.evaluation.floors import matched_floor
+from bond_vae.evaluation.floors import matched_floors
 from bond_vae.evaluation.metrics import dihedrals, find_backbone, helix_classes
 from bond_vae.evaluation.two_sample import (
     FEATURE_SETS,
@@ -83,7 +83,10 @@ def test_matched_floor_equals_the_metric_by_hand(aib9: ConformationDataset) -> N
     def metric(samples: np.ndarray, frames: np.ndarray) -> float:
         return float(samples[:, 0, 0].mean() - frames[:, 0, 0].mean())
 
-    floor = matched_floor(metric, pool, reference, n_samples=37, n_reference=53, repeats=4, seed=11)
+    def metrics(samples: np.ndarray, frames: np.ndarray) -> dict[str, float]:
+        return {"shift": metric(samples, frames)}
+
+    floor = matched_floors(metrics, pool, reference, n_samples=37, n_reference=53, repeats=4, seed=11)["shift"]
     assert (floor.n_samples, floor.n_reference, floor.matched) == (37, 53, True)
     by_hand = []
     for pool_indices, reference_indices in zip(floor.pool_indices, floor.reference_indices, strict=True):
@@ -93,13 +96,13 @@ def test_matched_floor_equals_the_metric_by_hand(aib9: ConformationDataset) -> N
     np.testing.assert_allclose(floor.values, by_hand, rtol=1e-6)
     np.testing.assert_allclose([floor.mean, floor.std], [np.mean(by_hand), np.std(by_hand)], rtol=1e-6)
     assert len(set(floor.values)) == 4  # fresh subsets each draw
-    assert matched_floor(metric, pool, reference, 37, 53, repeats=4, seed=11).values == floor.values
+    assert matched_floors(metrics, pool, reference, 37, 53, repeats=4, seed=11)["shift"].values == floor.values
     assert set(floor.to_dict()) >= {"mean", "std", "values", "n_samples", "n_reference", "matched"}
 
 
 def test_matched_floor_with_a_small_pool_uses_all_of_it(aib9: ConformationDataset) -> None:
     pool, reference = aib9.coords[:20], aib9.coords[20:50]
-    floor = matched_floor(lambda s, r: float(len(s) + 1000 * len(r)), pool, reference, 25, 40)
+    floor = matched_floors(lambda s, r: {"sizes": float(len(s) + 1000 * len(r))}, pool, reference, 25, 40)["sizes"]
     assert (floor.n_samples, floor.n_reference, floor.matched) == (20, 30, False)
     assert floor.values == [20 + 1000 * 30.0]
 

@@ -5,4 +5,4 @@ Main classes: :class:`~bond_vae.model.encoder.ViSNetEncoder`, :class:`~bond_vae.
 and :class:`~bond_vae.model.vae.MolecularVAE`. Train with ``bond-vae-train`` (``python -m bond_vae``).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

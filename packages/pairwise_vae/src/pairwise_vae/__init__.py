@@ -5,4 +5,4 @@ Main classes: :class:`~pairwise_vae.model.encoder.ViSNetEncoderMSE`, :class:`~pa
 and :class:`~pairwise_vae.model.vae.MolecularVAEMSE`. Train with ``pairwise-vae-train`` (``python -m pairwise_vae``).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -22,7 +22,7 @@ FLOOR_SEED = 0
 
 @dataclass
 class MatchedFloor:
-    """A metric's floor at matched sizes (:func:`matched_floor`).
+    """A metric's floor at matched sizes (:func:`matched_floors`).
 
     ``mean`` and ``std`` (population standard deviation) are over ``values``, one per draw.
     ``n_samples`` and ``n_reference`` are the sizes used; ``matched`` is False where the pool or
@@ -71,11 +71,25 @@ def matched_floors(
     repeats: int = FLOOR_REPEATS,
     seed: int = FLOOR_SEED,
 ) -> dict[str, MatchedFloor]:
-    """The floors of several sample-vs-reference metrics computed together, ``metrics(samples, reference)``
-    returning ``{name: value}``: per name its :class:`MatchedFloor` (see :func:`matched_floor`), all from
-    the same draws. A name missing from some draws (a metric that does not apply) is left out."""
+    """The floors of sample-vs-reference metrics at the model's sizes, all from the same draws.
+
+    Args:
+        metrics: called as ``metrics(pool_subset, reference_subset)``, returning ``{name: value}``; a
+            name missing (or None) in some draw (a metric that does not apply) is left out.
+        pool: (P, ...) held-out frames, disjoint from the reference and unseen in training (for
+            conformations (P, N, 3) Angstrom; any per-frame array works, e.g. features).
+        reference: (R, ...) the reference the model is scored against, same trailing shape.
+        n_samples: number of samples the model's metrics used.
+        n_reference: number of reference frames the model's metrics used.
+        repeats: independent draws (each a fresh subset of pool and reference).
+        seed: seed of the draws.
+
+    Returns:
+        Per name its :class:`MatchedFloor`; with a pool and reference no larger than the requested
+        sizes every draw is the same, so ``repeats`` then falls to one.
+    """
     if len(pool) == 0 or len(reference) == 0 or n_samples < 1 or n_reference < 1:
-        raise ValueError("matched_floor needs a non-empty pool and reference and sizes of at least 1")
+        raise ValueError("matched_floors needs a non-empty pool and reference and sizes of at least 1")
     if n_samples >= len(pool) and n_reference >= len(reference):
         repeats = 1
     rng = np.random.default_rng(seed)
@@ -101,34 +115,3 @@ def matched_floors(
         )
         for name in names
     }
-
-
-def matched_floor(
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    pool: np.ndarray,
-    reference: np.ndarray,
-    n_samples: int,
-    n_reference: int,
-    repeats: int = FLOOR_REPEATS,
-    seed: int = FLOOR_SEED,
-) -> MatchedFloor:
-    """The floor of ``metric(samples, reference)`` at the model's sizes.
-
-    Args:
-        metric: the sample-vs-reference metric, called as ``metric(pool_subset, reference_subset)``.
-        pool: (P, ...) held-out frames, disjoint from the reference and unseen in training (for
-            conformations (P, N, 3) Angstrom; any per-frame array works, e.g. features).
-        reference: (R, ...) the reference the model is scored against, same trailing shape.
-        n_samples: number of samples the model's metric used.
-        n_reference: number of reference frames the model's metric used.
-        repeats: independent draws (each a fresh subset of pool and reference).
-        seed: seed of the draws.
-
-    Returns:
-        The :class:`MatchedFloor`; with a pool or reference no larger than the requested sizes
-        every draw is the same, so ``repeats`` then falls to one.
-    """
-    floors = matched_floors(
-        lambda a, b: {"metric": metric(a, b)}, pool, reference, n_samples, n_reference, repeats, seed
-    )
-    return floors["metric"]

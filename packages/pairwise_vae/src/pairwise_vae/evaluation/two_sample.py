@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from pairwise_vae.bond_graph import angle_triplets
 from pairwise_vae.data.records import Topology
-from pairwise_vae.evaluation.floors import FLOOR_REPEATS, FLOOR_SEED, MatchedFloor, matched_floor
+from pairwise_vae.evaluation.floors import FLOOR_REPEATS, FLOOR_SEED, MatchedFloor, matched_floors
 from pairwise_vae.evaluation.metrics import bond_angles, dihedrals, find_backbone
 
 C2ST_FOLDS = 5
@@ -221,7 +221,7 @@ def c2st_floors(
     folds: int = C2ST_FOLDS,
     classifier: str = "gradient_boosting",
 ) -> dict[str, MatchedFloor | None]:
-    """The matched floors (:func:`matched_floor`) of the AUCs of :func:`c2st_ensembles`: held-out MD
+    """The matched floors (:func:`matched_floors`) of the AUCs of :func:`c2st_ensembles`: held-out MD
     frames subsampled to ``n_samples`` against the reference subsampled to ``n_reference``.
 
     Args:
@@ -243,14 +243,14 @@ def c2st_floors(
         floors[name] = (
             None
             if pool_features is None or reference_features is None
-            else matched_floor(
-                lambda a, b: c2st(a, b, folds, C2ST_SEED, classifier).auc,
+            else matched_floors(
+                lambda a, b: {"auc": c2st(a, b, folds, C2ST_SEED, classifier).auc},
                 pool_features,
                 reference_features,
                 n_samples,
                 n_reference,
                 repeats,
                 seed,
-            )
+            )["auc"]
         )
     return floors
