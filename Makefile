@@ -98,9 +98,9 @@ bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both pac
 gpu-check: setup  ## on a machine with a GPU: CUDA tests, bench, one-epoch train-both, DDP; one summary table (~10 min)
 	$(UV) run --frozen python scripts/gpu_check.py $(ARGS)
 
-dataset: setup  ## regenerate the AIB9 MD ensemble with OpenMM (ARGS="--output FILE")
+dataset: setup  ## simulate an MD ensemble with OpenMM: AIB9 or a chiral peptide (ARGS="--system a4ga4 --output FILE")
 	$(UV) sync --frozen --compile-bytecode --group dataset
-	$(UV) run --frozen --group dataset python scripts/make_aib9_dataset.py $(ARGS)
+	$(UV) run --frozen --group dataset python scripts/make_dataset.py $(ARGS)
 
 clean-venv:  ## remove the environment (.venv); runs/ and data/ are kept
 	rm -rf .venv
