@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bond_helpers import random_orthogonal
+from bond_helpers import random_orthogonal, replica_frames
 from bond_vae.data.records import ConformationDataset, Topology
 from bond_vae.evaluation.ensembles import compare_ensembles, projections, write_figures
 from bond_vae.evaluation.metrics import dihedrals, find_backbone
@@ -119,7 +119,7 @@ def test_spread_frames_pick_low_median_and_high_radius_of_gyration():
 
 
 def test_structure_rows_are_the_helix_classes_present(aib9: ConformationDataset):
-    right = aib9.coords[:1500][::150].astype(np.float64)  # replica 0: right-handed helices
+    right = replica_frames(aib9, 0)[::80].astype(np.float64)  # right-handed helices
     backbone = find_backbone(aib9.topology)
     phi = (dihedrals(right, backbone.phi), dihedrals(right * MIRROR, backbone.phi))
     basins = structure_basins(len(right), len(right), phi)

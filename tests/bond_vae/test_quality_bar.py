@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from bond_helpers import replica_frames
 from bond_vae.evaluation.ensembles import compare_ensembles, ensemble_metrics, sample_agreement
 from bond_vae.evaluation.quality_bar import bar_report, judge
 from bond_vae.evaluation.references import EvaluationFrames, frames_to_training, split_halves
@@ -19,14 +20,14 @@ MIRROR = np.array([1.0, 1.0, -1.0])
 def two_basins(aib9) -> np.ndarray:
     """(600, 58, 3) frames in time order: 300 right-handed helices, then 300 left-handed ones (the mirror images
     of other right-handed frames: exact mirror pairs would let a classifier match a frame to its partner)."""
-    frames = aib9.coords[:1500].astype(np.float64)
+    frames = np.concatenate([replica_frames(aib9, 0), replica_frames(aib9, 6)])[:1500].astype(np.float64)
     return np.concatenate([frames[0::5], frames[1::5] * MIRROR])
 
 
 @pytest.fixture(scope="module")
 def unseen(aib9) -> np.ndarray:
     """(600, 58, 3) frames of the same two basins that are not in ``two_basins`` (other time steps)."""
-    frames = aib9.coords[:1500].astype(np.float64)
+    frames = np.concatenate([replica_frames(aib9, 0), replica_frames(aib9, 6)])[:1500].astype(np.float64)
     return np.concatenate([frames[2::5], frames[3::5] * MIRROR])
 
 
@@ -48,7 +49,8 @@ def test_frames_to_the_nearest_training_frame_by_hand():
 
 
 def test_samples_and_floor_are_scored_at_the_pool_size_against_the_whole_reference(two_basins, unseen, aib9):
-    samples = aib9.coords[3000:4200].astype(np.float64)  # 1,200 right-handed frames (400 K), more than the pool's
+    right_400k = np.concatenate([replica_frames(aib9, 2), replica_frames(aib9, 8)])
+    samples = right_400k[:1200].astype(np.float64)  # 1,200 right-handed frames (400 K), more than the pool's
     pool = unseen[::2]
     scores = matched_scores(samples, None, judged_on(two_basins, pool), aib9.topology)
     assert scores["matched"] == {"n_samples": 300, "n_reference": 600, "pool": "pool", "floor_draws": 1}

@@ -104,6 +104,13 @@ def with_trained_size_coordinate_updates(model: MolecularVAEMSE, std: float = 0.
     return model
 
 
+def replica_frames(aib9: ConformationDataset, replica: int) -> np.ndarray:
+    """(800, 58, 3) frames of one replica of the embedded AIB9 data, Angstrom. Replicas k and k + 6 run
+    condition k: 0 right-handed helix 300 K, 1 left 300 K, 2 right 400 K, 3 left 400 K, 4 mixed 300 K
+    (right-handed N-half, left-handed C-half), 5 extended 500 K."""
+    return aib9.coords[aib9.trajectory_labels() == replica]
+
+
 def write_npz(
     path: Path, dataset: ConformationDataset, coords: np.ndarray | None = None, **overrides: np.ndarray
 ) -> Path:

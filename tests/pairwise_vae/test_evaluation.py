@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from pairwise_helpers import make_model, tiny_model_config, with_trained_size_coordinate_updates
+from pairwise_helpers import make_model, replica_frames, tiny_model_config, with_trained_size_coordinate_updates
 from pairwise_vae.bond_graph import angle_triplets
 from pairwise_vae.data.dataset import TEST_DATASET, load_dataset
 from pairwise_vae.data.records import Topology
@@ -46,7 +46,7 @@ def test_dihedral_and_angle_of_hand_built_geometry():
 
 
 def test_mirrored_helix_is_flagged_by_handedness_but_not_by_distance_metrics(aib9):
-    right = aib9.coords[:1500][::50].astype(np.float64)  # replica 0: right-handed helices
+    right = replica_frames(aib9, 0)[::25].astype(np.float64)  # right-handed helices
     mirrored = right * MIRROR
     backbone = find_backbone(aib9.topology)
     assert len(backbone.residue_ids) == 9
@@ -62,8 +62,8 @@ def test_mirrored_helix_is_flagged_by_handedness_but_not_by_distance_metrics(aib
 
 
 def test_reconstruction_error_is_broken_down_by_the_reference_frames_helix_class(aib9):
-    helices = aib9.coords[:1500][::150].astype(np.float64)  # replica 0: right-handed helices
-    mixed = aib9.coords[6000:7500][::150].astype(np.float64)  # replica 4: right-handed N-half, left-handed C-half
+    helices = replica_frames(aib9, 0)[::80].astype(np.float64)  # right-handed helices
+    mixed = replica_frames(aib9, 4)[::80].astype(np.float64)  # right-handed N-half, left-handed C-half
     reference = np.concatenate([helices, mixed])
     rebuilt_as_helices = np.concatenate([helices, helices])  # the mixed frames come back helical
     reconstruction = compare_ensembles(reference, rebuilt_as_helices, reference, aib9.topology)["reconstruction"]
@@ -235,17 +235,17 @@ def test_a_model_of_the_embedded_data_is_judged_on_the_independent_test_trajecto
     assert "share no frame and no trajectory" in report["reference"]["relation"]
     expected = subsample(load_dataset(TEST_DATASET).coords, 60)
     np.testing.assert_allclose(load_dataset(tmp_path / "report" / "reference.npz").coords, expected, atol=1e-3)
-    # the floors: 20 of the 900 validation frames (unseen in training) against the 60 test frames, three draws
+    # the floors: 20 of the 960 validation frames (unseen in training) against the 60 test frames, three draws
     assert report["matched"] == {
         "n_samples": 20,
         "n_reference": 60,
-        "pool": "900 validation frames of the training trajectories, unseen in training",
+        "pool": "960 validation frames of the training trajectories, unseen in training",
         "floor_draws": 3,
     }
     assert report["ensemble_metrics"]["ramachandran_js_distance_mean"]["floor_std"] > 0.0
     novelty = report["novelty"]["samples"]
-    assert (novelty["n_training"], novelty["n_test"], novelty["n_samples"]) == (8100, 60, 20)
-    # independent frames lie well away from every training frame (training frames 0.4 ps apart lie ~0.2 A apart)
+    assert (novelty["n_training"], novelty["n_test"], novelty["n_samples"]) == (8640, 60, 20)
+    # independent frames lie well away from every training frame (training frames 2.5 ps apart lie ~0.5 A apart)
     assert novelty["test_nearest_training_rmsd_median"] > 0.4
 
 

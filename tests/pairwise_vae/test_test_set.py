@@ -20,10 +20,15 @@ def test_test_trajectories_share_the_molecule_and_conditions_but_no_seed_with_tr
             np.testing.assert_array_equal(test[key], training[key])
         train_replicas = metadata(training)["config"]["replicas"]
         test_replicas = metadata(test)["config"]["replicas"]
-        conditions = [(r["start"], r["temperature_k"]) for r in train_replicas]
-        assert [(r["start"], r["temperature_k"]) for r in test_replicas] == conditions
+        conditions = [(r["start"], r["temperature_k"]) for r in test_replicas]  # six, one replica each
+        assert [(r["start"], r["temperature_k"]) for r in train_replicas] == conditions * 2  # two replicas each
         assert not {r["seed"] for r in test_replicas} & {r["seed"] for r in train_replicas}
         assert test["coords"].shape == (1500, 58, 3) and np.bincount(test["replica"]).tolist() == [250] * 6
-        # ten times the training data's frame spacing: 1 ns per replica in as many frames as 0.1 ns of training MD
-        assert metadata(test)["time_between_frames_ns"] == 10 * metadata(training)["time_between_frames_ns"]
+        # 1 ns per test replica, a frame every 4 ps; 2 ns per training replica, a frame every 2.5 ps
+        assert (metadata(test)["time_between_frames_ns"], metadata(test)["simulated_ns_per_replica"]) == (0.004, 1.0)
+        assert (metadata(training)["time_between_frames_ns"], metadata(training)["simulated_ns_per_replica"]) == (
+            0.0025,
+            2.0,
+        )
+        assert training["coords"].shape == (9600, 58, 3) and np.bincount(training["replica"]).tolist() == [800] * 12
         assert not np.isin(test["coords"][:, 0, 0], training["coords"][:, 0, 0]).any()

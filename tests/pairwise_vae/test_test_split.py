@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from pairwise_helpers import make_model, tiny_model_config, write_npz
+from pairwise_helpers import make_model, replica_frames, tiny_model_config, write_npz
 from pairwise_vae.config import from_dict, to_dict
 from pairwise_vae.data.dataset import DEFAULT_DATASET, load_dataset
 from pairwise_vae.data.records import DataError
@@ -47,7 +47,7 @@ def test_nothing_held_out_gives_the_block_split_of_every_frame(aib9):
 
 
 def test_the_replicas_of_an_npz_and_several_files_are_trajectories(aib9, tmp_path):
-    assert np.bincount(aib9.trajectory_labels()).tolist() == [1500] * 6  # the embedded data labels its replicas
+    assert np.bincount(aib9.trajectory_labels()).tolist() == [800] * 12  # the embedded data labels its replicas
     first = write_npz(tmp_path / "a.npz", aib9, aib9.coords[:30])
     second = write_npz(tmp_path / "b.npz", aib9, aib9.coords[30:50], replica=np.repeat([9, 3], 10).astype(np.int16))
     both = load_dataset([first, second])
@@ -80,7 +80,7 @@ def test_data_takes_several_files_and_older_records_hold_nothing_out(tmp_path):
 
 
 def test_evaluate_judges_a_user_run_on_the_test_frames_it_held_out(aib9, tmp_path):
-    data = [write_npz(tmp_path / f"r{k}.npz", aib9, aib9.coords[k * 1500 : k * 1500 + 40]) for k in range(3)]
+    data = [write_npz(tmp_path / f"r{k}.npz", aib9, replica_frames(aib9, k)[:40]) for k in range(3)]
     config = TrainConfig(data=data, model=tiny_model_config(), validation_fraction=0.25)
     checkpoint = tmp_path / "run.pt"
     save_checkpoint(checkpoint, model_payload(config, aib9.topology, make_model(aib9)))
@@ -93,7 +93,7 @@ def test_evaluate_judges_a_user_run_on_the_test_frames_it_held_out(aib9, tmp_pat
     assert report["reference"]["relation"].startswith("1 of the 3 trajectories of the data held out whole")
     assert report["reference"]["frames"] == 40  # the third file
     reference = load_dataset(tmp_path / "report" / "reference.npz").coords
-    np.testing.assert_allclose(reference, aib9.coords[3000:3040], atol=1e-3)
+    np.testing.assert_allclose(reference, replica_frames(aib9, 2)[:40], atol=1e-3)
     # 80 frames left: 20 validation frames (unseen) give the floors, 60 train
     assert report["matched"]["n_samples"] == 12 and report["matched"]["pool"].startswith("20 validation frames")
     assert report["novelty"]["samples"]["n_training"] == 60
