@@ -8,8 +8,9 @@ import torch
 from pairwise_helpers import make_model
 from pairwise_vae.evaluation.metrics import dihedrals, find_backbone
 from pairwise_vae.geometry import kabsch_rmsd
+from pairwise_vae.training.config import TrainConfig
 
-STEPS = 500  # optimiser steps of the overfit
+STEPS = 300  # optimiser steps of the overfit: with clipped gradients all of seeds 0-2 had learnt both basins by then
 
 
 def two_basins(aib9, per_basin: int = 8) -> torch.Tensor:
@@ -25,8 +26,9 @@ def two_basins(aib9, per_basin: int = 8) -> torch.Tensor:
 
 
 def overfit_uses_the_latent(aib9, frames: torch.Tensor, seed: int) -> str | None:
-    """Overfit a tiny model on the two basins for STEPS steps; None when its latent tells them apart and its codes
-    decode to the two structures, else what failed."""
+    """Overfit a tiny model on the two basins for STEPS steps, its gradients clipped as the trainer clips them
+    (unclipped, a learning rate of 3e-3 throws the tiny model back onto the mean structure); None when its latent
+    tells them apart and its codes decode to the two structures, else what failed."""
     model = make_model(aib9)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(seed)
@@ -34,6 +36,7 @@ def overfit_uses_the_latent(aib9, frames: torch.Tensor, seed: int) -> str | None
         terms = model.loss(frames, beta=1e-4)
         optimizer.zero_grad()
         terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TrainConfig.grad_clip)
         optimizer.step()
     with torch.no_grad():
         mu, _ = model.encode(frames)
@@ -56,17 +59,10 @@ def overfit_uses_the_latent(aib9, frames: torch.Tensor, seed: int) -> str | None
     return None
 
 
-@pytest.mark.slow  # 2 or 3 x 500 optimiser steps: about 2 CPU-minutes
-def test_the_latent_does_not_collapse_on_two_basins(aib9):
-    """In at least two of three seeds (noise of the reparametrisation): a short overfit of a tiny model collapses
-    now and then."""
+@pytest.mark.slow  # 2 x 300 optimiser steps: about a CPU-minute
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_latent_does_not_collapse_on_two_basins(aib9, seed: int):
     frames = two_basins(aib9)
     assert kabsch_rmsd(frames[:8].mean(0, keepdim=True), frames[8:].mean(0, keepdim=True)) > 1.0
-    failures, passed = [], 0
-    for seed in range(3):  # stops as soon as two seeds pass or two fail
-        failure = overfit_uses_the_latent(aib9, frames, seed)
-        passed += failure is None
-        failures += [failure] if failure is not None else []
-        if passed == 2 or len(failures) == 2:
-            break
-    assert passed == 2, "; ".join(failures)
+    failure = overfit_uses_the_latent(aib9, frames, seed)
+    assert failure is None, failure
