@@ -83,14 +83,16 @@ test-all: setup  ## the whole suite, slow tests included (several processes, tor
 TEST_MARKERS ?= not slow
 PYTEST_MARKERS = $(if $(strip $(TEST_MARKERS)),-m "$(TEST_MARKERS)")
 COMPILE_BYTECODE = $(if $(strip $(TEST_MARKERS)),,--compile-bytecode)
+# the whole suite names its slowest tests, to keep CI's time in view
+PYTEST_DURATIONS = $(if $(strip $(TEST_MARKERS)),,--durations=12)
 test-workspace:
-	OMP_NUM_THREADS=1 $(UV) run --frozen pytest $(PYTEST_MARKERS) --ignore=tests/bond_vae --ignore=tests/pairwise_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen pytest $(PYTEST_MARKERS) $(PYTEST_DURATIONS) --ignore=tests/bond_vae --ignore=tests/pairwise_vae
 
 test-bond:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package bond-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/bond_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package bond-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) $(PYTEST_DURATIONS) tests/bond_vae
 
 test-pairwise:
-	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package pairwise-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) tests/pairwise_vae
+	OMP_NUM_THREADS=1 $(UV) run --frozen --isolated $(COMPILE_BYTECODE) --package pairwise-vae --extra md pytest -p no:cacheprovider $(PYTEST_MARKERS) $(PYTEST_DURATIONS) tests/pairwise_vae
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)

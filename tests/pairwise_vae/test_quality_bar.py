@@ -17,18 +17,22 @@ MIRROR = np.array([1.0, 1.0, -1.0])
 
 
 @pytest.fixture(scope="module")
-def two_basins(aib9) -> np.ndarray:
-    """(600, 58, 3) frames in time order: 300 right-handed helices, then 300 left-handed ones (the mirror images
-    of other right-handed frames: exact mirror pairs would let a classifier match a frame to its partner)."""
-    frames = np.concatenate([replica_frames(aib9, 0), replica_frames(aib9, 6)])[:1500].astype(np.float64)
-    return np.concatenate([frames[0::5], frames[1::5] * MIRROR])
+def right_helices(aib9) -> np.ndarray:
+    """(1500, 58, 3) right-handed helices of the two 300 K replicas of that condition, float64, in time order."""
+    return np.concatenate([replica_frames(aib9, 0), replica_frames(aib9, 6)])[:1500].astype(np.float64)
 
 
 @pytest.fixture(scope="module")
-def unseen(aib9) -> np.ndarray:
+def two_basins(right_helices) -> np.ndarray:
+    """(600, 58, 3) frames in time order: 300 right-handed helices, then 300 left-handed ones (the mirror images
+    of other right-handed frames: exact mirror pairs would let a classifier match a frame to its partner)."""
+    return np.concatenate([right_helices[0::5], right_helices[1::5] * MIRROR])
+
+
+@pytest.fixture(scope="module")
+def unseen(right_helices) -> np.ndarray:
     """(600, 58, 3) frames of the same two basins that are not in ``two_basins`` (other time steps)."""
-    frames = np.concatenate([replica_frames(aib9, 0), replica_frames(aib9, 6)])[:1500].astype(np.float64)
-    return np.concatenate([frames[2::5], frames[3::5] * MIRROR])
+    return np.concatenate([right_helices[2::5], right_helices[3::5] * MIRROR])
 
 
 def judged_on(reference: np.ndarray, pool: np.ndarray | None) -> EvaluationFrames:
