@@ -15,6 +15,7 @@ from pairwise_vae.sampling.inference import decode_in_batches, load_for_inferenc
 from pairwise_vae.sampling.sample import main as sample_main
 from pairwise_vae.sampling.sampler import Sampler, SamplerOptions, draw_samples, fit_sampler
 from pairwise_vae.training import loop, validation
+from pairwise_vae.training import train as train_command
 from pairwise_vae.training.checkpoint import (
     CHECKPOINT_VERSION,
     load_checkpoint,
@@ -22,7 +23,6 @@ from pairwise_vae.training.checkpoint import (
     save_checkpoint,
     store_sampler,
 )
-from pairwise_vae.training.train import TRAINING_REPORT_SAMPLES
 
 FLAGS = ["--num-samples", "12", "--device", "cpu", "--no-pdb", "--no-compile"]
 
@@ -158,7 +158,7 @@ def test_a_format_6_checkpoint_without_a_sampler_still_loads(tiny_checkpoint, tm
 def test_the_run_ends_with_the_report_of_best_pt_through_its_sampler(tiny_run):
     report = json.loads((tiny_run / "evaluation" / "report.json").read_text())
     assert report["checkpoint"] == str(tiny_run / "best.pt")
-    assert report["samples"]["count"] == TRAINING_REPORT_SAMPLES
+    assert report["samples"]["count"] == train_command.TRAINING_REPORT_SAMPLES == 100
     assert report["sampler"] == "fitted when training ended (stored in the checkpoint)"
     assert report["prior"] == Sampler.from_record(load_checkpoint(tiny_run / "best.pt")["sampler"]).mixture.describe()
     # nothing held out (tiny_run_flags): half of the 5 validation frames, the even-numbered of 5 one-frame blocks
