@@ -279,6 +279,32 @@ def test_beta_rises_linearly_over_its_warm_up_epochs():
     assert beta_at(0, beta=0.1, warmup_epochs=0.0, steps_per_epoch=5) == 0.1, "no warm-up: full beta at once"
 
 
+def test_the_posterior_noise_of_training_rises_with_the_kl_weight(tiny_npz, tmp_path, monkeypatch):
+    """z = mu + s * sigma * eps in the training pass, s rising from 0 to 1 over the KL warm-up (here one epoch of
+    two), then staying 1; the noise-free start is what keeps the decoder from learning to ignore z."""
+    scales = []
+    original_forward = MODEL_CLASS.forward
+
+    def forward(self, positions, noise_scale=1.0):
+        if self.training:
+            scales.append(float(noise_scale))
+        return original_forward(self, positions, noise_scale)
+
+    monkeypatch.setattr(MODEL_CLASS, "forward", forward)
+    assert run_main(tiny_run_flags(tiny_npz, tmp_path, 2, "--beta-warmup-epochs", "1")) == 0
+    steps_per_epoch = len(scales) // 2
+    assert steps_per_epoch > 2 and len(scales) == 2 * steps_per_epoch
+    assert scales == pytest.approx([min(1.0, step / steps_per_epoch) for step in range(len(scales))])
+
+
+def test_a_noise_scale_of_zero_decodes_the_posterior_mean(aib9, positions):
+    model = with_trained_size_coordinate_updates(make_model(aib9)).double()
+    reconstruction, mu, _ = model(positions, torch.tensor(0.0, dtype=torch.float64))
+    torch.testing.assert_close(reconstruction, model.decode(mu))
+    noisy, _, _ = model(positions)
+    assert (noisy - reconstruction).abs().max() > 1e-3, "at full noise z is not the mean"
+
+
 def test_reference_conformation_is_the_frame_closest_to_the_mean_distances():
     generator = torch.Generator().manual_seed(0)
     base = torch.randn(1, 6, 3, generator=generator, dtype=torch.float64)

@@ -171,20 +171,23 @@ class MolecularVAE(nn.Module):
 
     @staticmethod
     def reparameterize(
-        mu: torch.Tensor, log_var: torch.Tensor, generator: torch.Generator | None = None
+        mu: torch.Tensor, log_var: torch.Tensor, noise_scale: torch.Tensor | float = 1.0
     ) -> torch.Tensor:
-        """Draw z = mu + sigma * eps with eps ~ N(0, I); (B, D) -> (B, D)."""
-        noise = torch.randn(mu.shape, device=mu.device, dtype=mu.dtype, generator=generator)
-        return mu + torch.exp(0.5 * log_var) * noise
+        """Draw z = mu + noise_scale * sigma * eps with eps ~ N(0, I); (B, D) -> (B, D). ``noise_scale`` (a 0-dim
+        tensor in training, so that a compiled forward is not recompiled as it changes) is below 1 only while the
+        KL weight warms up (:meth:`~bond_vae.training.schedule.Schedule.posterior_noise`)."""
+        return mu + noise_scale * torch.exp(0.5 * log_var) * torch.randn_like(mu)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_dim) -> (B, N, 3) centred coordinates in Angstrom."""
         return self.decoder(z)
 
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode, sample z, decode. Returns (reconstruction (B, N, 3), mu, log_var)."""
+    def forward(
+        self, positions: torch.Tensor, noise_scale: torch.Tensor | float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode, sample z (:meth:`reparameterize`), decode. Returns (reconstruction (B, N, 3), mu, log_var)."""
         mu, log_var = self.encode(positions)
-        return self.decode(self.reparameterize(mu, log_var)), mu, log_var
+        return self.decode(self.reparameterize(mu, log_var, noise_scale)), mu, log_var
 
     def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
         """Bond-length MSE + beta * KL (+ the weighted optional terms) for (B, N, 3) conformations in Angstrom."""

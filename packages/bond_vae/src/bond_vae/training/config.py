@@ -89,7 +89,13 @@ class TrainConfig:
     warmup_steps: int = field(default=300, metadata={"help": "linear learning-rate warm-up steps, then cosine decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping threshold"})
     beta: float = field(default=1e-5, metadata={"help": "weight of the KL term"})
-    beta_warmup_epochs: float = field(default=5.0, metadata={"help": "epochs over which beta rises linearly from 0"})
+    beta_warmup_epochs: float = field(
+        default=5.0,
+        metadata={
+            "help": "epochs over which beta, and with it the posterior noise of z in training, rise linearly from 0 "
+            "(full noise from the first step lets the decoder learn to ignore z)"
+        },
+    )
     test_trajectories: int = field(
         default=1,
         metadata={

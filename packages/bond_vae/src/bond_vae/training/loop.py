@@ -142,8 +142,9 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     config = run.config
     run.network.train()
     beta = run.schedule.beta(run.progress.step, config.beta, run.steps_per_epoch)
+    noise = torch.tensor(run.schedule.posterior_noise(run.progress.step, run.steps_per_epoch), device=batch.device)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
-        outputs = run.network(batch)
+        outputs = run.network(batch, noise)
     terms = run.model.criterion(batch, *outputs, beta=beta)
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()

@@ -44,10 +44,15 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> floa
     return FINAL_LEARNING_RATE_FACTOR + (1.0 - FINAL_LEARNING_RATE_FACTOR) * cosine
 
 
+def warmup_fraction(step: int, warmup_epochs: float, steps_per_epoch: int) -> float:
+    """How far an optimiser step is into the first ``warmup_epochs``: rises linearly from 0 to 1, then stays 1."""
+    warmup = warmup_epochs * steps_per_epoch
+    return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
 def beta_at(step: int, beta: float, warmup_epochs: float, steps_per_epoch: int) -> float:
     """KL weight at an optimiser step: rises linearly from 0 to ``beta`` over ``warmup_epochs``."""
-    warmup = warmup_epochs * steps_per_epoch
-    return beta * (1.0 if warmup <= 0 else min(1.0, step / warmup))
+    return beta * warmup_fraction(step, warmup_epochs, steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Schedule:
 
     ``total_steps``: the optimiser step at which the cosine reaches its floor (where training
     ends, unless a deadline comes first); ``warmup_steps``: linear learning-rate warm-up;
-    ``beta_warmup_epochs``: epochs of the KL weight's linear rise.
+    ``beta_warmup_epochs``: epochs of the linear rise of the KL weight and of the posterior noise.
     """
 
     total_steps: int
@@ -70,6 +75,13 @@ class Schedule:
     def beta(self, step: int, beta: float, steps_per_epoch: int) -> float:
         """KL weight at optimiser ``step`` for a full weight of ``beta``."""
         return beta_at(step, beta, self.beta_warmup_epochs, steps_per_epoch)
+
+    def posterior_noise(self, step: int, steps_per_epoch: int) -> float:
+        """Scale of the posterior noise in the training pass at optimiser ``step``: it rises from 0 to 1 with the KL
+        weight. At initialisation, without the bond-length features, the encoder's means differ between frames by
+        about 1e-4 while the posterior standard deviation is 1, so z at full noise is noise alone and a decoder
+        learns to ignore it (the latent collapses onto the mean structure)."""
+        return warmup_fraction(step, self.beta_warmup_epochs, steps_per_epoch)
 
 
 def steps_to_epoch(progress: Progress, epochs: int, steps_per_epoch: int) -> int:
