@@ -15,25 +15,24 @@ STEPS_PER_EPOCH = 10
 
 
 class FakeClock:
-    """``time.perf_counter`` for training runs in this process: a step takes 0.125 s (1 s from step
-    ``slow_from`` on) and an epoch's end 0.5 s, whatever the CPU does. ``rates`` records the
+    """``time.perf_counter`` for training runs in this process: a step takes 0.125 s (1 s for the
+    steps in ``slow``) and an epoch's end 0.5 s, whatever the CPU does. ``rates`` records the
     learning rate of each optimiser step, by step (0-based)."""
 
     STEP_SECONDS = 0.125
     SLOW_STEP_SECONDS = 1.0
     EPOCH_END_SECONDS = 0.5
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow_from: int | None = None) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: range = range(0)) -> None:
         self.now = 1000.0
-        self.slow_from = slow_from
+        self.slow = slow
         self.rates: dict[int, float] = {}
         train_step, end_epoch = loop.train_step, loop.end_epoch
 
         def timed_step(run, batch):
             step = run.progress.step
             self.rates[step] = run.optimizer.param_groups[0]["lr"]
-            slow = self.slow_from is not None and step >= self.slow_from
-            self.now += self.SLOW_STEP_SECONDS if slow else self.STEP_SECONDS
+            self.now += self.SLOW_STEP_SECONDS if step in self.slow else self.STEP_SECONDS
             return train_step(run, batch)
 
         def timed_end(*args, **kwargs):

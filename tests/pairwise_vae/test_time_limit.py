@@ -85,10 +85,27 @@ def test_max_minutes_lays_the_schedule_out_once_and_ends_it_at_the_floor(aib9, t
 
 
 def test_the_deadline_ends_a_run_whose_steps_slow_down_after_the_plan(aib9, tmp_path, monkeypatch):
-    FakeClock(monkeypatch, slow_from=30)  # timed at 0.125 s a step, then they take 1 s
+    FakeClock(monkeypatch, slow=range(30, 10**6))  # timed at 0.125 s a step, then they take 1 s
     assert run_main(timed_run_flags(timed_run_data(tmp_path, aib9), tmp_path / "runs", 1000, "0.2")) == 0
     checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
     # planned after step 30 (4.75 s): (12 - 4.75 - 0.5) / 0.175 = 38.6 steps, to step 68; but epoch 3 ends at
     # 5.25 s and steps 31..40 take 10 s: the synchronisation after step 40 finds the 12 s deadline passed
     assert checkpoint["schedule"]["total_steps"] == 68
     assert (checkpoint["step"], checkpoint["epoch"]) == (40, 4)
+
+
+def test_a_slow_start_is_re_planned_after_each_epoch_end(aib9, tmp_path, monkeypatch, capsys):
+    """Steps 0..19 take 1 s (another job on the machine), then 0.125 s: the plan after step 30 ends the run at step
+    41, and the re-plans after the following epoch ends, timed over all steps so far, stretch it to use the time."""
+    clock = FakeClock(monkeypatch, slow=range(20))
+    assert run_main(timed_run_flags(timed_run_data(tmp_path, aib9), tmp_path / "runs", 1000, "0.5")) == 0
+    out = capsys.readouterr().out
+    # after step 30 (22.25 s; steps 10..30 timed, 0.5625 s a step): (30 - 22.25 - 0.5) / (0.5625 + 0.05) = 11.8 fit
+    assert "so training ends at step 41 (11 more steps" in out
+    assert out.count("so training ends at step") >= 2, "the re-plans that move the end are printed"
+    checkpoint = load_checkpoint(tmp_path / "runs" / "run" / "last.pt")
+    assert checkpoint["step"] == checkpoint["schedule"]["total_steps"] > 50, "the run ends where its cosine does"
+    assert clock.now - 1000.0 < 30.0, "before the deadline"
+    assert checkpoint["scheduler"]["_last_lr"][0] == pytest.approx(
+        checkpoint["config"]["learning_rate"] * FINAL_LEARNING_RATE_FACTOR
+    )

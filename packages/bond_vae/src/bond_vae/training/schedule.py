@@ -2,13 +2,15 @@
 
 A run's schedule is a :class:`Schedule`: a linear learning-rate warm-up, then a cosine to
 ``FINAL_LEARNING_RATE_FACTOR`` of the peak at ``total_steps``, and a linear KL-weight warm-up.
-:func:`lay_out` is the one rule that computes it; a process lays it out once:
+:func:`lay_out` is the one rule that computes it; a process lays it out:
 
 * at its start, for the cosine to end with epoch ``--epochs``;
 * with ``--max-minutes N``, again once :attr:`TimeBudget.TIMED_STEPS` steps are timed (the
   interval that compiles is left out): the cosine ends at the last step that fits in the N
-  minutes, the epoch ends included (never beyond ``--epochs``). The deadline ends training even
-  if the steps ran slower than timed.
+  minutes, the epoch ends included (never beyond ``--epochs``);
+* and after every epoch's end from all the steps timed so far, so that a slow start (another
+  job on the machine, a recompilation) does not cut the run short, nor a slowdown overrun it.
+  The deadline ends training even if the steps ran slower than timed.
 
 A resumed run lays the cosine out anew over its whole length, the steps done plus those to
 come (to the new ``--epochs``, or for N more minutes), so the rate rises at the resumed step
@@ -145,12 +147,13 @@ def learning_rate_scheduler(
 
 class TimeBudget:
     """The ``--max-minutes`` limit of one process (on ``--resume``: N more minutes), and the step
-    and epoch-end times measured to lay out its schedule once.
+    and epoch-end times measured to lay out its schedule, and again after each epoch's end.
 
     Steps are timed between synchronisation points, from the first one on (the interval before
     it compiles) and never across an epoch's end, whose time is measured on its own.
-    ``planned`` says the schedule was laid out from the timed steps; ``time_up`` that all ranks
-    reached the deadline, which ends training.
+    ``planned`` says the schedule was laid out from the timed steps; ``replan_due`` that an epoch
+    ended since, so the next synchronisation lays it out again; ``time_up`` that all ranks reached
+    the deadline, which ends training.
     """
 
     TIMED_STEPS = 20
@@ -161,6 +164,7 @@ class TimeBudget:
         self.timed_seconds = 0.0
         self.epoch_end_seconds: float | None = None
         self.planned = False
+        self.replan_due = False
         self.time_up = False
         self._mark: tuple[int, float] | None = None
 
@@ -176,6 +180,7 @@ class TimeBudget:
         """An epoch's end (validation, checkpoints, plots) after ``step`` steps took ``seconds``; keep the longest."""
         self.epoch_end_seconds = max(self.epoch_end_seconds or 0.0, seconds)
         self._mark = (step, time.perf_counter())
+        self.replan_due = self.planned
 
     @property
     def ready(self) -> bool:

@@ -255,28 +255,35 @@ def run_epoch(run: TrainingRun, bar: tqdm, stop: StopRequested) -> Outcome | Non
     return Outcome("stopped", stop.signal_name) if stopping else None
 
 
+REPLAN_NOTE_FRACTION = 0.02
+
+
 def keep_to_budget(run: TrainingRun, bar: tqdm) -> None:
     """At a synchronisation point of a ``--max-minutes`` run: time the steps, end training at the
-    deadline, and lay the schedule out once enough steps are timed (all ranks agree on both)."""
+    deadline, and lay the schedule out once enough steps are timed and again after each epoch's end
+    (all ranks agree on all three)."""
     budget = run.budget
     budget.lap(run.progress.step)
     if any_rank(torch.tensor(float(budget.expired), device=run.device), run.ranks).item() > 0:
         budget.time_up = True
-    elif budget.ready and not budget.planned:
+    elif budget.ready and (budget.replan_due or not budget.planned):
         plan_schedule(run, bar)
 
 
 def plan_schedule(run: TrainingRun, bar: tqdm) -> None:
     """Fix the schedule for the steps that fit in the rest of ``--max-minutes`` (the slowest rank's
-    view, never beyond ``--epochs``) and drive the learning rate along it from this step on."""
+    view, never beyond ``--epochs``) and drive the learning rate along it from this step on; printed
+    the first time, and again when a re-plan moves the end by more than ``REPLAN_NOTE_FRACTION``."""
     budget, progress = run.budget, run.progress
     estimate_steps = len(run.validation_coords) / run.config.batch_size  # an epoch's end, until one is timed
     fit_steps = budget.steps_that_fit(run.steps_per_epoch, estimate_steps)
     fit_steps = -int(any_rank(torch.tensor(-float(fit_steps), device=run.device), run.ranks).item())  # min
+    previous_end = run.schedule.total_steps if budget.planned else None
     run.schedule = timed_schedule(run.config, progress, run.steps_per_epoch, fit_steps, run.schedule)
     run.scheduler = learning_rate_scheduler(run.optimizer, run.schedule, progress.step)
-    budget.planned = True
-    if run.ranks.is_main:
+    budget.planned, budget.replan_due = True, False
+    moved = previous_end is None or abs(run.schedule.total_steps - previous_end) > REPLAN_NOTE_FRACTION * previous_end
+    if run.ranks.is_main and moved:
         more = run.schedule.total_steps - progress.step
         measured = "" if budget.epoch_end_seconds is not None else " (estimated)"
         bar.write(
