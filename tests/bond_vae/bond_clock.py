@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Container
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ class FakeClock:
     SLOW_STEP_SECONDS = 1.0
     EPOCH_END_SECONDS = 0.5
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: range = range(0)) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, slow: Container[int] = ()) -> None:
         self.now = 1000.0
         self.slow = slow
         self.rates: dict[int, float] = {}
