@@ -60,6 +60,21 @@ def test_steps_that_fit_leave_out_compiling_and_count_epoch_ends(monkeypatch):
     assert budget.expired and budget.steps_that_fit(steps_per_epoch=100, estimate_steps=4.0) == 0
 
 
+def test_epoch_ends_count_at_their_mean_and_the_run_s_last_at_the_longest(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    budget = TimeBudget(minutes=1.0)  # deadline at 60 s
+    budget.lap(0)
+    clock[0] = 2.0
+    budget.lap(20)  # 0.1 s a step
+    budget.epoch_ended(20, 3.0)  # a plain epoch end
+    budget.epoch_ended(20, 9.0)  # one that also sampled (--evaluate-every)
+    clock[0] = 14.0
+    assert budget.mean_epoch_end_cost(estimate_steps=4.0) == pytest.approx(6.0)
+    # 60 - 14 - 9 (the run's last epoch end evaluates) = 37 s; each step 0.1 s + 6 s / 100 of an epoch's end
+    assert budget.steps_that_fit(steps_per_epoch=100, estimate_steps=4.0) == 231
+
+
 def test_max_minutes_lays_the_schedule_out_once_and_ends_it_at_the_floor(aib9, tmp_path, monkeypatch, capsys):
     clock = FakeClock(monkeypatch)
     assert run_main(timed_run_flags(timed_run_data(tmp_path, aib9), tmp_path / "runs", 1000, "0.1")) == 0

@@ -288,7 +288,7 @@ def plan_schedule(run: TrainingRun, bar: tqdm) -> None:
         measured = "" if budget.epoch_end_seconds is not None else " (estimated)"
         bar.write(
             f"--max-minutes {run.config.max_minutes:g}: a step takes {budget.step_seconds:.3g} s and an epoch's end "
-            f"{budget.epoch_end_cost(estimate_steps):.3g} s{measured}, so training ends at step "
+            f"{budget.mean_epoch_end_cost(estimate_steps):.3g} s{measured}, so training ends at step "
             f"{run.schedule.total_steps} ({more} more steps, {more / run.steps_per_epoch:.1f} epochs), where the "
             "learning-rate cosine reaches its floor"
         )

@@ -163,6 +163,8 @@ class TimeBudget:
         self.timed_steps = 0
         self.timed_seconds = 0.0
         self.epoch_end_seconds: float | None = None
+        self.epoch_end_total = 0.0
+        self.epoch_ends = 0
         self.planned = False
         self.replan_due = False
         self.time_up = False
@@ -177,8 +179,11 @@ class TimeBudget:
         self._mark = (step, now)
 
     def epoch_ended(self, step: int, seconds: float) -> None:
-        """An epoch's end (validation, checkpoints, plots) after ``step`` steps took ``seconds``; keep the longest."""
+        """An epoch's end (validation, checkpoints, plots) after ``step`` steps took ``seconds``; keep the longest
+        and the mean."""
         self.epoch_end_seconds = max(self.epoch_end_seconds or 0.0, seconds)
+        self.epoch_end_total += seconds
+        self.epoch_ends += 1
         self._mark = (step, time.perf_counter())
         self.replan_due = self.planned
 
@@ -196,13 +201,17 @@ class TimeBudget:
         return self.timed_seconds / self.timed_steps
 
     def epoch_end_cost(self, estimate_steps: float) -> float:
-        """Seconds of an epoch's end: as measured, or before one ended ``estimate_steps`` step times."""
+        """Seconds of the longest epoch's end so far, or before one ended ``estimate_steps`` step times."""
         return self.epoch_end_seconds if self.epoch_end_seconds is not None else estimate_steps * self.step_seconds
 
+    def mean_epoch_end_cost(self, estimate_steps: float) -> float:
+        """Mean seconds of an epoch's end so far (every ``--evaluate-every``-th one also samples), or before one
+        ended ``estimate_steps`` step times."""
+        return self.epoch_end_total / self.epoch_ends if self.epoch_ends else estimate_steps * self.step_seconds
+
     def steps_that_fit(self, steps_per_epoch: int, estimate_steps: float) -> int:
-        """Optimiser steps that still fit before the deadline, each epoch's end and the run's own
-        included (see :meth:`epoch_end_cost`); needs :attr:`ready`."""
-        epoch_end = self.epoch_end_cost(estimate_steps)
-        seconds_left = self.deadline - time.perf_counter() - epoch_end
-        per_step = self.step_seconds + epoch_end / steps_per_epoch
+        """Optimiser steps that still fit before the deadline, counting each epoch's end at the mean cost and the
+        run's own last one (which evaluates) at the longest; needs :attr:`ready`."""
+        seconds_left = self.deadline - time.perf_counter() - self.epoch_end_cost(estimate_steps)
+        per_step = self.step_seconds + self.mean_epoch_end_cost(estimate_steps) / steps_per_epoch
         return max(0, math.floor(seconds_left / per_step))
