@@ -34,6 +34,9 @@ from pairwise_vae.training.validation import (
     write_sample_molecules,
 )
 
+# a re-plan of a --max-minutes run is printed when it moves the end by more than this share
+REPLAN_NOTE_FRACTION = 0.02
+
 STEP_METRICS = ("loss", "reconstruction", "kl", "relative_chirality", "steric", "aligned", "grad_norm")
 
 
@@ -253,9 +256,6 @@ def run_epoch(run: TrainingRun, bar: tqdm, stop: StopRequested) -> Outcome | Non
     if progress.batch_in_epoch == run.steps_per_epoch or (run.done and steps_done > 0):
         close_epoch(run, sums, steps_done, time.perf_counter() - epoch_start, bar)
     return Outcome("stopped", stop.signal_name) if stopping else None
-
-
-REPLAN_NOTE_FRACTION = 0.02
 
 
 def keep_to_budget(run: TrainingRun, bar: tqdm) -> None:
