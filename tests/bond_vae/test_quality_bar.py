@@ -177,6 +177,18 @@ def test_the_bar_fails_each_criterion_just_past_its_threshold(failed, change):
     assert bar["summary"] == f"quality bar: {9 - len(failed)} of 9 met (failed: {', '.join(failed)})"
 
 
+def test_a_chiral_molecule_is_judged_on_the_samples_that_keep_every_stereocentre():
+    report = passing_report()
+    without = bar_report(judge(report))
+    report["stereocentres"] = {"reference": {"all_kept": 1.0}, "samples": {"all_kept": 0.99}}
+    bar = bar_report(judge(report))
+    assert (bar["met"], bar["applicable"]) == (without["met"] + 1, without["applicable"] + 1)
+    assert bar["criteria"]["stereocentres"]["bar"] == ">= 0.990 (reference 1.000 - 0.01)"
+    report["stereocentres"]["samples"]["all_kept"] = 0.985
+    bar = bar_report(judge(report))
+    assert [key for key, c in bar["criteria"].items() if c["met"] is False] == ["stereocentres"]
+
+
 def test_without_a_floor_the_criteria_read_against_it_are_na():
     report = passing_report()
     report["ensemble_metrics"]["ramachandran_js_distance_mean"]["floor"] = None

@@ -20,6 +20,8 @@ Writes a folder with ``report.json``, ``report.md``, PNG figures, the reference 
 * the quality bar (``quality_bar.py``): each criterion met or not, and a one-line summary
   counting the model's own (raw) samples; with ``--relax`` also judged on the relaxed samples,
   where the criteria relaxation meets by construction stay judged on the raw ones (marked);
+* for a chiral molecule (parity rule ``chiral``), the fraction of frames that keep each
+  stereocentre's training configuration (:mod:`bond_vae.evaluation.stereocentres`);
 * latent space: KL per dimension and active units.
 
 Reconstructions and prior samples are oriented by the checkpoint's parity rule
@@ -47,6 +49,7 @@ from bond_vae.evaluation.metrics import latent_statistics
 from bond_vae.evaluation.quality_bar import bar_report, judge, judge_relaxed
 from bond_vae.evaluation.references import Reference, evaluation_frames
 from bond_vae.evaluation.scoring import matched_scores
+from bond_vae.evaluation.stereocentres import stereocentre_report
 from bond_vae.model.parity import orient_reconstructions
 from bond_vae.runtime import PRECISION_HELP, PRECISIONS, uses_bf16
 from bond_vae.sampling.inference import decode_in_batches, encode_in_batches, load_for_inference
@@ -122,6 +125,10 @@ def write_report(
         if "handedness" in agreement:
             report["handedness"]["relaxed_samples"] = agreement["handedness"]["samples"]
     report.update(matched_scores(draws.samples.astype(np.float64), relaxed, judged_on, topology))
+    ensembles = {"reference": frames, "reconstructions": reconstructed, "samples": draws.samples}
+    stereocentres = stereocentre_report(model.parity, topology, {**ensembles, "relaxed_samples": draws.relaxed})
+    if stereocentres is not None:
+        report["stereocentres"] = stereocentres
     report["quality_bar"] = bar_report(judge(report))
     if draws.relaxed is not None:
         report["quality_bar_relaxed"] = bar_report(judge_relaxed(report))

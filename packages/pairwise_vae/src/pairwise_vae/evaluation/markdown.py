@@ -152,6 +152,33 @@ def sample_lines(report: dict) -> list[str]:
     return lines
 
 
+def stereocentre_lines(report: dict) -> list[str]:
+    """A chiral molecule's stereocentres per ensemble: frames that keep every one, inverted centres per frame and
+    the least-kept centre; nothing for other molecules."""
+    found = report.get("stereocentres")
+    if found is None:
+        return []
+    names = found["centres"]
+    lines = [
+        "## Stereocentres",
+        "",
+        f"{len(names)} stereocentres ({', '.join(names)}) in the training configuration or inverted. The parity "
+        "rule picks one hand for a whole sample; centres that disagree within a sample stay as the model made them.",
+        "",
+        "| ensemble | frames with every centre kept | inverted centres per frame | least-kept centre |",
+        "|---|---|---|---|",
+    ]
+    for name in ("reference", "reconstructions", "samples", "relaxed_samples"):
+        if name in found:
+            row = found[name]
+            least = min(range(len(names)), key=lambda k: row["per_centre"][k])
+            lines.append(
+                f"| {name.replace('_', ' ')} | {row['all_kept']:.3f} | {row['inverted_per_frame']:.3f} "
+                f"| {names[least]} ({row['per_centre'][least]:.3f}) |"
+            )
+    return [*lines, ""]
+
+
 def two_sample_lines(report: dict) -> list[str]:
     """The classifier two-sample tests: ROC AUC of samples against the reference, beside the floor."""
     with_relaxed = report.get("relaxed_samples") is not None
@@ -220,6 +247,7 @@ def markdown_report(report: dict) -> str:
         "",
         *sample_lines(report),
         "",
+        *stereocentre_lines(report),
         *two_sample_lines(report),
         "",
         *novelty_lines(report),

@@ -35,6 +35,9 @@ class QualityBar:
     bonds_within_0_1: float = 0.98  # sample bonds within 0.1 A of the reference mean: at least
     clash_excess: float = 0.01  # fraction of sample frames with a clash: at most the reference's plus this
     radius_of_gyration_difference: float = 0.2  # mean radius of gyration: at most this off the reference's
+    # a chiral molecule: fraction of sample frames with every stereocentre in the training configuration, at least
+    # the reference's minus this
+    stereo_deficit: float = 0.01
 
 
 QUALITY_BAR = QualityBar()
@@ -58,9 +61,9 @@ def at_most(key: str, name: str, value: float, limit: float, note: str = "") -> 
     return Criterion(key, name, value, f"<= {limit:.3f}{note}", value <= limit + TOLERANCE)
 
 
-def at_least(key: str, name: str, value: float, limit: float) -> Criterion:
+def at_least(key: str, name: str, value: float, limit: float, note: str = "") -> Criterion:
     """Met when ``value`` >= ``limit``."""
-    return Criterion(key, name, value, f">= {limit:.3f}", value >= limit - TOLERANCE)
+    return Criterion(key, name, value, f">= {limit:.3f}{note}", value >= limit - TOLERANCE)
 
 
 def above_floor(key: str, name: str, row: dict, margin: float) -> Criterion:
@@ -74,7 +77,8 @@ def above_floor(key: str, name: str, row: dict, margin: float) -> Criterion:
 
 def judge(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion]:
     """Each criterion of ``bar`` on an evaluation report (with ``ensemble_metrics``, see
-    ``scoring.matched_scores``), in a fixed order."""
+    ``scoring.matched_scores``), in a fixed order; the stereocentre criterion only for a chiral molecule
+    (a report with ``stereocentres``)."""
     samples, metrics = report["samples"], report["ensemble_metrics"]
     clashes, gyration = samples["clash_fraction"], samples["radius_of_gyration"]
     criteria = [
@@ -128,6 +132,18 @@ def judge(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion]:
             f" (samples {gyration['sample_mean']:.2f}, reference {gyration['reference_mean']:.2f})",
         ),
     ]
+    stereocentres = report.get("stereocentres")
+    if stereocentres is not None:
+        reference = stereocentres["reference"]["all_kept"]
+        criteria.append(
+            at_least(
+                "stereocentres",
+                "sample frames with every stereocentre in the training configuration",
+                stereocentres["samples"]["all_kept"],
+                reference - bar.stereo_deficit,
+                f" (reference {reference:.3f} - {bar.stereo_deficit})",
+            )
+        )
     return criteria
 
 
@@ -148,6 +164,11 @@ def judge_relaxed(report: dict, bar: QualityBar = QUALITY_BAR) -> list[Criterion
         "ensemble_metrics": relaxed_rows(report["ensemble_metrics"]),
         "two_sample": relaxed_rows(report["two_sample"]),
     }
+    if "stereocentres" in report:
+        relaxed_report["stereocentres"] = {
+            **report["stereocentres"],
+            "samples": report["stereocentres"]["relaxed_samples"],
+        }
     relaxed = judge(relaxed_report, bar)
     raw = {criterion.key: criterion for criterion in judge(report, bar)}
     return [

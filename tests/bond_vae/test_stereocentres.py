@@ -1,0 +1,73 @@
+"""The stereocentre report of a chiral model: counts against hand-made frames, and evaluate's report.
+
+AIB9 has no stereocentres (two equivalent methyls on every CA), but by atom index each CA's
+signed volume (CA, N, CB1, CB2) keeps its sign within one MD run; a rule built from those
+volumes stands in for a chiral molecule's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from bond_helpers import make_model, tiny_model_config
+from bond_vae.evaluation.evaluate import main as evaluate_main
+from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
+from bond_vae.geometry import signed_volumes
+from bond_vae.model.parity import ParityRule
+from bond_vae.training.checkpoint import model_payload, save_checkpoint
+from bond_vae.training.config import TrainConfig
+
+AIB_CA = [4, 10, 16, 22, 28, 34, 40, 46, 52]
+CENTRES = torch.tensor([[a, a - 1, a + 1, a + 2] for a in AIB_CA])  # CA, N, CB1, CB2
+
+
+def index_rule(frame: np.ndarray) -> ParityRule:
+    """A chiral rule with the nine CA volumes by index and their signs in ``frame`` (N, 3)."""
+    signs = torch.sign(signed_volumes(torch.from_numpy(frame[None]).double(), CENTRES))[0].float()
+    return ParityRule("chiral", CENTRES, signs, reason="test: AIB9's CA volumes by atom index")
+
+
+def test_agreement_counts_inverted_centres_by_hand(aib9):
+    frames = aib9.coords[:4].astype(np.float64)
+    rule = index_rule(frames[0])
+    frames[1][[5, 6]] = frames[1][[6, 5]]  # CB1 <-> CB2 of the first residue: only its centre inverted
+    frames[3] = -frames[3]  # the mirror image: all nine inverted
+    found = stereocentre_agreement(frames, rule)
+    assert found["per_centre"] == pytest.approx([0.5] + [0.75] * 8)
+    assert found["all_kept"] == pytest.approx(0.5)
+    assert found["inverted_per_frame"] == pytest.approx((0 + 1 + 0 + 9) / 4)
+
+
+def test_only_a_chiral_rule_gets_a_stereocentre_entry(aib9):
+    frames = aib9.coords[:3]
+    assert stereocentre_report(ParityRule("mirror-symmetric"), aib9.topology, {"samples": frames}) is None
+    found = stereocentre_report(index_rule(frames[0]), aib9.topology, {"samples": frames, "relaxed_samples": None})
+    assert found["centres"][:2] == ["AIB2:CA", "AIB3:CA"]
+    assert set(found) == {"centres", "samples"} and found["samples"]["all_kept"] == 1.0
+
+
+def test_evaluate_reports_the_stereocentres_of_a_chiral_model(aib9, tmp_path, tiny_npz):
+    model = make_model(aib9)
+    model.parity = index_rule(aib9.coords[0])
+    path = tmp_path / "tiny.pt"
+    config = TrainConfig(data=tiny_npz, model=tiny_model_config(), validation_fraction=0.25)
+    save_checkpoint(path, model_payload(config, aib9.topology, model))
+    reference = tmp_path / "reference.npz"
+    mixed = aib9.coords[:20].copy()
+    mixed[::4][:, [5, 6]] = mixed[::4][:, [6, 5]]  # 5 of 20 frames with the first centre inverted
+    np.savez(reference, coords=mixed, atomic_numbers=aib9.topology.atomic_numbers, bonds=aib9.topology.bonds)
+    argv = ["--data", str(reference), "--num-samples", "20", "--device", "cpu", "--no-compile"]
+    evaluate_main([str(path), *argv, "--output", str(tmp_path / "report")])
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    found = report["stereocentres"]
+    assert found["reference"]["all_kept"] == pytest.approx(0.75)
+    assert found["reference"]["per_centre"][0] == pytest.approx(0.75)
+    assert set(found) == {"centres", "reference", "reconstructions", "samples"}
+    criterion = report["quality_bar"]["criteria"]["stereocentres"]
+    assert criterion["value"] == found["samples"]["all_kept"]
+    assert criterion["bar"] == ">= 0.740 (reference 0.750 - 0.01)"
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Stereocentres" in markdown and "| reference | 0.750 | 0.250 | AIB2:CA (0.750) |" in markdown
