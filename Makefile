@@ -26,7 +26,7 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 GPU_ENV = $(if $(GPUS),CUDA_VISIBLE_DEVICES=$(GPUS))
 GPU_ARGS = $(if $(GPUS),--devices $(words $(subst $(comma), ,$(GPUS))))
 
-.PHONY: help setup train-bond train-pairwise train-both evaluate sample check-run compare lint test test-all test-workspace test-bond test-pairwise bench gpu-check dataset clean-venv
+.PHONY: help setup train-bond train-pairwise train-both evaluate sample check-run compare lint test test-all test-workspace test-bond test-pairwise bench scaling gpu-check dataset clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -96,6 +96,9 @@ test-pairwise:
 
 bench: setup  ## training/sampling throughput, memory, FLOPs and MFU of both packages (ARGS="--json FILE")
 	$(UV) run --frozen python scripts/bench.py $(ARGS)
+
+scaling: setup  ## step time and peak memory of both packages against atom count, 58 to 1,044 atoms (ARGS="--json FILE")
+	$(UV) run --frozen python scripts/scaling.py $(ARGS)
 
 gpu-check: setup  ## on a machine with a GPU: CUDA tests, bench, one-epoch train-both, DDP; one summary table (~10 min)
 	$(UV) run --frozen python scripts/gpu_check.py $(ARGS)

@@ -3,15 +3,17 @@
     uv run python scripts/gpu_check.py                      # (make gpu-check)
     uv run python scripts/gpu_check.py --output gpu-check   # logs and bench.json go there
 
-Four checks, each in its own process with a time limit, then one summary table:
+Five checks, each in its own process with a time limit, then one summary table:
 
 1. ``tests``: the test suite's CUDA-marked tests (``pytest -m cuda``): bf16 autocast and
    torch.compile on CUDA, device placement, a checkpoint written on the GPU and read on the CPU.
 2. ``bench``: ``scripts/bench.py`` at the default and the reference settings on the first GPU:
    training molecules/s, sampling conformations/s, peak memory, FLOPs and MFU.
-3. ``train-both``: ``scripts/train_both.sh`` for one epoch of the embedded AIB9 data, both
+3. ``scaling``: ``scripts/scaling.py`` on the first GPU at 58, 522, 1,044 and 2,088 atoms: step
+   time and peak memory of one molecule, the decode's memory, beside the memory check's estimates.
+4. ``train-both``: ``scripts/train_both.sh`` for one epoch of the embedded AIB9 data, both
    trainings at once (on two GPUs, or sharing one), with their end-of-run evaluation.
-4. ``ddp``: bond_vae data-parallel on two GPUs (``--devices 2``, NCCL) and a resume of it;
+5. ``ddp``: bond_vae data-parallel on two GPUs (``--devices 2``, NCCL) and a resume of it;
    skipped with fewer than two GPUs.
 
 Seen on one H200: five of the six CUDA tests passed in the first 125 s, bench measured three
@@ -108,6 +110,19 @@ def final_records(run_folder: Path) -> str:
     )
 
 
+def check_scaling(output: Path, timeout: float) -> CheckResult:
+    start = time.perf_counter()
+    json_path = output / "scaling.json"
+    command = [sys.executable, "scripts/scaling.py", "--device", "cuda", "--atoms", "58", "522", "1044", "2088"]
+    status, text = run_logged(command + ["--json", str(json_path)], output / "scaling.log", timeout)
+    rows = json.loads(json_path.read_text())["rows"] if json_path.is_file() else []
+    details = "; ".join(
+        f"{row['package']} {row['atoms']} atoms: {row['step_s']:.3f} s, {row['step_peak_mib']:,.0f} MiB" for row in rows
+    )
+    ok = status == 0 and len(rows) == 8
+    return CheckResult("scaling", "passed" if ok else "failed", time.perf_counter() - start, details or last_line(text))
+
+
 def check_train_both(output: Path, timeout: float) -> CheckResult:
     start = time.perf_counter()
     runs = output / "runs"
@@ -161,9 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--checks",
         nargs="+",
-        default=["tests", "bench", "train-both", "ddp"],
-        choices=["tests", "bench", "train-both", "ddp"],
-        help="which checks to run (default: all four)",
+        default=["tests", "bench", "scaling", "train-both", "ddp"],
+        choices=["tests", "bench", "scaling", "train-both", "ddp"],
+        help="which checks to run (default: all five)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="time limit of each check, seconds")
     args = parser.parse_args(argv)
@@ -174,7 +189,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {output}: already exists and is not empty; choose another --output")
     output.mkdir(parents=True, exist_ok=True)
     print(f"gpu-check: {environment_line()}; logs in {output}", flush=True)
-    checks = {"tests": check_tests, "bench": check_bench, "train-both": check_train_both, "ddp": check_ddp}
+    checks = {
+        "tests": check_tests,
+        "bench": check_bench,
+        "scaling": check_scaling,
+        "train-both": check_train_both,
+        "ddp": check_ddp,
+    }
     results = []
     for name in args.checks:
         print(f"gpu-check: {name}...", flush=True)
