@@ -112,7 +112,7 @@ def test_no_flags_give_the_measured_configuration():
     assert (model.relative_chirality_weight, model.angle_weight, model.torsion_weight) == (0.0, 0.0, 0.0)
     assert (model.steric_weight, model.aligned_weight, model.steric_distance) == (0.0, 0.0, 2.6)
     encoder = model.encoder
-    assert (encoder.graph, encoder.num_layers, encoder.cutoff, encoder.vector_channels) == ("bonds", 4, 5.0, None)
+    assert (encoder.graph, encoder.num_layers, encoder.cutoff, encoder.vector_channels) == ("bonds", 4, 5.0, 64)
     assert (encoder.hidden_channels, model.decoder.hidden_channels, model.decoder.num_layers) == (64, 64, 4)
     assert (config.epochs, config.weight_decay, config.warmup_steps, config.beta_warmup_epochs) == (50, 1e-4, 300, 5.0)
 

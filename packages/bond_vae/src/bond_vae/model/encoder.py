@@ -4,8 +4,8 @@ Vector-scalar interactive message passing (ViS-MP) after Wang et al., "Enhancing
 representations for molecules with equivariant vector-scalar interactive message passing",
 Nat. Commun. 15, 313 (2024). Each atom carries scalar features ``x`` (H channels) and vector
 features ``vec`` (V channels, each a copy of the real spherical harmonics of degree 1..lmax;
-V = H as in the paper unless ``vector_channels`` sets fewer, whose inner products then reach
-the H scalar channels through a linear widening).
+V = 64 by default, H in the paper (the same at the default H = 64); with V < H the vectors'
+inner products reach the H scalar channels through a linear widening).
 The runtime geometry terms of the paper enter as the inner products ``<vec1, vec2>`` of an
 atom's own vectors (angular information) and of vectors rejected from the bond direction on
 both ends of an edge (dihedral information). All outputs are built from inner products, so
@@ -43,13 +43,14 @@ ENCODER_READOUTS = ("atoms", "mean")
 class EncoderConfig:
     """Encoder: ViSNet (lengths in Angstrom)"""
 
-    hidden_channels: int = field(default=64, metadata={"help": "scalar channels (and vector channels, by default)"})
+    hidden_channels: int = field(default=64, metadata={"help": "scalar channels"})
     vector_channels: int | None = field(
-        default=None,
+        default=64,
         metadata={
             "help": "vector channels (each a copy of the spherical harmonics of degree 1..lmax); fewer than the "
-            "scalar channels make the encoder cheaper (the vector terms are about half its work); "
-            "none: as --encoder-hidden-channels"
+            "scalar channels make the encoder cheaper (the vector terms are about half its work): 64 of 256 "
+            "scalar channels trains about 1.7x faster; none: as --encoder-hidden-channels",
+            "older_records": None,  # checkpoints from before the flag had as many as scalar channels
         },
     )
     num_layers: int = field(default=4, metadata={"help": "ViS-MP layers"})
