@@ -1,4 +1,5 @@
-"""The stereocentre report of a chiral model: counts against hand-made frames, and evaluate's report.
+"""Stereocentres of a chiral model: the loss term that holds them, the report's counts against hand-made frames,
+and evaluate's report.
 
 AIB9 has no stereocentres (two equivalent methyls on every CA), but by atom index each CA's
 signed volume (CA, N, CB1, CB2) keeps its sign within one MD run; a rule built from those
@@ -15,7 +16,7 @@ import torch
 from pairwise_helpers import make_model, tiny_model_config
 from pairwise_vae.evaluation.evaluate import main as evaluate_main
 from pairwise_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
-from pairwise_vae.geometry import signed_volumes
+from pairwise_vae.geometry import normalized_volumes, signed_volumes
 from pairwise_vae.model.parity import ParityRule
 from pairwise_vae.training.checkpoint import model_payload, save_checkpoint
 from pairwise_vae.training.config import TrainConfig
@@ -28,6 +29,30 @@ def index_rule(frame: np.ndarray) -> ParityRule:
     """A chiral rule with the nine CA volumes by index and their signs in ``frame`` (N, 3)."""
     signs = torch.sign(signed_volumes(torch.from_numpy(frame[None]).double(), CENTRES))[0].float()
     return ParityRule("chiral", CENTRES, signs, reason="test: AIB9's CA volumes by atom index")
+
+
+def test_the_relative_chirality_term_of_a_chiral_model_sees_one_inverted_centre(aib9):
+    model = make_model(aib9)
+    model.config.relative_chirality_weight = 1.0
+    positions = torch.from_numpy(aib9.coords[:2])
+    inverted = positions.clone()
+    inverted[:, [5, 6]] = positions[:, [6, 5]]  # CB1 <-> CB2 of the first residue: its centre inverted
+    mu = log_var = torch.zeros(2, model.latent_dim)
+
+    def chirality(rule: ParityRule, reconstruction: torch.Tensor) -> float:
+        model.parity = rule
+        return model.criterion(positions, reconstruction, mu, log_var, beta=0.0).relative_chirality.item()
+
+    rule = index_rule(aib9.coords[0])
+    # by hand: the mean over all 81 pairs of centres of (s_a s_b - t_a t_b)^2, s and t the normalised volumes of the
+    # reconstruction and the input (s = t but for the first centre's sign and, through its methyls, its size)
+    s, t = (normalized_volumes(coords.double(), CENTRES) for coords in (inverted, positions))
+    products = s[:, :, None] * s[:, None, :] - t[:, :, None] * t[:, None, :]
+    expected = products.pow(2).mean(dim=(1, 2)).mean().item()
+    assert expected > 1e-3
+    added = chirality(rule, inverted) - chirality(ParityRule("mirror-symmetric"), inverted)
+    assert added == pytest.approx(expected, rel=1e-4)
+    assert chirality(rule, -positions) == pytest.approx(0.0, abs=1e-6), "the mirror image keeps every relation"
 
 
 def test_agreement_counts_inverted_centres_by_hand(aib9):

@@ -85,7 +85,7 @@ def relative_chirality_loss(predicted: torch.Tensor, target: torch.Tensor, quadr
     Args:
         predicted: (B, N, 3) coordinates in Angstrom.
         target: (B, N, 3) coordinates in Angstrom.
-        quadruplets: (Q, 4) atom chains i-j-k-l.
+        quadruplets: (Q, 4) atom chains i-j-k-l, or stereocentres (the centre, then three of its neighbours).
 
     Returns:
         Scalar mean over the batch (dimensionless).
