@@ -11,8 +11,8 @@ molecules after one warm-up step, and one decode of ``--decode`` molecules witho
 validation pass and the evaluation report decode. It prints the median step time, the peak memory of
 the step and of the decode (``VmHWM`` less the resident memory before, on the CPU;
 ``torch.cuda.max_memory_allocated`` on CUDA) beside the memory check's estimates
-(``training/memory.py``), and the largest molecule whose step or validation decode fits in a given
-memory by those estimates.
+(``training/memory.py``, with its 64 MiB allowance for parameters, optimiser state and slack), and
+the largest molecule whose step or validation decode fits in a given memory by those estimates.
 
 This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
 """
@@ -122,7 +122,9 @@ def measure(package: str, n_atoms: int, batch: int, decode: int, device_name: st
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     step_peak = peak_since(device, baseline)
-    estimate = memory.training_step_bytes(n_atoms, batch, config) - memory.OVERHEAD_BYTES
+    # the estimates as the memory check computes them, with its allowance for parameters, gradients, AdamW moments
+    # and the allocator's slack
+    estimate = memory.training_step_bytes(n_atoms, batch, config)
     per_decoded = (memory.validation_bytes(n_atoms, config) - memory.OVERHEAD_BYTES) / memory.NO_GRAD_DECODE
     return {
         "package": package,
@@ -133,6 +135,7 @@ def measure(package: str, n_atoms: int, batch: int, decode: int, device_name: st
         "step_peak_mib": step_peak / 2**20,
         "step_estimate_mib": estimate / 2**20,
         "decode_estimate_mib_per_molecule": per_decoded / 2**20,
+        "overhead_mib": memory.OVERHEAD_BYTES / 2**20,
         "validation_decode": memory.NO_GRAD_DECODE,
         "validation_estimate_gib": memory.validation_bytes(n_atoms, config) / GIB,
     }
@@ -190,9 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             if row is None or decoded is None:
                 print(f"{package:13s} {n_atoms:5d}  killed (out of memory)")
                 continue
-            row.update(
-                decoded, decoded=args.decode, decode_estimate_mib=args.decode * row["decode_estimate_mib_per_molecule"]
-            )
+            decode_estimate = args.decode * row["decode_estimate_mib_per_molecule"] + row["overhead_mib"]
+            row.update(decoded, decoded=args.decode, decode_estimate_mib=decode_estimate)
             rows.append(row)
             print(
                 f"{package:13s} {n_atoms:5d} {row['step_s']:7.2f} {row['step_peak_mib']:8.0f} "
