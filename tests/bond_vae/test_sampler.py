@@ -24,7 +24,16 @@ from bond_vae.training.checkpoint import (
     store_sampler,
 )
 
-FLAGS = ["--num-samples", "12", "--device", "cpu", "--no-pdb", "--no-compile"]
+FLAGS = [
+    "--num-samples",
+    "12",
+    "--device",
+    "cpu",
+    "--no-pdb",
+    "--no-compile",
+    "--precision",
+    "fp32",
+]  # as the draws compared
 
 
 def edited_copy(checkpoint: Path, destination: Path, *, data: str | None = None, sampler: bool = True) -> Path:
