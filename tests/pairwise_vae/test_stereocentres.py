@@ -44,14 +44,17 @@ def test_the_relative_chirality_term_of_a_chiral_model_sees_one_inverted_centre(
         return model.criterion(positions, reconstruction, mu, log_var, beta=0.0).relative_chirality.item()
 
     rule = index_rule(aib9.coords[0])
-    # by hand: the mean over all 81 pairs of centres of (s_a s_b - t_a t_b)^2, s and t the normalised volumes of the
-    # reconstruction and the input (s = t but for the first centre's sign and, through its methyls, its size)
+    # by hand: the sum over the nine centres of max(0, |t_a| / 2 - sign(t_a) s_a)^2, s and t the normalised volumes of
+    # the reconstruction and the input: only the first centre is inverted (its sign flipped, its size changed
+    # through its methyls), so only it counts, with (|t_0| / 2 + |s_0|)^2
     s, t = (normalized_volumes(coords.double(), CENTRES) for coords in (inverted, positions))
-    products = s[:, :, None] * s[:, None, :] - t[:, :, None] * t[:, None, :]
-    expected = products.pow(2).mean(dim=(1, 2)).mean().item()
-    assert expected > 1e-3
+    assert (torch.sign(s[:, 0]) == -torch.sign(t[:, 0])).all() and (torch.sign(s[:, 1:]) == torch.sign(t[:, 1:])).all()
+    expected = (0.5 * t[:, 0].abs() + s[:, 0].abs()).pow(2).mean().item()
+    assert expected > 0.05
     added = chirality(rule, inverted) - chirality(ParityRule("mirror-symmetric"), inverted)
     assert added == pytest.approx(expected, rel=1e-4)
+    mirrored = chirality(rule, -inverted) - chirality(ParityRule("mirror-symmetric"), -inverted)
+    assert mirrored == pytest.approx(expected, rel=1e-4), "the mirror image has the same centre inverted"
     assert chirality(rule, -positions) == pytest.approx(0.0, abs=1e-6), "the mirror image keeps every relation"
 
 

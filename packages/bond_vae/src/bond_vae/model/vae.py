@@ -39,6 +39,7 @@ from bond_vae.model.losses import (
     kl_divergence,
     pair_distance_loss,
     relative_chirality_loss,
+    stereocentre_loss,
     steric_loss,
     steric_pairs,
 )
@@ -57,8 +58,8 @@ class ModelConfig:
             "signed volumes of bonded atom chains (volume / product of the 3 bond lengths, in [-1, 1]), that is of "
             "their relative signs (a helix has all its backbone torsions of one sign, a mixed chain of both). A "
             "structure and its mirror image have the same products, so the loss stays E(3)-invariant. For a chiral "
-            "molecule (--parity chiral) the same term over its stereocentres' volumes is added, so that each keeps its "
-            "configuration relative to the others; 0: off"
+            "molecule (--parity chiral) a squared hinge on each stereocentre's volume in the hand of the others "
+            "is added (an inverted centre costs 0.2), so that each keeps its configuration; 0: off"
         },
     )
     angle_weight: float = field(
@@ -221,9 +222,9 @@ class MolecularVAE(nn.Module):
         relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
-            if self.parity.mode == "chiral":  # and over the stereocentres, which few chains see (one CB's 3 of 69)
+            if self.parity.mode == "chiral":  # and the stereocentres, which few chains see (one CB's 3 of 69)
                 centres = self.parity.centres.to(positions.device)
-                relative_chirality = relative_chirality + relative_chirality_loss(reconstruction, positions, centres)
+                relative_chirality = relative_chirality + stereocentre_loss(reconstruction, positions, centres)
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)
