@@ -12,7 +12,8 @@ validation pass and the evaluation report decode. It prints the median step time
 the step and of the decode (``VmHWM`` less the resident memory before, on the CPU;
 ``torch.cuda.max_memory_allocated`` on CUDA) beside the memory check's estimates
 (``training/memory.py``, with its 64 MiB allowance for parameters, optimiser state and slack), and
-the largest molecule whose step or validation decode fits in a given memory by those estimates.
+the largest molecule whose training step fits in a given memory by those estimates (the passes without
+autograd decode as many molecules at once as fit, so they do not limit it).
 
 This is a benchmark, not a test: numbers depend on the machine, so they are printed, not checked.
 """
@@ -125,7 +126,6 @@ def measure(package: str, n_atoms: int, batch: int, decode: int, device_name: st
     # the estimates as the memory check computes them, with its allowance for parameters, gradients, AdamW moments
     # and the allocator's slack
     estimate = memory.training_step_bytes(n_atoms, batch, config)
-    per_decoded = (memory.validation_bytes(n_atoms, config) - memory.OVERHEAD_BYTES) / memory.NO_GRAD_DECODE
     return {
         "package": package,
         "atoms": n_atoms,
@@ -134,29 +134,20 @@ def measure(package: str, n_atoms: int, batch: int, decode: int, device_name: st
         "step_s": statistics.median(times[1:]),
         "step_peak_mib": step_peak / 2**20,
         "step_estimate_mib": estimate / 2**20,
-        "decode_estimate_mib_per_molecule": per_decoded / 2**20,
+        "decode_estimate_mib_per_molecule": memory.no_grad_bytes(n_atoms, config) / 2**20,
         "overhead_mib": memory.OVERHEAD_BYTES / 2**20,
-        "validation_decode": memory.NO_GRAD_DECODE,
-        "validation_estimate_gib": memory.validation_bytes(n_atoms, config) / GIB,
     }
 
 
-def largest_fitting(package: str, budget_gib: float) -> dict:
-    """Largest atom counts (multiples of 2) whose batch-1 training step, and whose validation decode, fit in
-    ``budget_gib`` by the memory check's estimates at the package's default model."""
+def largest_fitting(package: str, budget_gib: float) -> int:
+    """Largest atom count (a multiple of 2) whose batch-1 training step fits in ``budget_gib`` by the memory check's
+    estimate at the package's default model (passes without autograd decode fewer molecules at once where needed)."""
     memory = importlib.import_module(f"{package}.training.memory")
     config = importlib.import_module(f"{package}.model.vae").ModelConfig()
-
-    def largest(need) -> int:
-        n = 2
-        while need(n + 2) <= budget_gib * GIB:
-            n += 2
-        return n
-
-    return {
-        "step": largest(lambda n: memory.training_step_bytes(n, 1, config)),
-        "validation": largest(lambda n: memory.validation_bytes(n, config)),
-    }
+    n = 2
+    while memory.training_step_bytes(n + 2, 1, config) <= budget_gib * GIB:
+        n += 2
+    return n
 
 
 def _child(arguments: tuple) -> dict:
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if any(n % AIB9_ATOMS for n in args.atoms):
         parser.error(f"--atoms must be multiples of {AIB9_ATOMS}")
-    print("package       atoms  step s  step MiB (est.)   decode MiB (est.)  validation decode GiB (est.)")
+    print("package       atoms  step s  step MiB (est.)   decode MiB (est.)")
     rows = []
     for package in args.packages:
         for n_atoms in args.atoms:
@@ -199,17 +190,13 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"{package:13s} {n_atoms:5d} {row['step_s']:7.2f} {row['step_peak_mib']:8.0f} "
                 f"({row['step_estimate_mib']:6.0f}) {row['decode_peak_mib']:10.0f} ({row['decode_estimate_mib']:6.0f})"
-                f" {row['validation_estimate_gib']:12.1f} for {row['validation_decode']} molecules"
             )
     limits = {
         package: {f"{gib:g}": largest_fitting(package, gib) for gib in args.memory_gib} for package in args.packages
     }
     for package, by_budget in limits.items():
         for gib, largest in by_budget.items():
-            print(
-                f"{package}: in {gib} GiB a training step of one molecule fits up to {largest['step']} atoms, "
-                f"the validation decode up to {largest['validation']}"
-            )
+            print(f"{package}: in {gib} GiB a training step of one molecule fits up to {largest} atoms")
     if args.json is not None:
         args.json.write_text(json.dumps({"rows": rows, "limits": limits}, indent=2) + "\n")
 

@@ -59,4 +59,5 @@ def test_the_scaling_benchmark_runs_and_its_memory_follows_the_estimate(tmp_path
     (row,) = found["rows"]
     assert row["atoms"] == 116 and row["step_s"] > 0
     assert 0.3 < row["step_peak_mib"] / row["step_estimate_mib"] < 1.5
-    assert found["limits"]["pairwise_vae"]["24"]["step"] > found["limits"]["pairwise_vae"]["24"]["validation"]
+    limits = found["limits"]["pairwise_vae"]
+    assert 1000 < limits["24"] < limits["80"], "a step of one molecule of a thousand atoms fits in 24 GiB"

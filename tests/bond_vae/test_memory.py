@@ -35,9 +35,18 @@ def test_the_step_estimate_is_the_formula_by_hand():
     assert memory.training_step_bytes(100, 4, steric) == expected + 4 * 4 * 100**2 * 12
 
 
-def test_the_validation_estimate_is_the_formula_by_hand():
-    assert memory.NO_GRAD_DECODE == 512
-    assert memory.validation_bytes(100, model(16)) == 4 * 512 * 100**2 * (5 * 16 + 8) + 64 * MIB
+def test_passes_without_autograd_take_as_many_molecules_as_fit(monkeypatch):
+    # per molecule 4 bytes x N^2 x (5 C + 8) and the encoder's 64 KiB per atom; 80 % of what is free, less 64 MiB
+    per_molecule = 4 * 100**2 * (5 * 16 + 8) + 64 * 1024 * 100
+    assert memory.no_grad_bytes(100, model(16)) == per_molecule
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**30)
+    fits = int((0.8 * 2**30 - 64 * MIB) // per_molecule)
+    assert 1 < fits < 512
+    assert memory.molecules_at_once(100, model(16), torch.device("cpu"), 512) == fits
+    assert memory.molecules_at_once(100, model(16), torch.device("cpu"), fits - 1) == fits - 1  # at most the batch
+    assert memory.molecules_at_once(5000, model(16), torch.device("cpu"), 512) == 1  # one at a time, never none
+    monkeypatch.setattr(memory, "available_bytes", lambda device: None)  # not Linux: the batch as asked
+    assert memory.molecules_at_once(100, model(16), torch.device("cpu"), 512) == 512
 
 
 def test_the_largest_batch_is_the_last_that_fits():
@@ -80,7 +89,6 @@ def test_processes_on_the_cpu_share_its_memory(tiny_npz, monkeypatch):
     config, _ = parse_config(["--data", str(tiny_npz), "--batch-size", "32"])
     dataset = load_dataset(tiny_npz)
     need = memory.training_step_bytes(58, 32, config.model)
-    assert memory.validation_bytes(58, config.model) < need  # the first process validates alone
     monkeypatch.setattr(memory, "available_bytes", lambda device: need + MIB)
     memory.check_memory(config, dataset, torch.device("cpu"))  # one process fits
     with pytest.raises(memory.MemoryShortage, match=r"58 atoms at --batch-size 32 in each of 2 processes need about"):

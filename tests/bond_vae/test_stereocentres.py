@@ -31,9 +31,9 @@ def index_rule(frame: np.ndarray) -> ParityRule:
     return ParityRule("chiral", CENTRES, signs, reason="test: AIB9's CA volumes by atom index")
 
 
-def test_the_relative_chirality_term_of_a_chiral_model_sees_one_inverted_centre(aib9):
+def test_the_stereocentre_term_of_a_chiral_model_sees_one_inverted_centre(aib9):
     model = make_model(aib9)
-    model.config.relative_chirality_weight = 1.0
+    model.config.stereocentre_weight = 2.0
     positions = torch.from_numpy(aib9.coords[:2])
     inverted = positions.clone()
     inverted[:, [5, 6]] = positions[:, [6, 5]]  # CB1 <-> CB2 of the first residue: its centre inverted
@@ -41,7 +41,12 @@ def test_the_relative_chirality_term_of_a_chiral_model_sees_one_inverted_centre(
 
     def chirality(rule: ParityRule, reconstruction: torch.Tensor) -> float:
         model.parity = rule
-        return model.criterion(positions, reconstruction, mu, log_var, beta=0.0).relative_chirality.item()
+        terms = model.criterion(positions, reconstruction, mu, log_var, beta=0.0)
+        model.config.stereocentre_weight = 0.0
+        without = model.criterion(positions, reconstruction, mu, log_var, beta=0.0).total
+        model.config.stereocentre_weight = 2.0
+        assert (terms.total - without).item() == pytest.approx(2.0 * terms.stereocentres.item(), rel=1e-5, abs=1e-7)
+        return terms.stereocentres.item()
 
     rule = index_rule(aib9.coords[0])
     # by hand: the sum over the nine centres of max(0, |t_a| / 2 - sign(t_a) s_a)^2, s and t the normalised volumes of

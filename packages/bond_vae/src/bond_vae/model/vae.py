@@ -14,7 +14,9 @@ of the 1-4 distances (three bonds apart; they fix the torsions up to sign), both
 A third, ``steric_weight`` x :func:`steric_loss`, keeps atoms at least 4 bonds apart from
 overlapping, which no bonded term sees. The 1-4 distances leave each torsion's sign open;
 ``relative_chirality_weight`` x :func:`relative_chirality_loss` asks which torsions twist the
-same way and which the opposite way (a helix or a mixed chain), still blind to the overall hand.
+same way and which the opposite way (a helix or a mixed chain), still blind to the overall hand;
+for a chiral molecule ``stereocentre_weight`` x :func:`stereocentre_loss` keeps each stereocentre in
+the configuration of the others.
 Local terms fix the chain's shape only through the sum of many small torsion errors, and their
 minima include chains with part of the helix flipped (measured; see the README);
 ``aligned_weight`` x :func:`aligned_coordinate_loss`, the mean squared atom displacement after
@@ -58,8 +60,17 @@ class ModelConfig:
             "signed volumes of bonded atom chains (volume / product of the 3 bond lengths, in [-1, 1]), that is of "
             "their relative signs (a helix has all its backbone torsions of one sign, a mixed chain of both). A "
             "structure and its mirror image have the same products, so the loss stays E(3)-invariant. For a chiral "
-            "molecule (--parity chiral) a squared hinge on each stereocentre's volume in the hand of the others "
-            "is added (an inverted centre costs 0.2), so that each keeps its configuration; 0: off"
+            "molecule see also --stereocentre-weight; 0: off"
+        },
+    )
+    stereocentre_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a term for chiral molecules (--parity chiral) only: a squared hinge on each "
+            "stereocentre's normalised signed volume in the hand of the other centres (an inverted centre costs "
+            "about 0.2), so that each keeps its configuration. An alanine CA inverted through the plane of its "
+            "three heavy neighbours keeps its bonds and angles, which the bonded terms see; even under "
+            "reflection; 0: off"
         },
     )
     angle_weight: float = field(
@@ -219,12 +230,11 @@ class MolecularVAE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
-        relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
+        relative_chirality = stereocentres = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
-            if self.parity.mode == "chiral":  # and the stereocentres, which few chains see (one CB's 3 of 69)
-                centres = self.parity.centres.to(positions.device)
-                relative_chirality = relative_chirality + stereocentre_loss(reconstruction, positions, centres)
+        if self.config.stereocentre_weight > 0 and self.parity.mode == "chiral":
+            stereocentres = stereocentre_loss(reconstruction, positions, self.parity.centres.to(positions.device))
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)
@@ -236,6 +246,7 @@ class MolecularVAE(nn.Module):
         total = reconstruction_loss + beta * kl
         weighted = (
             (self.config.relative_chirality_weight, relative_chirality),
+            (self.config.stereocentre_weight, stereocentres),
             (self.config.angle_weight, angle),
             (self.config.torsion_weight, torsion),
             (self.config.steric_weight, steric),
@@ -249,6 +260,7 @@ class MolecularVAE(nn.Module):
             reconstruction=reconstruction_loss,
             kl=kl,
             relative_chirality=relative_chirality,
+            stereocentres=stereocentres,
             angle=angle,
             torsion=torsion,
             steric=steric,

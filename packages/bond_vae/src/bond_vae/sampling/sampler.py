@@ -33,7 +33,7 @@ from bond_vae.data.records import DataError
 from bond_vae.data.split import subsample
 from bond_vae.model.parity import orient_samples
 from bond_vae.model.vae import MolecularVAE
-from bond_vae.sampling.inference import decode_in_batches, encode_in_batches, run_split
+from bond_vae.sampling.inference import batch_that_fits, decode_in_batches, encode_in_batches, run_split
 from bond_vae.sampling.prior import (
     MIXTURE_COMPONENTS,
     MIXTURE_FIT_FRAMES,
@@ -251,7 +251,8 @@ def draw_samples(
 ) -> Draws:
     """``count`` prior samples through the whole sampler: latents, decoding (batches of ``batch_size``),
     orientation, torsion noise, and with ``options.relax`` their relaxed copies (``sampler`` must then be
-    given)."""
+    given), relaxed ``batch_size`` at a time or as many as fit in memory."""
+    batch_size = batch_that_fits(model, batch_size, model.atomic_numbers.device)
     latents, prior = prior_latents(sampler, options, count, model.latent_dim, generator)
     decoded = decode_in_batches(model, latents, batch_size, compile_decoder, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()

@@ -203,6 +203,7 @@ class TrainConfig:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
         weights = (
             "relative_chirality_weight",
+            "stereocentre_weight",
             "angle_weight",
             "torsion_weight",
             "steric_weight",

@@ -43,6 +43,7 @@ STEP_METRICS = (
     "reconstruction",
     "kl",
     "relative_chirality",
+    "stereocentres",
     "angle",
     "torsion",
     "steric",

@@ -25,6 +25,7 @@ from bond_vae.evaluation.ensembles import compare_ensembles
 from bond_vae.geometry import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
 from bond_vae.model.parity import orient_reconstructions
 from bond_vae.model.vae import MolecularVAE
+from bond_vae.sampling.inference import batch_that_fits
 from bond_vae.sampling.sampler import SamplerOptions, draw_samples, fit_sampler
 from bond_vae.training.plots import plot_bond_lengths, plot_loss_curves
 
@@ -65,8 +66,9 @@ def validate(model: MolecularVAE, coords: torch.Tensor, beta: float, amp: bool) 
     device = coords.device
     totals = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "angle": 0.0, "torsion": 0.0}
     rmsd, reconstructions = [], []
-    for start in range(0, len(coords), VALIDATION_BATCH):
-        batch = coords[start : start + VALIDATION_BATCH]
+    batch_size = batch_that_fits(model, VALIDATION_BATCH, device)
+    for start in range(0, len(coords), batch_size):
+        batch = coords[start : start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             mu, log_var = model.encode(batch)
             reconstruction = model.decode(mu).float()

@@ -14,7 +14,8 @@ decoder learns local geometry along with the global shape (``--distance-sigma-fl
 the plain mean).
 
 Further terms (:class:`ModelConfig`, each off at weight 0): a parity-even signed-volume term
-(relative chirality, weight 1), a steric repulsion (weight 1), and an aligned-coordinate MSE
+(relative chirality, weight 1), for a chiral molecule a hinge on its stereocentres (weight 1), a
+steric repulsion (weight 1), and an aligned-coordinate MSE
 after the best rotation or reflection (weight 0.1), which frees the decoder from local minima
 of the distance loss.
 """
@@ -56,8 +57,18 @@ class ModelConfig:
             "signed volumes of bonded atom chains (volume / product of the 3 bond lengths, in [-1, 1]), that is of "
             "their relative signs (a helix has all its backbone torsions of one sign, a mixed chain of both). A "
             "structure and its mirror image have the same products, so the loss stays E(3)-invariant. For a chiral "
-            "molecule (--parity chiral) a squared hinge on each stereocentre's volume in the hand of the others "
-            "is added (an inverted centre costs 0.2), so that each keeps its configuration; 0: off"
+            "molecule see also --stereocentre-weight; 0: off"
+        },
+    )
+    stereocentre_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of a term for chiral molecules (--parity chiral) only: a squared hinge on each "
+            "stereocentre's normalised signed volume in the hand of the other centres (an inverted centre costs "
+            "about 0.2), so that each keeps its configuration. An alanine CA inverted through the plane of its "
+            "three heavy neighbours keeps its bonds, and the distance loss sees it only through farther atoms; "
+            "even under reflection; 0: off",
+            "older_records": 0.0,  # checkpoints from before the term trained without it
         },
     )
     steric_weight: float = field(
@@ -210,12 +221,11 @@ class MolecularVAEMSE(nn.Module):
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
         reconstruction_loss = pairwise_distance_loss(reconstruction, positions, self.distance_weights)
         kl = kl_divergence(mu, log_var).mean()
-        relative_chirality = steric = aligned = reconstruction_loss.new_zeros(())
+        relative_chirality = stereocentres = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
-            if self.parity.mode == "chiral":  # and the stereocentres, which few chains see (one CB's 3 of 69)
-                centres = self.parity.centres.to(positions.device)
-                relative_chirality = relative_chirality + stereocentre_loss(reconstruction, positions, centres)
+        if self.config.stereocentre_weight > 0 and self.parity.mode == "chiral":
+            stereocentres = stereocentre_loss(reconstruction, positions, self.parity.centres.to(positions.device))
         if self.config.steric_weight > 0:
             steric = steric_loss(reconstruction, self.steric_pairs, self.config.steric_distance)
         if self.config.aligned_weight > 0:
@@ -224,6 +234,7 @@ class MolecularVAEMSE(nn.Module):
             reconstruction_loss
             + beta * kl
             + self.config.relative_chirality_weight * relative_chirality
+            + self.config.stereocentre_weight * stereocentres
             + self.config.steric_weight * steric
             + self.config.aligned_weight * aligned
         )
@@ -232,6 +243,7 @@ class MolecularVAEMSE(nn.Module):
             reconstruction=reconstruction_loss,
             kl=kl,
             relative_chirality=relative_chirality,
+            stereocentres=stereocentres,
             steric=steric,
             aligned=aligned,
         )

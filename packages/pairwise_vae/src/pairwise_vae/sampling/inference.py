@@ -20,6 +20,7 @@ from pairwise_vae.training.checkpoint import (
     model_from_checkpoint,
     topology_from_checkpoint,
 )
+from pairwise_vae.training.memory import molecules_at_once
 
 
 def load_for_inference(
@@ -54,13 +55,22 @@ def run_split(checkpoint: dict[str, Any], checkpoint_path: Path) -> tuple[Confor
     return dataset, split
 
 
+def batch_that_fits(model: MolecularVAEMSE, batch_size: int, device: torch.device) -> int:
+    """``batch_size``, or fewer molecules (at least one) where an encode or decode of ``batch_size`` without
+    autograd would not fit in the free memory of ``device`` (:func:`~pairwise_vae.training.memory.molecules_at_once`).
+    """
+    return molecules_at_once(model.atomic_numbers.shape[0], model.config, device, batch_size)
+
+
 @torch.no_grad()
 def encode_in_batches(
     model: MolecularVAEMSE, coords: np.ndarray, batch_size: int, device: torch.device, bf16: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior parameters of (F, N, 3) Angstrom frames: means and log-variances, each (F, latent_dim),
-    float32 (computed under bfloat16 autocast with ``bf16``)."""
+    float32 (computed under bfloat16 autocast with ``bf16``), ``batch_size`` frames at a time or as many as fit
+    (:func:`batch_that_fits`)."""
     model.eval()
+    batch_size = batch_that_fits(model, batch_size, device)
     mus, log_vars = [], []
     starts = range(0, len(coords), batch_size)
     for start in tqdm(starts, desc="encoding", unit="batch", disable=len(starts) == 1):
@@ -81,9 +91,11 @@ def decode_in_batches(
     ``torch.compile`` (about 20 s once on a CPU, then 2-3x faster per batch); the last batch
     is padded to the full batch size so that one compiled graph serves all of them. With
     ``bf16`` the decoder runs under bfloat16 autocast, as ``--precision bf16`` trains it (about
-    2x faster where bfloat16 is native; atoms move by about 0.001 A against float32).
+    2x faster where bfloat16 is native; atoms move by about 0.001 A against float32). A batch holds
+    ``batch_size`` latents or as many as fit in memory (:func:`batch_that_fits`).
     """
     model.eval()
+    batch_size = batch_that_fits(model, batch_size, latents.device)
     batches = [latents[start : start + batch_size] for start in range(0, len(latents), batch_size)]
     decode = torch.compile(model.decoder, dynamic=False) if compile_decoder and len(batches) > 1 else model.decoder
     chunks = []

@@ -33,7 +33,7 @@ from pairwise_vae.data.records import DataError
 from pairwise_vae.data.split import subsample
 from pairwise_vae.model.parity import orient_samples
 from pairwise_vae.model.vae import MolecularVAEMSE
-from pairwise_vae.sampling.inference import decode_in_batches, encode_in_batches, run_split
+from pairwise_vae.sampling.inference import batch_that_fits, decode_in_batches, encode_in_batches, run_split
 from pairwise_vae.sampling.prior import (
     MIXTURE_COMPONENTS,
     MIXTURE_FIT_FRAMES,
@@ -246,7 +246,8 @@ def draw_samples(
 ) -> Draws:
     """``count`` prior samples through the whole sampler: latents, decoding (batches of ``batch_size``),
     orientation, torsion noise, and with ``options.relax`` their relaxed copies (``sampler`` must then be
-    given)."""
+    given), relaxed ``batch_size`` at a time or as many as fit in memory."""
+    batch_size = batch_that_fits(model, batch_size, model.atomic_numbers.device)
     latents, prior = prior_latents(sampler, options, count, model.latent_dim, generator)
     decoded = decode_in_batches(model, latents, batch_size, compile_decoder, bf16)
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()

@@ -201,7 +201,7 @@ class TrainConfig:
             )
         if self.learning_rate <= 0 or self.beta < 0 or self.grad_clip <= 0:
             raise ConfigError("--learning-rate and --grad-clip must be positive and --beta non-negative")
-        weights = ("relative_chirality_weight", "steric_weight", "aligned_weight")
+        weights = ("relative_chirality_weight", "stereocentre_weight", "steric_weight", "aligned_weight")
         for name in weights:
             if getattr(self.model, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be non-negative, got {getattr(self.model, name):g}")

@@ -37,7 +37,16 @@ from pairwise_vae.training.validation import (
 # a re-plan of a --max-minutes run is printed when it moves the end by more than this share
 REPLAN_NOTE_FRACTION = 0.02
 
-STEP_METRICS = ("loss", "reconstruction", "kl", "relative_chirality", "steric", "aligned", "grad_norm")
+STEP_METRICS = (
+    "loss",
+    "reconstruction",
+    "kl",
+    "relative_chirality",
+    "stereocentres",
+    "steric",
+    "aligned",
+    "grad_norm",
+)
 
 
 def rank_slice(order: torch.Tensor, batch_in_epoch: int, batch_size: int, ranks: Ranks) -> torch.Tensor:
@@ -155,6 +164,7 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
                 terms.reconstruction,
                 terms.kl,
                 terms.relative_chirality,
+                terms.stereocentres,
                 terms.steric,
                 terms.aligned,
                 grad_norm,

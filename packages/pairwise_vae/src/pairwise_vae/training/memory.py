@@ -9,10 +9,12 @@ step of B molecules of N atoms needs about
     + ENCODER_BYTES_PER_ATOM x B x N + OVERHEAD_BYTES
 
 (the encoder works on a radius graph, linear in N; the overhead holds the parameters, their gradients and
-AdamW moments and the allocator's slack). The validation pass and the evaluation report of a finished run
-decode up to ``NO_GRAD_DECODE`` molecules at once without autograd, whatever ``--batch-size`` is: about
-4 bytes x NO_GRAD_DECODE x N^2 x (DECODE_FLOATS_PER_CHANNEL x C + DECODE_FLOATS_PER_PAIR) + OVERHEAD_BYTES.
-(The run's set-up, the distance weights and the starting conformation from at most 4000 frames, needs less.)
+AdamW moments and the allocator's slack). Without autograd (the validation pass, the sampler's fit, the
+evaluation report, the sample command) a molecule needs about
+4 bytes x N^2 x (DECODE_FLOATS_PER_CHANNEL x C + DECODE_FLOATS_PER_PAIR) + NO_GRAD_ENCODER_BYTES_PER_ATOM x N,
+and :func:`molecules_at_once` encodes and decodes as many at once as fit (at most the caller's batch of 256 to
+1,024), so only the training step can refuse a molecule. (The run's set-up, the distance weights and the
+starting conformation from at most 4000 frames, needs less.)
 
 The constants were fitted, with some room, to the peak resident memory (``VmHWM`` of ``/proc/self/status``
 less the resident memory before the steps) of three eager fp32 training steps on the CPU, one process per
@@ -49,11 +51,9 @@ import torch
 
 from pairwise_vae.config import ConfigError
 from pairwise_vae.data.records import ConformationDataset
-from pairwise_vae.evaluation.report import ReportSettings
 from pairwise_vae.model.decoder import DecoderConfig
 from pairwise_vae.model.vae import ModelConfig
 from pairwise_vae.training.config import TrainConfig
-from pairwise_vae.training.validation import VALIDATION_BATCH
 
 BYTES_PER_FLOAT = 4
 GIB = 2**30
@@ -67,10 +67,11 @@ ENCODER_BYTES_PER_ATOM = 256 * 2**10
 # float32 values per (molecule, atom pair) of a decode without autograd (one layer's tensors at a time)
 DECODE_FLOATS_PER_CHANNEL = 5
 DECODE_FLOATS_PER_PAIR = 8
+# bytes per (molecule, atom) of an encode without autograd (measured: 38 KiB in fp32, 44 in bf16, 522 atoms)
+NO_GRAD_ENCODER_BYTES_PER_ATOM = 64 * 2**10
 OVERHEAD_BYTES = 64 * 2**20
-# molecules decoded at once without autograd: by the validation pass and by the evaluation report of a finished run
-NO_GRAD_DECODE = max(VALIDATION_BATCH, ReportSettings().batch_size)
-# the batch size suggested after a refusal leaves this fraction of the available memory unused
+# the batch size suggested after a refusal, and the molecules encoded or decoded at once, leave this fraction of
+# the available memory unused
 MARGIN = 0.2
 
 
@@ -92,10 +93,20 @@ def training_step_bytes(n_atoms: int, batch: int, model: ModelConfig) -> int:
     return pairs + ENCODER_BYTES_PER_ATOM * batch * n_atoms + OVERHEAD_BYTES
 
 
-def validation_bytes(n_atoms: int, model: ModelConfig) -> int:
-    """Bytes the validation pass's largest decode (``NO_GRAD_DECODE`` molecules, no autograd) needs."""
+def no_grad_bytes(n_atoms: int, model: ModelConfig) -> int:
+    """Bytes one molecule of ``n_atoms`` atoms needs in an encode or a decode without autograd."""
     per_pair = DECODE_FLOATS_PER_CHANNEL * pair_channels(model.decoder) + DECODE_FLOATS_PER_PAIR
-    return BYTES_PER_FLOAT * NO_GRAD_DECODE * n_atoms**2 * per_pair + OVERHEAD_BYTES
+    return BYTES_PER_FLOAT * n_atoms**2 * per_pair + NO_GRAD_ENCODER_BYTES_PER_ATOM * n_atoms
+
+
+def molecules_at_once(n_atoms: int, model: ModelConfig, device: torch.device, most: int) -> int:
+    """How many molecules to encode or decode at once without autograd: ``most``, or fewer (at least one) where
+    ``most`` would need more than (1 - MARGIN) of the free memory of ``device`` (:func:`available_bytes`)."""
+    available = available_bytes(device)
+    if available is None:
+        return most
+    fits = int(((1 - MARGIN) * available - OVERHEAD_BYTES) // no_grad_bytes(n_atoms, model))
+    return max(1, min(most, fits))
 
 
 def available_bytes(device: torch.device, meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -117,14 +128,15 @@ def largest_batch(n_atoms: int, model: ModelConfig, budget: float) -> int:
 
 
 def check_memory(config: TrainConfig, dataset: ConformationDataset, device: torch.device, processes: int = 1) -> None:
-    """Refuse, before anything is allocated, a run whose training step or validation pass would not fit.
+    """Refuse, before anything is allocated, a run whose training step would not fit (passes without autograd
+    take as many molecules at once as fit, :func:`molecules_at_once`).
 
     Args:
         config: the run's settings (``--batch-size``, the decoder's pair channels and layers).
         dataset: its data (the file named in the message, the atom count N).
         device: the training device (of the first process).
         processes: data-parallel processes; on the CPU their training steps share its memory (on CUDA each has
-            a GPU); the first of them alone validates.
+            a GPU).
 
     Raises:
         MemoryShortage: one line naming the file, the need, the memory available and what to do.
@@ -147,11 +159,4 @@ def check_memory(config: TrainConfig, dataset: ConformationDataset, device: torc
         raise MemoryShortage(
             f"{dataset.source}: {n_atoms} atoms at --batch-size {batch}{each} need about {step / GIB:.1f} GiB "
             f"per training step, {more}; {advice}"
-        )
-    decode = validation_bytes(n_atoms, model)  # in the first process alone
-    if decode > available:
-        raise MemoryShortage(
-            f"{dataset.source}: {n_atoms} atoms need about {decode / GIB:.1f} GiB to decode {NO_GRAD_DECODE} "
-            f"molecules at once (validation, evaluation report), {more}, whatever --batch-size; "
-            "use fewer atoms (--select)"
         )

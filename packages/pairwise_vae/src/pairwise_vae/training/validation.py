@@ -25,6 +25,7 @@ from pairwise_vae.evaluation.ensembles import compare_ensembles
 from pairwise_vae.geometry import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
 from pairwise_vae.model.parity import orient_reconstructions
 from pairwise_vae.model.vae import MolecularVAEMSE
+from pairwise_vae.sampling.inference import batch_that_fits
 from pairwise_vae.sampling.sampler import SamplerOptions, draw_samples, fit_sampler
 from pairwise_vae.training.plots import plot_bond_lengths, plot_loss_curves
 
@@ -65,8 +66,9 @@ def validate(model: MolecularVAEMSE, coords: torch.Tensor, beta: float, amp: boo
     device = coords.device
     totals = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0}
     rmsd, reconstructions = [], []
-    for start in range(0, len(coords), VALIDATION_BATCH):
-        batch = coords[start : start + VALIDATION_BATCH]
+    batch_size = batch_that_fits(model, VALIDATION_BATCH, device)
+    for start in range(0, len(coords), batch_size):
+        batch = coords[start : start + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             mu, log_var = model.encode(batch)
             reconstruction = model.decode(mu).float()
