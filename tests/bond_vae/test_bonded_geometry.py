@@ -224,7 +224,14 @@ def test_flags_are_in_the_help(capsys):
 
 @pytest.mark.parametrize(
     "flag",
-    ["--angle-weight", "--torsion-weight", "--steric-weight", "--relative-chirality-weight", "--aligned-weight"],
+    [
+        "--angle-weight",
+        "--torsion-weight",
+        "--steric-weight",
+        "--relative-chirality-weight",
+        "--stereocentre-weight",
+        "--aligned-weight",
+    ],
 )
 def test_negative_weights_are_refused_in_one_line(flag, tiny_npz, tmp_path, capsys):
     argv = tiny_run_flags(tiny_npz, tmp_path / "runs", 1, flag, "-0.5")

@@ -160,11 +160,12 @@ def test_every_recipe_parses_with_todays_flags():
         config.validate()
 
 
-# the measured run of recipes/bond_vae/conformations.yaml, flag for flag, on the defaults of the time
+# the measured run of recipes/bond_vae/conformations.yaml, flag for flag, on the defaults of the time, and the
+# stereocentre weight of its A4GA4 run (a term that is zero for AIB9, which has no stereocentres)
 MEASURED_CONFORMATION_FLAGS = (
     "--batch-size 32 --decoder-pair-channels 32 --beta 2e-5 --learning-rate 3e-3 --angle-weight 1 --torsion-weight 1 "
     "--steric-weight 1 --relative-chirality-weight 1 --aligned-weight 0.1 --encoder-graph bonds+radius "
-    "--encoder-num-layers 3 --encoder-cutoff 4 --encoder-vector-channels 16"
+    "--encoder-num-layers 3 --encoder-cutoff 4 --encoder-vector-channels 16 --stereocentre-weight 10"
 ).split()
 # the defaults of the time that 0.3 changed
 DEFAULTS_BEFORE_0_3 = ["--no-encoder-bond-length-features", "--latent-dim", "32"]

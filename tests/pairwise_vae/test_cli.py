@@ -109,6 +109,11 @@ def bad_inputs(tmp_path, aib9):
         ("vector channels", ["--encoder-vector-channels", "0"], "--encoder-vector-channels must be at least 1"),
         ("negative loss weight", ["--steric-weight", "-1"], "--steric-weight must be non-negative"),
         ("negative aligned weight", ["--aligned-weight", "-0.1"], "--aligned-weight must be non-negative"),
+        (
+            "negative stereocentre weight",
+            ["--stereocentre-weight", "-1"],
+            "--stereocentre-weight must be non-negative",
+        ),
         ("steric distance", ["--steric-distance", "0"], "--steric-distance must be positive"),
         ("heads do not divide channels", ["--encoder-hidden-channels", "30", "--encoder-num-heads", "4"], "divisible"),
         ("missing file", ["--data", str(tmp_path / "nope.npz")], "nope.npz: file not found"),

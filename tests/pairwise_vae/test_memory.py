@@ -42,6 +42,11 @@ def test_passes_without_autograd_take_as_many_molecules_as_fit(monkeypatch):
     assert memory.molecules_at_once(100, model(16), torch.device("cpu"), 512) == fits
     assert memory.molecules_at_once(100, model(16), torch.device("cpu"), fits - 1) == fits - 1  # at most the batch
     assert memory.molecules_at_once(5000, model(16), torch.device("cpu"), 512) == 1  # one at a time, never none
+    # on CUDA what the allocator holds unused counts as free
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**29)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2**29)
+    assert memory.molecules_at_once(100, model(16), torch.device("cuda:0"), 512) == fits
     monkeypatch.setattr(memory, "available_bytes", lambda device: None)  # not Linux: the batch as asked
     assert memory.molecules_at_once(100, model(16), torch.device("cpu"), 512) == 512
 

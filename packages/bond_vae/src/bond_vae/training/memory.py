@@ -102,10 +102,13 @@ def no_grad_bytes(n_atoms: int, model: ModelConfig) -> int:
 
 def molecules_at_once(n_atoms: int, model: ModelConfig, device: torch.device, most: int) -> int:
     """How many molecules to encode or decode at once without autograd: ``most``, or fewer (at least one) where
-    ``most`` would need more than (1 - MARGIN) of the free memory of ``device`` (:func:`available_bytes`)."""
+    ``most`` would need more than (1 - MARGIN) of the free memory of ``device`` (:func:`available_bytes`; on CUDA
+    with what PyTorch's allocator holds unused, which a training run's cache keeps from the free memory)."""
     available = available_bytes(device)
     if available is None:
         return most
+    if device.type == "cuda":
+        available += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     fits = int(((1 - MARGIN) * available - OVERHEAD_BYTES) // no_grad_bytes(n_atoms, model))
     return max(1, min(most, fits))
 
