@@ -127,9 +127,9 @@ def test_retired_flags_are_gone(flag, capsys):
 
 
 def test_flag_count():
-    """61 flags before 0.3: 12 retired, --config and --split-seed added."""
+    """61 flags before 0.3: 12 retired, --config, --split-seed and --stereocentre-weight added."""
     flags = [a for a in build_parser()._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
-    assert len(flags) == 52
+    assert len(flags) == 53
 
 
 def current_record(**model_changes) -> dict:
