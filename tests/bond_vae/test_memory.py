@@ -33,6 +33,9 @@ def test_the_step_estimate_is_the_formula_by_hand():
     # the steric term's (B, N (N - 1) / 2) distances
     steric = ModelConfig(decoder=model().decoder, steric_weight=1.0)
     assert memory.training_step_bytes(100, 4, steric) == expected + 4 * 4 * 100**2 * 12
+    # the stereocentre term (the conformations recipe's) decodes B / 4 latents between posterior means too
+    stereocentres = ModelConfig(decoder=model().decoder, stereocentre_weight=10.0)
+    assert memory.training_step_bytes(100, 4, stereocentres) == expected + 4 * 100**2 * 4 * (6 * 32 + 200)
 
 
 def test_passes_without_autograd_take_as_many_molecules_as_fit(monkeypatch):
@@ -60,6 +63,14 @@ def test_the_largest_batch_is_the_last_that_fits():
     batch = memory.largest_batch(210, config, budget)
     assert memory.training_step_bytes(210, batch, config) <= budget < memory.training_step_bytes(210, batch + 1, config)
     assert memory.largest_batch(2000, config, budget) == 0
+    chiral = ModelConfig(decoder=config.decoder, stereocentre_weight=10.0)
+    for small in (2, 3, 5):  # atoms of small molecules: large batches, B / 4 rounded down
+        batch = memory.largest_batch(small, chiral, budget)
+        assert (
+            memory.training_step_bytes(small, batch, chiral)
+            <= budget
+            < memory.training_step_bytes(small, batch + 1, chiral)
+        )
 
 
 def test_available_memory_is_read_from_meminfo_and_the_gpu(tmp_path, monkeypatch):

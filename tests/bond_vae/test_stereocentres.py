@@ -18,6 +18,7 @@ from bond_vae.evaluation.evaluate import main as evaluate_main
 from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
 from bond_vae.geometry import normalized_volumes, signed_volumes
 from bond_vae.model.parity import ParityRule
+from bond_vae.model.vae import between_count, latents_between
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
 
@@ -104,3 +105,37 @@ def test_evaluate_reports_the_stereocentres_of_a_chiral_model(aib9, tmp_path, ti
     assert criterion["bar"] == ">= 0.740 (reference 0.750 - 0.01)"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Stereocentres" in markdown and "| reference | 0.750 | 0.250 | AIB2:CA (0.750) |" in markdown
+
+
+def test_latents_between_lie_on_the_segments_between_posterior_means():
+    mu = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
+    z = latents_between(mu, 200)
+    assert z.shape == (200, 2)
+    assert torch.allclose(z[:, 1], 2.0 * z[:, 0]), "on the line through the two means"
+    assert z.min() >= 0.0 and z[:, 0].max() <= 2.0, "between them"
+    assert len(torch.unique(z[:, 0])) > 100, "spread along the segment, not only its ends"
+
+
+def test_a_chiral_model_in_training_also_decodes_latents_between_posterior_means(aib9):
+    model = make_model(aib9)
+    model.config.stereocentre_weight = 10.0
+    positions = torch.from_numpy(aib9.coords[:8])
+    assert model(positions)[0].shape == (8, 58, 3), "AIB9 is not chiral: the reconstructions only"
+    model.parity = index_rule(aib9.coords[0])
+    decoded, mu, log_var = model(positions)
+    assert decoded.shape == (8 + between_count(8), 58, 3) == (10, 58, 3)
+    model.eval()
+    assert model(positions)[0].shape == (8, 58, 3), "not outside training"
+    model.train()
+    # by hand: the term sums the reconstructions' hinge against their inputs and the between decodes' against the
+    # first K inputs (stand-ins for the training configuration)
+    centres = model.parity.centres
+    decoded = positions[[0, 1, 2, 3, 4, 5, 6, 7, 0, 1]].clone()
+    decoded[9][[5, 6]] = decoded[9][[6, 5]]  # the second between decode has the first centre inverted
+    terms = model.criterion(positions, decoded, mu, log_var, beta=0.0)
+    s, t = (normalized_volumes(coords.double(), centres)[:, 0] for coords in (decoded[9:], positions[1:2]))
+    expected = (0.5 * t.abs() + s.abs()).pow(2).item() / 2  # one of the K = 2 between decodes
+    assert expected > 0.05
+    assert terms.stereocentres.item() == pytest.approx(expected, rel=1e-4)
+    model.config.stereocentre_weight = 0.0
+    assert model(positions)[0].shape == (8, 58, 3), "the term off: no decodes between"

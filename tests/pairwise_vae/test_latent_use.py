@@ -59,10 +59,9 @@ def overfit_uses_the_latent(aib9, frames: torch.Tensor, seed: int) -> str | None
     return None
 
 
-@pytest.mark.slow  # 2 x 300 optimiser steps: about a CPU-minute
-@pytest.mark.parametrize("seed", [0, 1])
-def test_the_latent_does_not_collapse_on_two_basins(aib9, seed: int):
+@pytest.mark.slow  # 300 optimiser steps: about a CPU-minute
+def test_the_latent_does_not_collapse_on_two_basins(aib9):
     frames = two_basins(aib9)
     assert kabsch_rmsd(frames[:8].mean(0, keepdim=True), frames[8:].mean(0, keepdim=True)) > 1.0
-    failure = overfit_uses_the_latent(aib9, frames, seed)
+    failure = overfit_uses_the_latent(aib9, frames, seed=0)
     assert failure is None, failure

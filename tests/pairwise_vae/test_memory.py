@@ -24,12 +24,16 @@ def model(pair_channels: int | None = 32, layers: int = 4, hidden: int = 64) -> 
 
 
 def test_the_step_estimate_is_the_formula_by_hand():
-    # 4 bytes x B N^2 x (L (6 C + 200) + 12), the encoder's 256 KiB per molecule and atom, 64 MiB
-    expected = 4 * 4 * 100**2 * (4 * (6 * 32 + 200) + 12) + 256 * 1024 * 4 * 100 + 64 * MIB
+    # 4 bytes x N^2 x (D L (6 C + 200) + 12 B), D = B + B / 4 decoded molecules (the latents between posterior
+    # means of the stereocentre term), the encoder's 256 KiB per molecule and atom, 64 MiB
+    expected = 4 * 100**2 * (5 * 4 * (6 * 32 + 200) + 4 * 12) + 256 * 1024 * 4 * 100 + 64 * MIB
     assert memory.training_step_bytes(100, 4, model()) == expected
     assert memory.training_step_bytes(100, 8, model()) - 64 * MIB == 2 * (expected - 64 * MIB)  # linear in B
     # without pair channels of their own the pair tensors are as wide as the node features
     assert memory.training_step_bytes(100, 4, model(None, hidden=32)) == expected
+    # without the stereocentre term only the batch is decoded
+    without = ModelConfig(stereocentre_weight=0.0, decoder=DecoderConfig(pair_channels=32, num_layers=4))
+    assert memory.training_step_bytes(100, 4, without) == expected - 4 * 100**2 * 4 * (6 * 32 + 200)
 
 
 def test_passes_without_autograd_take_as_many_molecules_as_fit(monkeypatch):
@@ -57,6 +61,13 @@ def test_the_largest_batch_is_the_last_that_fits():
     batch = memory.largest_batch(210, config, budget)
     assert memory.training_step_bytes(210, batch, config) <= budget < memory.training_step_bytes(210, batch + 1, config)
     assert memory.largest_batch(2000, config, budget) == 0
+    for small in (2, 3, 5):  # atoms of small molecules: large batches, B / 4 rounded down
+        batch = memory.largest_batch(small, config, budget)
+        assert (
+            memory.training_step_bytes(small, batch, config)
+            <= budget
+            < memory.training_step_bytes(small, batch + 1, config)
+        )
 
 
 def test_available_memory_is_read_from_meminfo_and_the_gpu(tmp_path, monkeypatch):

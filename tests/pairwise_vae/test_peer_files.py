@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pairwise_helpers import run_main, tiny_run_flags
 from pairwise_vae.sampling import inference
-from pairwise_vae.training import memory
+from pairwise_vae.training import memory, train, validation
 
 pytest.importorskip("mdtraj")
 datafiles = pytest.importorskip("MDAnalysisTests.datafiles")
@@ -110,6 +110,9 @@ def test_a_whole_nmr_ensemble_trains_decoding_fewer_molecules_at_once(monkeypatc
         return batches[-1]
 
     monkeypatch.setattr(inference, "molecules_at_once", recorded)
+    # fewer samples than a run draws (512 each validation pass, 1,000 for the report): the batches are the point
+    monkeypatch.setattr(validation, "EVALUATION_SAMPLES", 64)
+    monkeypatch.setattr(train, "TRAINING_REPORT_SAMPLES", 64)
     assert run_main(peer_flags(datafiles.PDB_multiframe, None, None, tmp_path)) == 0
     assert "frames of 210 atoms" in capsys.readouterr().out
     assert_trained(tmp_path / "run")

@@ -138,6 +138,26 @@ def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
     return sample[deviation.argmin()].clone()
 
 
+def between_count(batch: int) -> int:
+    """How many latents between posterior means a training step of ``batch`` molecules decodes: a quarter (none in
+    batches of fewer than 4, so that a molecule too large for more does not need twice the memory)."""
+    return batch // 4
+
+
+def latents_between(mu: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` latents on the segments between random pairs of the (B, D) posterior means ``mu`` (two different
+    ones where B > 1): mu_a + u (mu_b - mu_a) with u ~ U(0, 1); returns (count, D).
+
+    Samples are drawn from a density fitted to the training frames' posterior means, between them, where no
+    reconstruction is trained: a stereocentre may come out inverted there although every reconstruction keeps
+    it. The stereocentre term of these decodes reaches there.
+    """
+    first = torch.randint(len(mu), (count,), device=mu.device)
+    second = (first + torch.randint(1, max(2, len(mu)), (count,), device=mu.device)) % len(mu)
+    u = torch.rand(count, 1, device=mu.device, dtype=mu.dtype)
+    return mu[first] + u * (mu[second] - mu[first])
+
+
 class MolecularVAE(nn.Module):
     """Variational autoencoder of conformations of one molecule.
 
@@ -197,12 +217,23 @@ class MolecularVAE(nn.Module):
         """(B, latent_dim) -> (B, N, 3) centred coordinates in Angstrom."""
         return self.decoder(z)
 
+    @property
+    def decodes_between(self) -> bool:
+        """Whether a training forward also decodes latents between the batch's posterior means (for the
+        stereocentre term of a chiral molecule, :func:`latents_between`)."""
+        return self.config.stereocentre_weight > 0 and self.parity.mode == "chiral"
+
     def forward(
         self, positions: torch.Tensor, noise_scale: torch.Tensor | float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode, sample z (:meth:`reparameterize`), decode. Returns (reconstruction (B, N, 3), mu, log_var)."""
+        """Encode, sample z (:meth:`reparameterize`), decode. Returns (decoded (B + K, N, 3), mu, log_var): the B
+        reconstructions, then, in training when :attr:`decodes_between`, K = :func:`between_count` (B) decodes of
+        latents between the batch's posterior means."""
         mu, log_var = self.encode(positions)
-        return self.decode(self.reparameterize(mu, log_var, noise_scale)), mu, log_var
+        z = self.reparameterize(mu, log_var, noise_scale)
+        if self.training and self.decodes_between and between_count(len(mu)) > 0:
+            z = torch.cat([z, latents_between(mu.detach(), between_count(len(mu)))])
+        return self.decode(z), mu, log_var
 
     def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
         """Bond-length MSE + beta * KL (+ the weighted optional terms) for (B, N, 3) conformations in Angstrom."""
@@ -221,7 +252,9 @@ class MolecularVAE(nn.Module):
 
         Args:
             positions: (B, N, 3) input conformations in Angstrom.
-            reconstruction: (B, N, 3) decoded conformations in Angstrom.
+            reconstruction: (B + K, N, 3) decoded conformations in Angstrom: the B reconstructions, then K >= 0
+                decodes of latents between posterior means, which only the stereocentre term sees (against the
+                configuration of the first K inputs).
             mu, log_var: (B, latent_dim) posterior parameters.
             beta: weight of the KL term.
 
@@ -229,13 +262,17 @@ class MolecularVAE(nn.Module):
         whose outputs are bfloat16).
         """
         reconstruction, mu, log_var = (tensor.to(positions.dtype) for tensor in (reconstruction, mu, log_var))
+        reconstruction, between = reconstruction[: len(positions)], reconstruction[len(positions) :]
         reconstruction_loss = pair_distance_loss(reconstruction, positions, self.bonds)
         kl = kl_divergence(mu, log_var).mean()
         relative_chirality = stereocentres = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
         if self.config.stereocentre_weight > 0 and self.parity.mode == "chiral":
-            stereocentres = stereocentre_loss(reconstruction, positions, self.parity.centres.to(positions.device))
+            centres = self.parity.centres.to(positions.device)
+            stereocentres = stereocentre_loss(reconstruction, positions, centres)
+            if len(between) > 0:
+                stereocentres = stereocentres + stereocentre_loss(between, positions[: len(between)], centres)
         angle, torsion = (
             pair_distance_loss(reconstruction, positions, pairs) if len(pairs) else reconstruction_loss.new_zeros(())
             for pairs in (self.angle_pairs, self.torsion_pairs)

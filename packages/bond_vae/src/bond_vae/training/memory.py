@@ -52,7 +52,7 @@ import torch
 from bond_vae.config import ConfigError
 from bond_vae.data.records import ConformationDataset
 from bond_vae.model.decoder import DecoderConfig
-from bond_vae.model.vae import ModelConfig
+from bond_vae.model.vae import ModelConfig, between_count
 from bond_vae.training.config import TrainConfig
 
 BYTES_PER_FLOAT = 4
@@ -86,11 +86,20 @@ def pair_channels(decoder: DecoderConfig) -> int:
     return decoder.pair_channels or decoder.hidden_channels
 
 
+def decoded_molecules(batch: int, model: ModelConfig) -> int:
+    """Molecules the decoder runs on in a training step of ``batch``: those of the batch, and where the
+    stereocentre term is on, the latents between their posterior means that a chiral molecule's step decodes
+    (:func:`~bond_vae.model.vae.between_count`; counted for any molecule: chirality is decided later, from the
+    training frames)."""
+    return batch + (between_count(batch) if model.stereocentre_weight > 0 else 0)
+
+
 def training_step_bytes(n_atoms: int, batch: int, model: ModelConfig) -> int:
     """Bytes one training step of ``batch`` molecules of ``n_atoms`` atoms needs beyond the model itself."""
     per_layer = STEP_FLOATS_PER_CHANNEL * pair_channels(model.decoder) + STEP_FLOATS_PER_PAIR
     loss = LOSS_FLOATS_PER_PAIR if model.steric_weight > 0 else 0
-    pairs = BYTES_PER_FLOAT * batch * n_atoms**2 * (model.decoder.num_layers * per_layer + loss)
+    decoder = decoded_molecules(batch, model) * model.decoder.num_layers * per_layer
+    pairs = BYTES_PER_FLOAT * n_atoms**2 * (decoder + batch * loss)
     return pairs + ENCODER_BYTES_PER_ATOM * batch * n_atoms + OVERHEAD_BYTES
 
 
@@ -127,8 +136,12 @@ def available_bytes(device: torch.device, meminfo: Path = Path("/proc/meminfo"))
 
 def largest_batch(n_atoms: int, model: ModelConfig, budget: float) -> int:
     """The largest batch whose training step fits in ``budget`` bytes; 0 when even one molecule does not."""
-    per_molecule = training_step_bytes(n_atoms, 1, model) - OVERHEAD_BYTES
-    return max(0, int((budget - OVERHEAD_BYTES) // per_molecule))
+    low, high = 0, int(max(0.0, budget - OVERHEAD_BYTES) // (training_step_bytes(n_atoms, 1, model) - OVERHEAD_BYTES))
+    # a molecule of a larger batch needs at least what the one of a batch of 1 needs: the answer is at most `high`
+    while low < high:  # bisection: the need grows with the batch
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if training_step_bytes(n_atoms, middle, model) <= budget else (low, middle - 1)
+    return low
 
 
 def check_memory(config: TrainConfig, dataset: ConformationDataset, device: torch.device, processes: int = 1) -> None:
