@@ -18,16 +18,19 @@ from bond_helpers import (
 from bond_vae.data.dataset import DEFAULT_DATASET, load_dataset
 from bond_vae.data.records import ConformationDataset
 from bond_vae.training import train as train_command
+from bond_vae.training import validation
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
 
 
 @pytest.fixture(scope="session", autouse=True)
 def small_training_reports():
-    """Training runs in these processes end with a report of 100 samples instead of 1,000: the tests read what
-    the report holds, its size costs only time (about half of a tiny run's)."""
+    """Training runs in these processes end with a report of 100 samples instead of 1,000, and their validation
+    passes draw 128 samples instead of 512: the tests read what the report and the metrics hold, their sizes cost
+    only time (more than half of a tiny run's)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_command, "TRAINING_REPORT_SAMPLES", 100)
+        patch.setattr(validation, "EVALUATION_SAMPLES", 128)
         yield
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from bond_helpers import random_orthogonal
-from bond_vae.geometry import bond_length_statistics, kabsch_rmsd
+from bond_vae import geometry
+from bond_vae.evaluation.metrics import clash_fraction
+from bond_vae.geometry import bond_length_statistics, distance_mae, kabsch_rmsd, pairwise_distances
 from bond_vae.model.losses import kl_divergence, pair_distance_loss
 
 
@@ -52,3 +55,16 @@ def test_bond_length_statistics():
     assert math.isclose(stats["bond_mae"], (0.05 + 0.30) / 2, rel_tol=1e-5)
     assert math.isclose(stats["bond_within_0.1"], 0.5)
     assert math.isclose(stats["bond_max_error"], 0.30, rel_tol=1e-5)
+
+
+def test_all_pair_metrics_of_many_frames_are_the_same_in_chunks(aib9, monkeypatch):
+    frames = torch.from_numpy(aib9.coords[:40]).double()
+    moved = frames + 0.1 * torch.randn_like(frames)
+    by_hand = (pairwise_distances(moved) - pairwise_distances(frames)).abs().mean().item()
+    noisy = (moved + torch.linspace(0, 1, 40)[:, None, None] * torch.randn_like(moved)).numpy()  # some clash
+    whole = (distance_mae(moved, frames), clash_fraction(noisy, aib9.topology.bonds))
+    assert 0.0 < whole[1] < 1.0
+    monkeypatch.setattr(geometry, "PAIR_VALUES_PER_CHUNK", 3 * 1653 * 7)  # 7 frames of AIB9's 1,653 pairs a chunk
+    assert geometry.frames_per_chunk(1653) == 7
+    assert distance_mae(moved, frames) == pytest.approx(by_hand, rel=1e-12) == whole[0]
+    assert clash_fraction(noisy, aib9.topology.bonds) == whole[1]

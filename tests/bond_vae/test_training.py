@@ -22,6 +22,7 @@ from bond_helpers import (
 )
 from bond_vae.model.vae import MolecularVAE as MODEL_CLASS
 from bond_vae.model.vae import reference_conformation
+from bond_vae.training import validation
 from bond_vae.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -32,7 +33,7 @@ from bond_vae.training.checkpoint import (
 from bond_vae.training.config import TrainConfig
 from bond_vae.training.run_log import new_run_folder
 from bond_vae.training.schedule import beta_at, learning_rate_factor
-from bond_vae.training.validation import EVALUATION_SAMPLES, draw_validation_samples, validate
+from bond_vae.training.validation import draw_validation_samples, validate
 
 
 def at_training_step(n, action, monkeypatch):
@@ -332,4 +333,4 @@ def test_validation_loss_is_deterministic(aib9):
     frames = torch.from_numpy(aib9.coords[:6])
     first, second = (validate(model, frames, beta=1e-3, amp=False) for _ in range(2))
     assert first.metrics["loss"] == second.metrics["loss"]
-    assert draw_validation_samples(model, frames, seed=0, amp=False).shape == (EVALUATION_SAMPLES, 58, 3)
+    assert draw_validation_samples(model, frames, seed=0, amp=False).shape == (validation.EVALUATION_SAMPLES, 58, 3)

@@ -23,6 +23,7 @@ from pairwise_helpers import (
 from pairwise_vae.model.losses import aligned_coordinate_loss, steric_loss, steric_pairs
 from pairwise_vae.model.vae import MolecularVAEMSE as MODEL_CLASS
 from pairwise_vae.model.vae import reference_conformation
+from pairwise_vae.training import validation
 from pairwise_vae.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -33,7 +34,7 @@ from pairwise_vae.training.checkpoint import (
 from pairwise_vae.training.config import TrainConfig
 from pairwise_vae.training.run_log import new_run_folder
 from pairwise_vae.training.schedule import beta_at, learning_rate_factor
-from pairwise_vae.training.validation import EVALUATION_SAMPLES, draw_validation_samples, validate
+from pairwise_vae.training.validation import draw_validation_samples, validate
 
 
 def at_training_step(n, action, monkeypatch):
@@ -408,4 +409,4 @@ def test_validation_loss_is_deterministic(aib9):
     frames = torch.from_numpy(aib9.coords[:6])
     first, second = (validate(model, frames, beta=1e-3, amp=False) for _ in range(2))
     assert first.metrics["loss"] == second.metrics["loss"]
-    assert draw_validation_samples(model, frames, seed=0, amp=False).shape == (EVALUATION_SAMPLES, 58, 3)
+    assert draw_validation_samples(model, frames, seed=0, amp=False).shape == (validation.EVALUATION_SAMPLES, 58, 3)

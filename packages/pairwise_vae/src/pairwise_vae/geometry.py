@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+# values per chunk of a computation over all atom pairs of many frames (128 MiB in float64)
+PAIR_VALUES_PER_CHUNK = 2**24
+
 
 def bond_lengths(positions: torch.Tensor, bonds: torch.Tensor) -> torch.Tensor:
     """Lengths of covalent bonds.
@@ -31,6 +34,27 @@ def pairwise_distances(positions: torch.Tensor) -> torch.Tensor:
     n_atoms = positions.shape[-2]
     i, j = torch.triu_indices(n_atoms, n_atoms, offset=1, device=positions.device)
     return (positions[..., i, :] - positions[..., j, :]).norm(dim=-1)
+
+
+def frames_per_chunk(n_pairs: int) -> int:
+    """Frames per chunk of a computation over all atom pairs of many frames: at most ``PAIR_VALUES_PER_CHUNK``
+    values of their (frames, pairs, 3) differences (all frames at once for a molecule of some tens of atoms)."""
+    return max(1, PAIR_VALUES_PER_CHUNK // (3 * max(1, n_pairs)))
+
+
+def distance_mae(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean absolute error (Angstrom) of all interatomic distances of (F, N, 3) conformations against (F, N, 3)
+    targets, over the frames in chunks (:func:`frames_per_chunk`), so that memory does not grow as F x N^2."""
+    n_pairs = predicted.shape[-2] * (predicted.shape[-2] - 1) // 2
+    chunk = frames_per_chunk(n_pairs)
+    total = sum(
+        (pairwise_distances(predicted[start : start + chunk]) - pairwise_distances(target[start : start + chunk]))
+        .abs()
+        .sum()
+        .item()
+        for start in range(0, len(predicted), chunk)
+    )
+    return total / (len(predicted) * n_pairs)
 
 
 def signed_volumes(positions: torch.Tensor, quadruplets: torch.Tensor) -> torch.Tensor:

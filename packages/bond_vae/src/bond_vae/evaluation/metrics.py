@@ -13,6 +13,7 @@ import numpy as np
 
 from bond_vae.bond_graph import NONBONDED_MIN_BONDS_APART, hop_counts
 from bond_vae.data.records import ELEMENTS, Topology
+from bond_vae.geometry import frames_per_chunk
 
 CLASH_DISTANCE = 2.5
 RAMACHANDRAN_BINS = 36
@@ -82,7 +83,13 @@ def clash_fraction(coords: np.ndarray, bonds: np.ndarray, distance: float = CLAS
     i, j = np.nonzero(np.triu(far, k=1))
     if len(i) == 0:
         return 0.0
-    closest = np.linalg.norm(coords[:, i] - coords[:, j], axis=-1).min(axis=1)
+    chunk = frames_per_chunk(len(i))  # the (frames, pairs, 3) differences of all frames at once: GiB at 500 atoms
+    closest = np.concatenate(
+        [
+            np.linalg.norm(c[:, i] - c[:, j], axis=-1).min(axis=1)
+            for c in np.array_split(coords, max(1, -(-len(coords) // chunk)))
+        ]
+    )
     return float((closest < distance).mean())
 
 

@@ -17,8 +17,8 @@ class LossTerms:
 
     ``total``; ``reconstruction``: bond-length MSE (Angstrom^2); ``kl``: KL per molecule (nats);
     ``relative_chirality``: :func:`relative_chirality_loss` (dimensionless), zero when its weight is 0;
-    ``stereocentres``: :func:`stereocentre_loss` (dimensionless), zero when its weight is 0 or the
-    molecule is not chiral;
+    ``stereocentres``: :func:`stereocentre_loss` (dimensionless) of the reconstructions, plus in training that of
+    the decodes between posterior means, zero when its weight is 0 or the molecule is not chiral;
     ``angle``, ``torsion``: MSE of the 1-3 and 1-4 distances (Angstrom^2), computed whatever their
     weights (zero for a molecule without such pairs); ``steric``: summed squared shortfall of
     distant pairs (Angstrom^2, :func:`steric_loss`), zero when its weight is 0; ``aligned``:

@@ -22,7 +22,7 @@ from bond_vae.data.records import Topology
 from bond_vae.data.split import subsample
 from bond_vae.data.structure_files import write_pdb
 from bond_vae.evaluation.ensembles import compare_ensembles
-from bond_vae.geometry import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
+from bond_vae.geometry import bond_length_statistics, bond_lengths, distance_mae, kabsch_rmsd
 from bond_vae.model.parity import orient_reconstructions
 from bond_vae.model.vae import MolecularVAE
 from bond_vae.sampling.inference import batch_that_fits
@@ -88,7 +88,7 @@ def validate(model: MolecularVAE, coords: torch.Tensor, beta: float, amp: bool) 
     metrics = {key: value / len(coords) for key, value in totals.items()}
     metrics.update(bond_length_statistics(reconstructed, coords, model.bonds))
     metrics["kabsch_rmsd"] = torch.cat(rmsd).mean().item()
-    metrics["distance_mae"] = (pairwise_distances(reconstructed) - pairwise_distances(coords)).abs().mean().item()
+    metrics["distance_mae"] = distance_mae(reconstructed, coords)
     return ValidationResult(
         metrics=metrics,
         reference=coords.double().cpu().numpy(),

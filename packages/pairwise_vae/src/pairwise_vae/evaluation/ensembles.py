@@ -43,7 +43,7 @@ from pairwise_vae.evaluation.metrics import (
 )
 from pairwise_vae.evaluation.plots import plot_free_energy, plot_histograms, plot_note, plot_ramachandran
 from pairwise_vae.evaluation.structure_figure import plot_structures, structure_basins
-from pairwise_vae.geometry import bond_lengths, kabsch_rmsd, pairwise_distances
+from pairwise_vae.geometry import bond_lengths, distance_mae, kabsch_rmsd, pairwise_distances
 
 BackboneAngles = dict[str, tuple[np.ndarray, np.ndarray]]
 HANDS = ("right", "left", "mixed")
@@ -87,7 +87,6 @@ def compare_ensembles(
     proper = kabsch_rmsd(reconstructed_t, reference_t).numpy()
     improper = kabsch_rmsd(reconstructed_t, reference_t, allow_reflection=True).numpy()
     bond_error = bond_lengths(reconstructed_t, bonds_t) - bond_lengths(reference_t, bonds_t)
-    distance_error = pairwise_distances(reconstructed_t) - pairwise_distances(reference_t)
     report: dict = {
         "reconstruction": {
             "kabsch_rmsd": float(proper.mean()),
@@ -95,7 +94,7 @@ def compare_ensembles(
             "kabsch_rmsd_reflection_allowed": float(improper.mean()),
             "mirror_gap": float((proper - improper).mean()),
             "bond_mae": bond_error.abs().mean().item(),
-            "distance_mae": distance_error.abs().mean().item(),
+            "distance_mae": distance_mae(reconstructed_t, reference_t),
         }
     }
     report.update(sample_agreement(samples, reference, topology))

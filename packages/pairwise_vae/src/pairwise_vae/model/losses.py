@@ -17,7 +17,8 @@ class LossTerms:
     ``total``; ``reconstruction``: pairwise-distance MSE (Angstrom^2); ``kl``: KL per molecule
     (nats); ``relative_chirality``: MSE of the pairwise products of normalised signed volumes
     (dimensionless, :func:`relative_chirality_loss`); ``stereocentres``: summed squared hinge of the
-    stereocentres of a chiral molecule (dimensionless, :func:`stereocentre_loss`); ``steric``: summed
+    stereocentres of a chiral molecule (dimensionless, :func:`stereocentre_loss`; of the reconstructions, plus in
+    training of the decodes between posterior means); ``steric``: summed
     squared shortfall of distant pairs (Angstrom^2, :func:`steric_loss`); ``aligned``: mean squared
     displacement after superposition (Angstrom^2, :func:`aligned_coordinate_loss`); each of the last
     four zero when its weight is 0 (``stereocentres`` also unless the molecule is chiral).

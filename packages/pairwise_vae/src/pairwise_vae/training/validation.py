@@ -22,7 +22,7 @@ from pairwise_vae.data.records import Topology
 from pairwise_vae.data.split import subsample
 from pairwise_vae.data.structure_files import write_pdb
 from pairwise_vae.evaluation.ensembles import compare_ensembles
-from pairwise_vae.geometry import bond_length_statistics, bond_lengths, kabsch_rmsd, pairwise_distances
+from pairwise_vae.geometry import bond_length_statistics, bond_lengths, distance_mae, kabsch_rmsd
 from pairwise_vae.model.parity import orient_reconstructions
 from pairwise_vae.model.vae import MolecularVAEMSE
 from pairwise_vae.sampling.inference import batch_that_fits
@@ -82,7 +82,7 @@ def validate(model: MolecularVAEMSE, coords: torch.Tensor, beta: float, amp: boo
     metrics = {key: value / len(coords) for key, value in totals.items()}
     metrics.update(bond_length_statistics(reconstructed, coords, model.bonds))
     metrics["kabsch_rmsd"] = torch.cat(rmsd).mean().item()
-    metrics["distance_mae"] = (pairwise_distances(reconstructed) - pairwise_distances(coords)).abs().mean().item()
+    metrics["distance_mae"] = distance_mae(reconstructed, coords)
     return ValidationResult(
         metrics=metrics,
         reference=coords.double().cpu().numpy(),
