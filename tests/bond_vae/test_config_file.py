@@ -165,7 +165,7 @@ def test_every_recipe_parses_with_todays_flags():
 MEASURED_CONFORMATION_FLAGS = (
     "--batch-size 32 --decoder-pair-channels 32 --beta 2e-5 --learning-rate 3e-3 --angle-weight 1 --torsion-weight 1 "
     "--steric-weight 1 --relative-chirality-weight 1 --aligned-weight 0.1 --encoder-graph bonds+radius "
-    "--encoder-num-layers 3 --encoder-cutoff 4 --encoder-vector-channels 16 --stereocentre-weight 10"
+    "--encoder-num-layers 3 --encoder-cutoff 4 --encoder-vector-channels 16 --stereocentre-weight 30"
 ).split()
 # the defaults of the time that 0.3 changed
 DEFAULTS_BEFORE_0_3 = ["--no-encoder-bond-length-features", "--latent-dim", "32"]
