@@ -219,21 +219,22 @@ class MolecularVAE(nn.Module):
         return self.decoder(z)
 
     @property
-    def decodes_between(self) -> bool:
-        """Whether a training forward also decodes latents between the batch's posterior means (for the
-        stereocentre term of a chiral molecule, :func:`latents_between`)."""
+    def stereocentres_on(self) -> bool:
+        """Whether the stereocentre term applies (a weight above 0 and a chiral molecule); a training forward then
+        also decodes latents between the batch's posterior means (:func:`latents_between`)."""
         return self.config.stereocentre_weight > 0 and self.parity.mode == "chiral"
 
     def forward(
         self, positions: torch.Tensor, noise_scale: torch.Tensor | float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode, sample z (:meth:`reparameterize`), decode. Returns (decoded (B + K, N, 3), mu, log_var): the B
-        reconstructions, then, in training when :attr:`decodes_between`, K = :func:`between_count` (B) decodes of
+        reconstructions, then, in training when :attr:`stereocentres_on`, K = :func:`between_count` (B) decodes of
         latents between the batch's posterior means."""
         mu, log_var = self.encode(positions)
         z = self.reparameterize(mu, log_var, noise_scale)
-        if self.training and self.decodes_between and between_count(len(mu)) > 0:
-            z = torch.cat([z, latents_between(mu.detach(), between_count(len(mu)))])
+        count = between_count(len(mu)) if self.training and self.stereocentres_on else 0
+        if count > 0:
+            z = torch.cat([z, latents_between(mu.detach(), count)])
         return self.decode(z), mu, log_var
 
     def loss(self, positions: torch.Tensor, beta: float) -> LossTerms:
@@ -269,7 +270,7 @@ class MolecularVAE(nn.Module):
         relative_chirality = stereocentres = steric = aligned = reconstruction_loss.new_zeros(())
         if self.config.relative_chirality_weight > 0:
             relative_chirality = relative_chirality_loss(reconstruction, positions, self.quadruplets)
-        if self.config.stereocentre_weight > 0 and self.parity.mode == "chiral":
+        if self.stereocentres_on:
             centres = self.parity.centres.to(positions.device)
             stereocentres = stereocentre_loss(reconstruction, positions, centres)
             if len(between) > 0:
