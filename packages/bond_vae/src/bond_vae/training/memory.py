@@ -22,7 +22,7 @@ case (atoms of the capped alanine, AIB9, adenylate kinase residues 1-20 and neop
 decode of 32 and 128 prior samples:
 
     atoms  batch  C, L                    measured MiB  estimate MiB
-       10      2  32, 4 (the defaults)              17            74
+       10      2  32, 4                             17            74
        10      8  32, 4                             26           104
        58      2  32, 4                             92           155
        58      8  32, 4                            293           428
@@ -33,6 +33,9 @@ decode of 32 and 128 prior samples:
       142      8  64, 4                           1397          1998
       142      8  32, 2 (a smaller encoder)        564          1043
       210      2  32, 4                            641           775
+       58      8  16, 4 (the defaults)             176           389
+       58     16  16, 4                            336           713
+       58     32  16, 4                            632          1362
       142     32 samples decoded, C 32             375           478
       142    128 samples decoded, C 32            1467          1718
       142     32 samples decoded, C 16             199           281
