@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from pairwise_vae.data.records import ConformationDataset
-from pairwise_vae.evaluation.novelty import candidate_rmsd, copying_statistic, nearest_rmsd, novelty
+from pairwise_vae.evaluation import novelty as novelty_module
+from pairwise_vae.evaluation.novelty import candidate_rmsd, copying_statistic, distance_vectors, nearest_rmsd, novelty
 from pairwise_vae.geometry import kabsch_rmsd
 
 
@@ -41,6 +42,25 @@ def test_prefiltered_nearest_equals_brute_force(aib9: ConformationDataset) -> No
     ).reshape(len(queries), len(frames))
     np.testing.assert_allclose(rmsd, brute.min(dim=1).values.numpy(), atol=1e-5)
     np.testing.assert_array_equal(index, brute.argmin(dim=1).numpy())
+
+
+def test_a_subset_of_pairs_still_finds_the_nearest_frame_of_near_copies(
+    aib9: ConformationDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(novelty_module, "FINGERPRINT_PAIRS", 100)  # of AIB9's 1,653, as for a large molecule
+    frames, fresh = disjoint_sets(aib9, 1000, 50)
+    assert distance_vectors(frames[:3]).shape == (3, 100)
+    rng = np.random.default_rng(3)
+    chosen = rng.choice(len(frames), 50, replace=False)
+    copies = frames[chosen] + rng.normal(0.0, 0.05, (50, 58, 3)).astype(np.float32)
+    rmsd, index = nearest_rmsd(copies, frames)
+    np.testing.assert_array_equal(index, chosen)
+    assert rmsd.max() < 0.15
+    # fresh frames: nearly always the brute-force nearest, within a few per cent where not
+    rmsd, _ = nearest_rmsd(fresh, frames)
+    exhaustive, _ = nearest_rmsd(fresh, frames, candidates=len(frames))
+    assert np.mean(np.isclose(rmsd, exhaustive, atol=1e-6)) >= 0.8
+    assert np.all(rmsd <= 1.1 * exhaustive + 1e-6)
 
 
 def test_copying_statistic_by_hand() -> None:
