@@ -17,7 +17,7 @@ from pairwise_helpers import make_model, tiny_model_config
 from pairwise_vae.evaluation.evaluate import main as evaluate_main
 from pairwise_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
 from pairwise_vae.geometry import normalized_volumes, signed_volumes
-from pairwise_vae.model.parity import ParityRule
+from pairwise_vae.model.parity import ParityRule, orient_reconstructions
 from pairwise_vae.model.vae import between_count, latents_between
 from pairwise_vae.training.checkpoint import model_payload, save_checkpoint
 from pairwise_vae.training.config import TrainConfig
@@ -105,6 +105,23 @@ def test_evaluate_reports_the_stereocentres_of_a_chiral_model(aib9, tmp_path, ti
     assert criterion["bar"] == ">= 0.740 (reference 0.750 - 0.01)"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Stereocentres" in markdown and "| reference | 0.750 | 0.250 | AIB2:CA (0.750) |" in markdown
+
+
+def test_a_chiral_rule_orients_reconstructions_by_their_stereocentres(aib9):
+    inputs = torch.from_numpy(aib9.coords[:1]).double()
+    rebuilt = inputs.clone()
+    for centre in CENTRES[:5]:  # five of the nine centres inverted, the backbone chains as in the input
+        rebuilt[:, centre[[2, 3]]] = inputs[:, centre[[3, 2]]]
+    rule = index_rule(aib9.coords[0])
+    bonds = torch.from_numpy(aib9.topology.bonds)
+
+    def inverted(coords: torch.Tensor) -> int:
+        return int((signed_volumes(coords, CENTRES)[0] * signed_volumes(inputs, CENTRES)[0] < 0).sum())
+
+    assert inverted(rebuilt) == 5
+    mirror_symmetric = ParityRule("mirror-symmetric", CENTRES, torch.zeros(0), reason="test")
+    assert inverted(orient_reconstructions(rebuilt, inputs, mirror_symmetric, bonds)) == 5
+    assert inverted(orient_reconstructions(rebuilt, inputs, rule, bonds)) == 4, "the other hand"
 
 
 def test_latents_between_lie_on_the_segments_between_posterior_means():

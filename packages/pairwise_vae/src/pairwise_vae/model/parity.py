@@ -223,7 +223,9 @@ def orient_reconstructions(
     """Reconstructions in the handedness of their inputs (unless the rule is ``none``).
 
     A reconstruction is reflected where sum(v_in * v_out) < 0 over the signed volumes of the
-    molecule's bonded four-atom chains (:func:`~pairwise_vae.geometry.torsion_quadruplets`).
+    rule's stereocentres (``chiral``: the hand the data fix, as for samples, so that a centre
+    inverted against most others counts as one) or of the molecule's bonded four-atom chains
+    (``mirror-symmetric``; :func:`~pairwise_vae.geometry.torsion_quadruplets`).
 
     Args:
         reconstructions: (B, N, 3) decoded conformations, Angstrom.
@@ -236,6 +238,8 @@ def orient_reconstructions(
     """
     if rule.mode == "none":
         return reconstructions
+    if rule.mode == "chiral":
+        return match_handedness(reconstructions, inputs, rule.centres.to(reconstructions.device))
     return match_handedness(reconstructions, inputs, chains_of(bonds, reconstructions))
 
 
