@@ -18,7 +18,7 @@ from bond_vae.evaluation.evaluate import main as evaluate_main
 from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
 from bond_vae.geometry import normalized_volumes, signed_volumes
 from bond_vae.model.parity import ParityRule, orient_reconstructions
-from bond_vae.model.vae import between_count, latents_between
+from bond_vae.model.vae import BETWEEN_REACH, between_count, latents_between
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
 
@@ -124,13 +124,16 @@ def test_a_chiral_rule_orients_reconstructions_by_their_stereocentres(aib9):
     assert inverted(orient_reconstructions(rebuilt, inputs, rule, bonds)) == 4, "the other hand"
 
 
-def test_latents_between_lie_on_the_segments_between_posterior_means():
+def test_latents_between_lie_on_the_lines_through_posterior_means_reaching_past_them():
     mu = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
-    z = latents_between(mu, 200)
-    assert z.shape == (200, 2)
+    z = latents_between(mu, 400)
+    assert z.shape == (400, 2)
     assert torch.allclose(z[:, 1], 2.0 * z[:, 0]), "on the line through the two means"
-    assert z.min() >= 0.0 and z[:, 0].max() <= 2.0, "between them"
-    assert len(torch.unique(z[:, 0])) > 100, "spread along the segment, not only its ends"
+    reach = 2.0 * BETWEEN_REACH
+    assert z[:, 0].min() >= -reach and z[:, 0].max() <= 2.0 + reach, "at most BETWEEN_REACH of the segment beyond"
+    assert (z[:, 0] < 0).any() and (z[:, 0] > 2.0).any(), "past both means"
+    assert ((z[:, 0] > 0) & (z[:, 0] < 2.0)).float().mean() > 0.3, "and between them"
+    assert len(torch.unique(z[:, 0])) > 100, "spread along the line, not only its ends"
 
 
 def test_a_chiral_model_in_training_also_decodes_latents_between_posterior_means(aib9):

@@ -69,10 +69,10 @@ class ModelConfig:
             "help": "weight of a term for chiral molecules (--parity chiral) only: a squared hinge on each "
             "stereocentre's normalised signed volume in the hand of the other centres (an inverted centre costs "
             "about 0.2), so that each keeps its configuration, on the reconstructions and on the decodes of a "
-            "quarter of a batch of latents between its posterior means, where samples are drawn. An alanine CA "
-            "inverted through the plane of its three heavy neighbours keeps its bond lengths and angles, so the bond "
-            "and angle terms cannot see it (A4GA4, conformations recipe, 30 minutes: samples with a D-alanine 0.7 %% "
-            "at weight 10, 0.4 %% at 30, the recipe's); even under reflection; 0: off"
+            "quarter of a batch of latents on the lines through its posterior means, where samples are drawn. An "
+            "alanine CA inverted through the plane of its three heavy neighbours keeps its bond lengths and angles, "
+            "so the bond and angle terms cannot see it (A4GA4, conformations recipe, 30 minutes: samples with a "
+            "D-alanine 0.7 %% at weight 10, 0.4 %% at 30, the recipe's); even under reflection; 0: off"
         },
     )
     angle_weight: float = field(
@@ -139,6 +139,11 @@ def reference_conformation(coords: torch.Tensor) -> torch.Tensor:
     return sample[deviation.argmin()].clone()
 
 
+# how far beyond the two posterior means, in units of the segment between them, the latents of
+# latents_between reach (A4GA4, conformations recipe, 30 minutes: samples with a D-alanine 1.6 % at 0, 0.55 % at 0.5)
+BETWEEN_REACH = 0.5
+
+
 def between_count(batch: int) -> int:
     """How many latents between posterior means a training step of ``batch`` molecules decodes: a quarter (none in
     batches of fewer than 4, so that a molecule too large for more does not need twice the memory)."""
@@ -146,16 +151,18 @@ def between_count(batch: int) -> int:
 
 
 def latents_between(mu: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` latents on the segments between random pairs of the (B, D) posterior means ``mu`` (two different
-    ones where B > 1): mu_a + u (mu_b - mu_a) with u ~ U(0, 1); returns (count, D).
+    """``count`` latents on the lines through random pairs of the (B, D) posterior means ``mu`` (two different ones
+    where B > 1), reaching ``BETWEEN_REACH`` of the segment beyond each end: mu_a + u (mu_b - mu_a) with
+    u ~ U(-BETWEEN_REACH, 1 + BETWEEN_REACH); returns (count, D).
 
-    Samples are drawn from a density fitted to the training frames' posterior means, between them, where no
-    reconstruction is trained: a stereocentre may come out inverted there although every reconstruction keeps
-    it. The stereocentre term of these decodes reaches there.
+    Samples are drawn from a density fitted to the training frames' posterior means (Gaussians with full
+    covariances, whose tails reach past the means), between them, where no reconstruction is trained: a
+    stereocentre may come out inverted there although every reconstruction keeps it. The stereocentre term of
+    these decodes reaches there.
     """
     first = torch.randint(len(mu), (count,), device=mu.device)
     second = (first + torch.randint(1, max(2, len(mu)), (count,), device=mu.device)) % len(mu)
-    u = torch.rand(count, 1, device=mu.device, dtype=mu.dtype)
+    u = (1 + 2 * BETWEEN_REACH) * torch.rand(count, 1, device=mu.device, dtype=mu.dtype) - BETWEEN_REACH
     return mu[first] + u * (mu[second] - mu[first])
 
 
