@@ -57,9 +57,13 @@ def centre_signs(coords: torch.Tensor) -> torch.Tensor:
     return torch.sign(signed_volumes(coords, torch.tensor([[0, 1, 2, 3]])))[:, 0]
 
 
-def chain_agreement(coords: torch.Tensor, targets: torch.Tensor, bonds: np.ndarray) -> torch.Tensor:
-    """(B,) sum over bonded chains of v(coords) * v(targets): positive where both have one handedness."""
-    chains = torsion_quadruplets(torch.from_numpy(bonds), coords.shape[1])
+def chain_agreement(
+    coords: torch.Tensor, targets: torch.Tensor, bonds: np.ndarray, chains: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) sum over (Q, 4) ``chains`` (by default the bonded four-atom chains) of v(coords) * v(targets): positive
+    where both have one handedness."""
+    if chains is None:
+        chains = torsion_quadruplets(torch.from_numpy(bonds), coords.shape[1])
     return (signed_volumes(coords.double(), chains) * signed_volumes(targets.double(), chains)).sum(dim=1)
 
 
@@ -158,14 +162,16 @@ def test_model_sample_of_a_tiny_chiral_model_keeps_the_data_handedness():
 @pytest.mark.parametrize("mode", ["mirror-symmetric", "chiral"])
 def test_reconstructions_take_the_handedness_of_their_input(aib9, mode):
     model = make_model(aib9).eval()
-    model.parity = ParityRule(mode, reason="test")
+    centres = torch.tensor([[a, a - 1, a + 1, a + 2] for a in AIB_CA])  # a chiral rule's: AIB9's CAs by index
+    model.parity = ParityRule(mode, centres, torch.ones(len(centres)), reason="test")
+    chains = centres if mode == "chiral" else None  # what each rule compares
     frames = torch.from_numpy(aib9.coords[:4])
     inputs = torch.cat([frames, frames * MIRROR])
     with torch.no_grad():
         raw = model.decode(model.encode(inputs)[0])
-    assert (chain_agreement(raw, inputs, aib9.topology.bonds) < 0).any(), "mirror-blind: one hand is wrong"
+    assert (chain_agreement(raw, inputs, aib9.topology.bonds, chains) < 0).any(), "mirror-blind: one hand is wrong"
     reconstructed = model.reconstruct(inputs)
-    assert (chain_agreement(reconstructed, inputs, aib9.topology.bonds) > 0).all()
+    assert (chain_agreement(reconstructed, inputs, aib9.topology.bonds, chains) > 0).all()
     model.parity = ParityRule()
     torch.testing.assert_close(model.reconstruct(inputs), raw)
 
