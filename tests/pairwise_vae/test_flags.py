@@ -125,9 +125,10 @@ def test_retired_flags_are_gone(flag, capsys):
 
 
 def test_flag_count():
-    """57 flags before 0.3: 11 retired, --config, --split-seed and --stereocentre-weight added."""
+    """57 flags before 0.3: 11 retired, --config, --split-seed, --stereocentre-weight and
+    --decoder-place-stereocentres added."""
     flags = [a for a in build_parser()._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
-    assert len(flags) == 50
+    assert len(flags) == 51
 
 
 def current_record(**model_changes) -> dict:

@@ -193,7 +193,10 @@ class MolecularVAEMSE(nn.Module):
         quadruplets = torsion_quadruplets(bonds.long().cpu(), atomic_numbers.shape[0])
         self.register_buffer("quadruplets", quadruplets, persistent=False)
         self.encoder = ViSNetEncoderMSE(config.encoder, config.latent_dim, atomic_numbers.shape[0])
-        self.decoder = EGNNDecoderMSE(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
+        chiral = (self.parity.centres, self.parity.signs) if self.parity.mode == "chiral" else None
+        self.decoder = EGNNDecoderMSE(
+            config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions, stereocentres=chiral
+        )
 
     @property
     def latent_dim(self) -> int:
