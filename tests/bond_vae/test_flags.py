@@ -127,9 +127,10 @@ def test_retired_flags_are_gone(flag, capsys):
 
 
 def test_flag_count():
-    """61 flags before 0.3: 12 retired, --config, --split-seed and --stereocentre-weight added."""
+    """61 flags before 0.3: 12 retired, --config, --split-seed, --stereocentre-weight and
+    --decoder-place-stereocentres added."""
     flags = [a for a in build_parser()._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
-    assert len(flags) == 53
+    assert len(flags) == 54
 
 
 def current_record(**model_changes) -> dict:

@@ -13,12 +13,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from bond_helpers import make_model, tiny_model_config
+from bond_helpers import make_model, tiny_model_config, with_trained_size_coordinate_updates
+from bond_vae.config import from_dict, to_dict
 from bond_vae.evaluation.evaluate import main as evaluate_main
 from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
 from bond_vae.geometry import normalized_volumes, signed_volumes
-from bond_vae.model.parity import ParityRule, orient_reconstructions
-from bond_vae.model.vae import BETWEEN_REACH, between_count, latents_between
+from bond_vae.model.decoder import DecoderConfig
+from bond_vae.model.parity import ParityRule, orient_reconstructions, place_stereocentres
+from bond_vae.model.vae import BETWEEN_REACH, MolecularVAE, between_count, latents_between
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
 
@@ -99,12 +101,15 @@ def test_evaluate_reports_the_stereocentres_of_a_chiral_model(aib9, tmp_path, ti
     found = report["stereocentres"]
     assert found["reference"]["all_kept"] == pytest.approx(0.75)
     assert found["reference"]["per_centre"][0] == pytest.approx(0.75)
-    assert set(found) == {"centres", "reference", "reconstructions", "samples"}
+    assert set(found) == {"centres", "reference", "reconstructions", "samples", "samples_before_placement"}
+    assert found["samples"]["all_kept"] == 1.0 and found["reconstructions"]["all_kept"] == 1.0, "the layer places all"
     criterion = report["quality_bar"]["criteria"]["stereocentres"]
-    assert criterion["value"] == found["samples"]["all_kept"]
+    assert criterion["value"] == found["samples_before_placement"]["all_kept"], "judged on the EGNN's own samples"
     assert criterion["bar"] == ">= 0.740 (reference 0.750 - 0.01)"
+    assert criterion["criterion"].endswith("before the decoder's stereocentre layer (after it: 1.000)")
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Stereocentres" in markdown and "| reference | 0.750 | 0.250 | AIB2:CA (0.750) |" in markdown
+    assert "| samples before the stereocentre layer |" in markdown
 
 
 def test_a_chiral_rule_orients_reconstructions_by_their_stereocentres(aib9):
@@ -159,3 +164,72 @@ def test_a_chiral_model_in_training_also_decodes_latents_between_posterior_means
     assert terms.stereocentres.item() == pytest.approx(expected, rel=1e-4)
     model.config.stereocentre_weight = 0.0
     assert model(positions)[0].shape == (8, 58, 3), "the term off: no decodes between"
+
+
+def invert_through_neighbours(frame: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(N, 3) ``frame`` with the centre atom of (4,) ``centre`` reflected through the plane of its three neighbours:
+    its configuration inverted, its distances to them kept."""
+    c, a, b, d = frame[centre]
+    normal = torch.linalg.cross(b - a, d - a)
+    normal = normal / normal.norm()
+    inverted = frame.clone()
+    inverted[centre[0]] = c - 2 * torch.dot(c - a, normal) * normal
+    return inverted
+
+
+def test_the_stereocentre_layer_puts_an_inverted_centre_back_with_its_bonds(aib9):
+    frame = torch.from_numpy(aib9.coords[0]).float()
+    rule = index_rule(aib9.coords[0])
+    inverted = invert_through_neighbours(frame, CENTRES[3])
+    assert (torch.sign(signed_volumes(inverted[None], CENTRES))[0] != rule.signs).sum() == 1
+    placed = place_stereocentres(torch.stack([inverted, -inverted, frame]), CENTRES, rule.signs)
+    torch.testing.assert_close(placed[0], frame, atol=1e-5, rtol=0)
+    torch.testing.assert_close(placed[1], -frame, atol=1e-5, rtol=0, msg="a mirror image is placed in its own hand")
+    torch.testing.assert_close(placed[2], frame, atol=0, rtol=0, msg="every centre kept: the frame stays")
+
+
+def test_the_stereocentre_layer_places_every_centre_in_the_hand_of_most(aib9):
+    frame = torch.from_numpy(aib9.coords[0]).float()
+    rule = index_rule(aib9.coords[0])
+    five = frame
+    for centre in CENTRES[:5]:
+        five = invert_through_neighbours(five, centre)
+    placed = place_stereocentres(five[None], CENTRES, rule.signs)[0]
+    assert (torch.sign(signed_volumes(placed[None], CENTRES))[0] == -rule.signs).all(), "five of nine: the other hand"
+    moved = (placed - five).norm(dim=-1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == CENTRES[5:, 0].tolist(), "only the four odd centres move"
+    bonded = (placed[CENTRES[:, :1]] - placed[CENTRES[:, 1:]]).norm(dim=-1)
+    torch.testing.assert_close(bonded, (frame[CENTRES[:, :1]] - frame[CENTRES[:, 1:]]).norm(dim=-1))
+
+
+def test_a_chiral_model_decodes_its_output_through_the_stereocentre_layer_and_trains_without_it(aib9):
+    rule = index_rule(aib9.coords[0])
+    torch.manual_seed(0)
+    model = MolecularVAE(
+        tiny_model_config(),
+        torch.from_numpy(aib9.topology.atomic_numbers),
+        torch.from_numpy(aib9.topology.bonds),
+        torch.from_numpy(aib9.coords[0]),
+        rule,
+    )
+    with_trained_size_coordinate_updates(model, std=0.5)  # so that some centres come out inverted
+    z = 3 * torch.randn(64, model.latent_dim)
+    model.eval()
+    with torch.no_grad():
+        raw, placed = model.decoder(z, stereocentre_layer=False), model.decode(z)
+    signs = torch.sign(signed_volumes(raw, CENTRES)) * rule.signs
+    assert ((signs > 0).any(dim=1) & (signs < 0).any(dim=1)).any(), "some raw decodes mix the hands"
+    signs = torch.sign(signed_volumes(placed, CENTRES)) * rule.signs
+    assert ((signs > 0).all(dim=1) | (signs < 0).all(dim=1)).all(), "each placed decode has one hand"
+    replaced = place_stereocentres(raw, CENTRES, rule.signs)
+    torch.testing.assert_close(placed, replaced - replaced.mean(dim=1, keepdim=True))
+    model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z), raw, msg="training steps see the EGNN's own output")
+
+
+def test_the_stereocentre_layer_is_off_for_other_rules_and_for_checkpoints_from_before_it(aib9):
+    assert make_model(aib9).decoder.centres is None, "no chiral rule"
+    record = to_dict(DecoderConfig())
+    assert record.pop("place_stereocentres") is True
+    assert from_dict(DecoderConfig, record).place_stereocentres is False

@@ -11,6 +11,7 @@ from bond_vae.evaluation.ensembles import ENSEMBLE_METRICS
 from bond_vae.evaluation.two_sample import TWO_SAMPLE_FEATURES
 
 RAW_MARK = "*"  # a relaxed-column value judged on the raw samples (relaxation meets the criterion by construction)
+ROW_NAMES = {"samples_before_placement": "samples before the stereocentre layer"}
 
 
 def number(value: float | None, digits: int) -> str:
@@ -168,17 +169,20 @@ def stereocentre_lines(report: dict) -> list[str]:
         "## Stereocentres",
         "",
         f"{len(names)} stereocentres ({', '.join(names)}) in the training configuration or inverted. The parity "
-        "rule picks one hand for a whole sample; centres that disagree within a sample stay as the model made them.",
+        "rule picks one hand for a whole sample; centres that disagree within a sample stay as the model made them. "
+        "A decoder with a stereocentre layer places every centre in the hand of the others; the samples before that "
+        "layer (same latents) show how often it acts.",
         "",
         "| ensemble | frames with every centre kept | inverted centres per frame | least-kept centre |",
         "|---|---|---|---|",
     ]
-    for name in ("reference", "reconstructions", "samples", "relaxed_samples"):
+    for name in ("reference", "reconstructions", "samples", "relaxed_samples", "samples_before_placement"):
         if name in found:
             row = found[name]
             least = min(range(len(names)), key=lambda k: row["per_centre"][k])
+            label = ROW_NAMES.get(name, name.replace("_", " "))
             lines.append(
-                f"| {name.replace('_', ' ')} | {row['all_kept']:.3f} | {row['inverted_per_frame']:.3f} "
+                f"| {label} | {row['all_kept']:.3f} | {row['inverted_per_frame']:.3f} "
                 f"| {names[least]} ({row['per_centre'][least]:.3f}) |"
             )
     return [*lines, ""]

@@ -50,7 +50,7 @@ from bond_vae.evaluation.quality_bar import bar_report, judge, judge_relaxed
 from bond_vae.evaluation.references import Reference, evaluation_frames
 from bond_vae.evaluation.scoring import matched_scores
 from bond_vae.evaluation.stereocentres import stereocentre_report
-from bond_vae.model.parity import orient_reconstructions
+from bond_vae.model.parity import orient_reconstructions, orient_samples
 from bond_vae.runtime import PRECISION_HELP, PRECISIONS, uses_bf16
 from bond_vae.sampling.inference import decode_in_batches, encode_in_batches, load_for_inference
 from bond_vae.sampling.sampler import SamplerOptions, draw_samples, load_sampler
@@ -126,7 +126,15 @@ def write_report(
             report["handedness"]["relaxed_samples"] = agreement["handedness"]["samples"]
     report.update(matched_scores(draws.samples.astype(np.float64), relaxed, judged_on, topology))
     ensembles = {"reference": frames, "reconstructions": reconstructed, "samples": draws.samples}
-    stereocentres = stereocentre_report(model.parity, topology, {**ensembles, "relaxed_samples": draws.relaxed})
+    unplaced = None
+    if model.decoder.centres is not None:  # the decoder's stereocentre layer: how often it acts
+        raw = decode_in_batches(model, draws.latents, settings.batch_size, settings.compile, bf16, False)
+        unplaced = orient_samples(torch.from_numpy(raw), model.parity).numpy()
+    stereocentres = stereocentre_report(
+        model.parity,
+        topology,
+        {**ensembles, "relaxed_samples": draws.relaxed, "samples_before_placement": unplaced},
+    )
     if stereocentres is not None:
         report["stereocentres"] = stereocentres
     report["quality_bar"] = bar_report(judge(report))

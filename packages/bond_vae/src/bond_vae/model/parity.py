@@ -279,3 +279,37 @@ def match_handedness(coords: torch.Tensor, targets: torch.Tensor, chains: torch.
     in it and in (B, N, 3) ``targets``."""
     agreement = (signed_volumes(coords, chains) * signed_volumes(targets.to(coords), chains)).sum(dim=1)
     return reflect(coords, agreement < 0)
+
+
+def place_stereocentres(coords: torch.Tensor, centres: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """Put each stereocentre on the side of its three neighbours' plane that the training data give it, in the hand
+    of most of the structure's centres (the last layer of a chiral model's decoder output,
+    ``--decoder-place-stereocentres``).
+
+    A centre's signed volume (:attr:`ParityRule.centres`: the centre c, then neighbours a, b, d) is
+    -|n| delta, delta the centre's signed distance from the plane through a, b, d along its normal n: its sign
+    is the side of the plane. The hand h = +1 or -1 is the one in which more of the structure's centres have the
+    data's signs (+1 on a tie); each centre whose side disagrees with h x its sign is reflected through its
+    neighbours' plane (delta -> -delta), which keeps its distances to a, b and d and is continuous in the
+    coordinates (the side's magnitude |delta| is the decoder's). Centres are placed from the decoded positions of
+    their neighbours in one pass; a structure and its mirror image are placed alike, so the layer keeps the
+    decoder E(3)-equivariant. The hand is read off the centres themselves, so it is only as good as most of them.
+
+    Args:
+        coords: (B, N, 3) decoded coordinates, Angstrom.
+        centres: (S, 4) long, each stereocentre then three of its bonded neighbours.
+        signs: (S,) the training data's sign of each centre's signed volume, +1.0 or -1.0.
+
+    Returns:
+        (B, N, 3) float32, the centres placed (the other atoms unchanged).
+    """
+    coords = coords.float()
+    centre, a, b, d = (coords[:, centres[:, k]] for k in range(4))  # (B, S, 3) each
+    normal = torch.linalg.cross(b - a, d - a)
+    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    delta = ((centre - a) * normal).sum(dim=-1)  # (B, S) Angstrom; the signed volume has the sign of -delta
+    with torch.no_grad():
+        agreement = (-torch.sign(delta) * signs).sum(dim=1, keepdim=True)
+        wanted = torch.where(agreement >= 0, 1.0, -1.0) * signs  # (B, S) the signed volume's wanted sign
+    shift = (-wanted * delta.abs() - delta).unsqueeze(-1) * normal
+    return coords.index_add(1, centres[:, 0], shift)

@@ -202,7 +202,10 @@ class MolecularVAE(nn.Module):
         self.register_buffer("steric_pairs", steric_pairs(bonds, n_atoms), persistent=False)
         self.register_buffer("quadruplets", torsion_quadruplets(bonds.long().cpu(), n_atoms), persistent=False)
         self.encoder = ViSNetEncoder(config.encoder, config.latent_dim, bonds, n_atoms)
-        self.decoder = EGNNDecoder(config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions)
+        chiral = (self.parity.centres, self.parity.signs) if self.parity.mode == "chiral" else None
+        self.decoder = EGNNDecoder(
+            config.decoder, config.latent_dim, atomic_numbers, bonds, reference_positions, stereocentres=chiral
+        )
 
     @property
     def latent_dim(self) -> int:

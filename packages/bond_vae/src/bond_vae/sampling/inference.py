@@ -83,7 +83,12 @@ def encode_in_batches(
 
 @torch.inference_mode()
 def decode_in_batches(
-    model: MolecularVAE, latents: torch.Tensor, batch_size: int, compile_decoder: bool, bf16: bool
+    model: MolecularVAE,
+    latents: torch.Tensor,
+    batch_size: int,
+    compile_decoder: bool,
+    bf16: bool,
+    stereocentre_layer: bool = True,
 ) -> np.ndarray:
     """Decode (K, D) latents batch by batch with a progress bar: returns (K, N, 3) Angstrom, float32.
 
@@ -92,7 +97,8 @@ def decode_in_batches(
     is padded to the full batch size so that one compiled graph serves all of them. With
     ``bf16`` the decoder runs under bfloat16 autocast, as ``--precision bf16`` trains it (about
     2x faster where bfloat16 is native; atoms move by about 0.001 A against float32). A batch holds
-    ``batch_size`` latents or as many as fit in memory (:func:`batch_that_fits`).
+    ``batch_size`` latents or as many as fit in memory (:func:`batch_that_fits`). ``stereocentre_layer=False``
+    decodes without the decoder's stereocentre layer.
     """
     model.eval()
     batch_size = batch_that_fits(model, batch_size, latents.device)
@@ -103,6 +109,6 @@ def decode_in_batches(
         padding = batch_size - len(batch) if decode is not model.decoder else 0
         padded = torch.cat([batch, batch.new_zeros(padding, batch.shape[1])]) if padding else batch
         with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=bf16):
-            decoded = decode(padded)
+            decoded = decode(padded, stereocentre_layer)
         chunks.append(decoded[: len(batch)].float().cpu())
     return torch.cat(chunks).numpy()

@@ -231,12 +231,14 @@ def relax_samples(coords: np.ndarray, sampler: Sampler, options: SamplerOptions,
 class Draws:
     """Prior samples of a model: ``samples`` (S, N, 3) float32 Angstrom, the model's own output (decoded,
     oriented by its parity rule, with torsion noise); ``relaxed``: the same relaxed (with ``--relax``, else
-    None); ``prior`` and ``torsion_noise``: descriptions (None: no torsion noise)."""
+    None); ``prior`` and ``torsion_noise``: descriptions (None: no torsion noise); ``latents``: (S, D) the latents
+    they were decoded from."""
 
     samples: np.ndarray
     relaxed: np.ndarray | None
     prior: str
     torsion_noise: str | None
+    latents: torch.Tensor
 
 
 def draw_samples(
@@ -258,4 +260,4 @@ def draw_samples(
     samples = orient_samples(torch.from_numpy(decoded), model.parity, generator).numpy()
     samples, noise = add_torsion_noise(samples, sampler, options, generator)
     relaxed = relax_samples(samples, sampler, options, batch_size) if options.relax else None
-    return Draws(samples, relaxed, prior, noise)
+    return Draws(samples, relaxed, prior, noise, latents)
