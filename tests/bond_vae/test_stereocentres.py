@@ -19,7 +19,7 @@ from bond_vae.evaluation.evaluate import main as evaluate_main
 from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocentre_report
 from bond_vae.geometry import normalized_volumes, signed_volumes
 from bond_vae.model.decoder import DecoderConfig
-from bond_vae.model.parity import ParityRule, orient_reconstructions, place_stereocentres
+from bond_vae.model.parity import ParityRule, orient_reconstructions, place_stereocentres, stereocentre_moves
 from bond_vae.model.vae import BETWEEN_REACH, MolecularVAE, between_count, latents_between
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
@@ -177,29 +177,69 @@ def invert_through_neighbours(frame: torch.Tensor, centre: torch.Tensor) -> torc
     return inverted
 
 
-def test_the_stereocentre_layer_puts_an_inverted_centre_back_with_its_bonds(aib9):
+def aib9_layer(aib9) -> tuple[torch.Tensor, ParityRule, torch.Tensor, torch.Tensor]:
+    """AIB9's first frame, the chiral index rule of its CAs and the layer's moves for them."""
     frame = torch.from_numpy(aib9.coords[0]).float()
-    rule = index_rule(aib9.coords[0])
-    inverted = invert_through_neighbours(frame, CENTRES[3])
+    axes, branches = stereocentre_moves(aib9.topology.bonds, aib9.topology.n_atoms, CENTRES)
+    return frame, index_rule(aib9.coords[0]), axes, branches
+
+
+def swap_methyls(frame: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """(N, 3) ``frame`` with the two methyls of (4,) ``centre`` (CA, N, CB1, CB2) swapped: its index-centre
+    inverted, every bond kept."""
+    swapped = frame.clone()
+    swapped[centre[[2, 3]]] = frame[centre[[3, 2]]]
+    return swapped
+
+
+def bond_lengths(coords: torch.Tensor, bonds: np.ndarray) -> torch.Tensor:
+    """(..., N, 3) -> (..., n_bonds) Angstrom."""
+    return (coords[..., bonds[:, 0], :] - coords[..., bonds[:, 1], :]).norm(dim=-1)
+
+
+def test_the_layer_turns_a_centres_small_branches_about_its_backbone(aib9):
+    _, _, axes, branches = aib9_layer(aib9)
+    names = aib9.topology.atom_names
+    first = [names[int(atom)] for atom in axes[0]], [names[int(atom)] for atom in branches[0].nonzero().flatten()]
+    assert sorted(first[0]) == ["C", "N"] and sorted(first[1]) == ["CB1", "CB2"], first
+    assert (branches.sum(dim=1) == 2).all()
+
+
+def test_the_stereocentre_layer_inverts_an_inverted_centre_keeping_bonds_and_backbone(aib9):
+    frame, rule, axes, branches = aib9_layer(aib9)
+    inverted = swap_methyls(frame, CENTRES[3])
     assert (torch.sign(signed_volumes(inverted[None], CENTRES))[0] != rule.signs).sum() == 1
-    placed = place_stereocentres(torch.stack([inverted, -inverted, frame]), CENTRES, rule.signs)
-    torch.testing.assert_close(placed[0], frame, atol=1e-5, rtol=0)
-    torch.testing.assert_close(placed[1], -frame, atol=1e-5, rtol=0, msg="a mirror image is placed in its own hand")
+    placed = place_stereocentres(torch.stack([inverted, -inverted, frame]), CENTRES, rule.signs, axes, branches)
+    assert (torch.sign(signed_volumes(placed[:1], CENTRES)) == rule.signs).all()
+    moved = (placed[0] - inverted).norm(dim=-1) > 1e-6
+    assert moved.nonzero().flatten().tolist() == branches[3].nonzero().flatten().tolist(), "only its two methyls"
+    torch.testing.assert_close(
+        bond_lengths(placed[0], aib9.topology.bonds), bond_lengths(inverted, aib9.topology.bonds)
+    )
+    torch.testing.assert_close(placed[1], -placed[0], msg="a mirror image is placed in its own hand")
     torch.testing.assert_close(placed[2], frame, atol=0, rtol=0, msg="every centre kept: the frame stays")
 
 
 def test_the_stereocentre_layer_places_every_centre_in_the_hand_of_most(aib9):
-    frame = torch.from_numpy(aib9.coords[0]).float()
-    rule = index_rule(aib9.coords[0])
+    frame, rule, axes, branches = aib9_layer(aib9)
     five = frame
     for centre in CENTRES[:5]:
-        five = invert_through_neighbours(five, centre)
-    placed = place_stereocentres(five[None], CENTRES, rule.signs)[0]
+        five = swap_methyls(five, centre)
+    placed = place_stereocentres(five[None], CENTRES, rule.signs, axes, branches)[0]
     assert (torch.sign(signed_volumes(placed[None], CENTRES))[0] == -rule.signs).all(), "five of nine: the other hand"
     moved = (placed - five).norm(dim=-1) > 1e-6
-    assert moved.nonzero().flatten().tolist() == CENTRES[5:, 0].tolist(), "only the four odd centres move"
-    bonded = (placed[CENTRES[:, :1]] - placed[CENTRES[:, 1:]]).norm(dim=-1)
-    torch.testing.assert_close(bonded, (frame[CENTRES[:, :1]] - frame[CENTRES[:, 1:]]).norm(dim=-1))
+    assert moved.nonzero().flatten().tolist() == branches[5:].any(dim=0).nonzero().flatten().tolist()
+
+
+def test_a_centre_in_a_ring_is_reflected_through_its_neighbours(aib9):
+    """AIB9 with a bond between the first residue's methyl CB1 and its N (a three-membered ring through the CA)."""
+    bonds = np.concatenate([aib9.topology.bonds, [[CENTRES[0, 2].item(), CENTRES[0, 1].item()]]])
+    axes, branches = stereocentre_moves(bonds, aib9.topology.n_atoms, CENTRES)
+    assert not branches[0].any() and branches[1:].any(dim=1).all()
+    frame, rule, _, _ = aib9_layer(aib9)
+    inverted = invert_through_neighbours(frame, CENTRES[0])
+    placed = place_stereocentres(inverted[None], CENTRES, rule.signs, axes, branches)[0]
+    torch.testing.assert_close(placed, frame, atol=1e-5, rtol=0, msg="the CA reflected back, nothing else moved")
 
 
 def test_a_chiral_model_decodes_its_output_through_the_stereocentre_layer_and_trains_without_it(aib9):
@@ -221,7 +261,8 @@ def test_a_chiral_model_decodes_its_output_through_the_stereocentre_layer_and_tr
     assert ((signs > 0).any(dim=1) & (signs < 0).any(dim=1)).any(), "some raw decodes mix the hands"
     signs = torch.sign(signed_volumes(placed, CENTRES)) * rule.signs
     assert ((signs > 0).all(dim=1) | (signs < 0).all(dim=1)).all(), "each placed decode has one hand"
-    replaced = place_stereocentres(raw, CENTRES, rule.signs)
+    decoder = model.decoder
+    replaced = place_stereocentres(raw, CENTRES, rule.signs, decoder.centre_axes, decoder.centre_branches)
     torch.testing.assert_close(placed, replaced - replaced.mean(dim=1, keepdim=True))
     model.train()
     with torch.no_grad():

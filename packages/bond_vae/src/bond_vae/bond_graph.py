@@ -44,6 +44,20 @@ def neighbour_lists(bonds: np.ndarray, n_atoms: int) -> list[list[int]]:
     return [sorted(around) for around in neighbours]
 
 
+def atoms_beyond(neighbours: list[list[int]], i: int, j: int) -> set[int]:
+    """Atoms reached from j without crossing the bond j-i (j itself not included; i included only when
+    the bond lies in a ring)."""
+    seen, stack = {j}, [j]
+    while stack:
+        atom = stack.pop()
+        for other in neighbours[atom]:
+            if other not in seen and not (atom == j and other == i):
+                seen.add(other)
+                stack.append(other)
+    seen.discard(j)
+    return seen
+
+
 def torsion_quadruplets(bonds: torch.Tensor, n_atoms: int) -> torch.Tensor:
     """All bonded chains i-j-k-l (j-k a bond, i bonded to j, l bonded to k, four distinct atoms).
 

@@ -13,8 +13,8 @@ default a map of its own for each atom (``latent_input``), so that every atom re
 what concerns it. A generic 3D starting geometry matters: EGNN moves atoms
 only along inter-atomic vectors, so a planar or linear start could never leave its plane
 or line, and identical start positions would never separate. For a chiral molecule a last,
-parameter-free layer puts each stereocentre of the output on the side of its neighbours that
-the training data give it (:func:`~bond_vae.model.parity.place_stereocentres`).
+parameter-free layer gives each stereocentre of the output the configuration that the training
+data give it (:func:`~bond_vae.model.parity.place_stereocentres`).
 
 Features stay of order one through the layers (so bfloat16 autocast keeps their precision):
 node features are layer-normalised before each layer reads them, distances enter as Gaussian
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from bond_vae.bond_graph import hop_counts
-from bond_vae.model.parity import place_stereocentres
+from bond_vae.model.parity import place_stereocentres, stereocentre_moves
 
 LATENT_INPUTS = ("atoms", "shared")
 
@@ -88,9 +88,10 @@ class DecoderConfig:
         metadata={
             "help": "for a chiral molecule (--parity chiral), a last layer of the decoder's output (samples, "
             "reconstructions; not the training steps, whose losses teach the EGNN itself to keep each centre) "
-            "reflects each stereocentre that the EGNN put on the other side of its three neighbours' plane than "
-            "the training data (in the hand of most centres), keeping its bonds: no output then holds an inverted "
-            "centre (A4GA4: about 0.5 %% of the EGNN's samples hold one; the report shows them before the layer)",
+            "inverts each stereocentre that the EGNN gave the other configuration than the training data (in the "
+            "hand of most centres) by turning its small branches (an alanine's CB) to the other side, keeping "
+            "every bond and the backbone: no output then holds an inverted centre (A4GA4: about 0.5 %% of the "
+            "EGNN's samples hold one; the report shows them before the layer)",
             "older_records": False,  # checkpoints from before the layer decoded without it
         },
     )
@@ -229,8 +230,11 @@ class EGNNDecoder(nn.Module):
         # derived from the parity rule, which the checkpoint records, so not stored with the weights
         placed = config.place_stereocentres and stereocentres is not None and len(stereocentres[0]) > 0
         centres, signs = (stereocentres[0].long().clone(), stereocentres[1].float().clone()) if placed else (None, None)
+        axes, branches = stereocentre_moves(bonds.long().cpu().numpy(), n_atoms, centres) if placed else (None, None)
         self.register_buffer("centres", centres, persistent=False)  # (S, 4) or None: no stereocentre layer
         self.register_buffer("centre_signs", signs, persistent=False)  # (S,)
+        self.register_buffer("centre_axes", axes, persistent=False)  # (S, 2)
+        self.register_buffer("centre_branches", branches, persistent=False)  # (S, N)
         self.element_embedding = nn.Embedding(config.max_atomic_number + 1, hidden)
         self.atom_embedding = nn.Embedding(n_atoms, hidden)
         self.latent_proj = nn.Linear(latent_dim, (n_atoms if config.latent_input == "atoms" else 1) * hidden)
@@ -275,5 +279,5 @@ class EGNNDecoder(nn.Module):
         for layer in self.layers:
             h, x = layer(h, x, pair_attributes, self.pair_mask, self.distance_basis)
         if self.centres is not None and stereocentre_layer and not self.training:
-            x = place_stereocentres(x, self.centres, self.centre_signs)
+            x = place_stereocentres(x, self.centres, self.centre_signs, self.centre_axes, self.centre_branches)
         return x - x.mean(dim=1, keepdim=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bond_vae.bond_graph import neighbour_lists, torsion_quadruplets
+from bond_vae.bond_graph import atoms_beyond, neighbour_lists, torsion_quadruplets
 from bond_vae.config import ConfigError
 from bond_vae.data.records import Topology
 from bond_vae.geometry import signed_volumes
@@ -281,35 +281,83 @@ def match_handedness(coords: torch.Tensor, targets: torch.Tensor, chains: torch.
     return reflect(coords, agreement < 0)
 
 
-def place_stereocentres(coords: torch.Tensor, centres: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-    """Put each stereocentre on the side of its three neighbours' plane that the training data give it, in the hand
-    of most of the structure's centres (the last layer of a chiral model's decoder output,
-    ``--decoder-place-stereocentres``).
+def stereocentre_moves(bonds: np.ndarray, n_atoms: int, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How the stereocentre layer (:func:`place_stereocentres`) inverts each centre.
 
-    A centre's signed volume (:attr:`ParityRule.centres`: the centre c, then neighbours a, b, d) is
-    -|n| delta, delta the centre's signed distance from the plane through a, b, d along its normal n: its sign
-    is the side of the plane. The hand h = +1 or -1 is the one in which more of the structure's centres have the
-    data's signs (+1 on a tie); each centre whose side disagrees with h x its sign is reflected through its
-    neighbours' plane (delta -> -delta), which keeps its distances to a, b and d and is continuous in the
-    coordinates (the side's magnitude |delta| is the decoder's). Centres are placed from the decoded positions of
-    their neighbours in one pass; a structure and its mirror image are placed alike, so the layer keeps the
-    decoder E(3)-equivariant. The hand is read off the centres themselves, so it is only as good as most of them.
+    The two bonded neighbours with the most atoms beyond them stay where they are (a peptide CA's N and C: the
+    backbone); the other neighbours with everything beyond them (an alanine's CB; its CB and HA with hydrogens)
+    turn by 180 degrees about the bisector of the centre's bonds to the two. That moves them to the other side
+    of the plane through the centre and the two, rigidly, so the backbone's torsions and every bond stay. A
+    centre in a ring (a proline CA) is instead reflected through the plane of its first three neighbours (empty
+    branches mark it), which keeps its bonds to them.
+
+    Args:
+        bonds: (n_bonds, 2) covalent bonds.
+        n_atoms: atoms in the molecule N.
+        centres: (S, 4) long, each stereocentre then three of its bonded neighbours.
+
+    Returns:
+        axes (S, 2) long, the two neighbours that stay; branches (S, N) bool, the atoms that turn.
+    """
+    neighbours = neighbour_lists(bonds, n_atoms)
+    axes = torch.zeros(len(centres), 2, dtype=torch.long)
+    branches = torch.zeros(len(centres), n_atoms, dtype=torch.bool)
+    for k, centre in enumerate(centres[:, 0].tolist()):
+        beyond = {atom: {atom} | atoms_beyond(neighbours, centre, atom) for atom in neighbours[centre]}
+        kept = sorted(beyond, key=lambda atom: len(beyond[atom]), reverse=True)[:2]
+        turning = set().union(*(beyond[atom] for atom in beyond if atom not in kept))
+        axes[k] = torch.tensor(kept)
+        if not any(centre in atoms for atoms in beyond.values()):  # a ring through the centre: reflected instead
+            branches[k, sorted(turning)] = True
+    return axes, branches
+
+
+def place_stereocentres(
+    coords: torch.Tensor, centres: torch.Tensor, signs: torch.Tensor, axes: torch.Tensor, branches: torch.Tensor
+) -> torch.Tensor:
+    """Give each stereocentre the configuration that the training data give it, in the hand of most of the
+    structure's centres (the last layer of a chiral model's decoder output, ``--decoder-place-stereocentres``).
+
+    The hand h = +1 or -1 is the one in which more of the structure's centres have the data's signs (+1 on a
+    tie). Centre by centre, one whose signed volume disagrees with h x its sign is inverted as
+    :func:`stereocentre_moves` lays out: its small branches turned about the bisector of its bonds to the two
+    large ones (the side of every turned atom flips, exactly, and no distance within a branch or to the centre
+    changes; with three neighbours that inverts the centre exactly, with four wherever they are roughly
+    tetrahedral), and where the centre is still inverted (in a ring, or four neighbours far from a tetrahedron)
+    the centre reflected through its first three neighbours' plane (keeping its distances to them). A centre
+    reflected so moves within its bonded neighbours' volumes: two bonded stereocentres (an isoleucine's CA and
+    CB) can leave the first one inverted. A structure and its mirror image are placed alike. The hand is read
+    off the centres themselves, so it is only as good as most of them.
 
     Args:
         coords: (B, N, 3) decoded coordinates, Angstrom.
         centres: (S, 4) long, each stereocentre then three of its bonded neighbours.
         signs: (S,) the training data's sign of each centre's signed volume, +1.0 or -1.0.
+        axes, branches: (S, 2) and (S, N) from :func:`stereocentre_moves`.
 
     Returns:
-        (B, N, 3) float32, the centres placed (the other atoms unchanged).
+        (B, N, 3) float32.
     """
     coords = coords.float()
-    centre, a, b, d = (coords[:, centres[:, k]] for k in range(4))  # (B, S, 3) each
-    normal = torch.linalg.cross(b - a, d - a)
-    normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    delta = ((centre - a) * normal).sum(dim=-1)  # (B, S) Angstrom; the signed volume has the sign of -delta
-    with torch.no_grad():
-        agreement = (-torch.sign(delta) * signs).sum(dim=1, keepdim=True)
-        wanted = torch.where(agreement >= 0, 1.0, -1.0) * signs  # (B, S) the signed volume's wanted sign
-    shift = (-wanted * delta.abs() - delta).unsqueeze(-1) * normal
-    return coords.index_add(1, centres[:, 0], shift)
+    agreement = (torch.sign(signed_volumes(coords, centres)) * signs).sum(dim=1, keepdim=True)
+    wanted = torch.where(agreement >= 0, 1.0, -1.0) * signs  # (B, S) each signed volume's wanted sign
+    for k in range(len(centres)):
+        centre = centres[k]
+        wrong = torch.sign(signed_volumes(coords, centre[None]))[:, 0] * wanted[:, k] < 0  # (B,)
+        pivot, a, b = coords[:, centre[0]], coords[:, axes[k, 0]], coords[:, axes[k, 1]]  # (B, 3) each
+        axis = unit(unit(a - pivot) + unit(b - pivot)).unsqueeze(1)  # (B, 1, 3)
+        relative = coords - pivot.unsqueeze(1)
+        turned = pivot.unsqueeze(1) + 2 * (relative * axis).sum(dim=-1, keepdim=True) * axis - relative
+        coords = torch.where((wrong[:, None] & branches[k])[..., None], turned, coords)
+        # still inverted: a centre in a ring (nothing turned), or one whose four neighbours are far from a tetrahedron
+        wrong = torch.sign(signed_volumes(coords, centre[None]))[:, 0] * wanted[:, k] < 0
+        first, second, third = (coords[:, centre[j]] for j in (1, 2, 3))
+        normal = unit(torch.linalg.cross(second - first, third - first))
+        reflected = pivot - 2 * ((pivot - first) * normal).sum(dim=-1, keepdim=True) * normal
+        coords = coords.index_copy(1, centre[:1], torch.where(wrong[:, None], reflected, pivot).unsqueeze(1))
+    return coords
+
+
+def unit(vectors: torch.Tensor) -> torch.Tensor:
+    """(..., 3) vectors scaled to length 1 (a zero vector stays zero)."""
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-6)

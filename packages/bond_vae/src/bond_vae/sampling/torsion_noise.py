@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from bond_vae.bond_graph import neighbour_lists
+from bond_vae.bond_graph import atoms_beyond, neighbour_lists
 from bond_vae.data.records import DataError
 from bond_vae.data.split import subsample
 from bond_vae.evaluation.metrics import dihedrals
@@ -78,20 +78,6 @@ def rotatable_bonds(bonds: np.ndarray, n_atoms: int) -> RotatableBonds:
     return RotatableBonds(
         np.array(chains, dtype=np.int64).reshape(-1, 4), np.array(masks, dtype=bool).reshape(-1, n_atoms)
     )
-
-
-def atoms_beyond(neighbours: list[list[int]], i: int, j: int) -> set[int]:
-    """Atoms reached from j without crossing the bond j-i (j itself not included; i included only when
-    the bond lies in a ring)."""
-    seen, stack = {j}, [j]
-    while stack:
-        atom = stack.pop()
-        for other in neighbours[atom]:
-            if other not in seen and not (atom == j and other == i):
-                seen.add(other)
-                stack.append(other)
-    seen.discard(j)
-    return seen
 
 
 def turn_about_bonds(coords: torch.Tensor, rotatable: RotatableBonds, angles: torch.Tensor) -> torch.Tensor:
