@@ -10,6 +10,7 @@ import torch
 from bond_vae.data.records import ConformationDataset
 from bond_vae.model.decoder import DecoderConfig
 from bond_vae.model.encoder import EncoderConfig
+from bond_vae.model.parity import ParityRule
 from bond_vae.model.vae import ModelConfig, MolecularVAE
 from bond_vae.training.train import main
 
@@ -81,19 +82,22 @@ def tiny_model_config(graph: str = "bonds+radius", lmax: int = 1) -> ModelConfig
     )
 
 
-def aib9_model(aib9: ConformationDataset, config: ModelConfig) -> MolecularVAE:
-    """A model of AIB9 with ``config``, initialised with seed 0, starting from the first frame."""
+def aib9_model(aib9: ConformationDataset, config: ModelConfig, parity: ParityRule | None = None) -> MolecularVAE:
+    """A model of AIB9 with ``config`` (and ``parity``), initialised with seed 0, starting from the first frame."""
     torch.manual_seed(0)
     return MolecularVAE(
         config,
         torch.from_numpy(aib9.topology.atomic_numbers),
         torch.from_numpy(aib9.topology.bonds),
         torch.from_numpy(aib9.coords[0]),
+        parity,
     )
 
 
-def make_model(aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int = 1) -> MolecularVAE:
-    return aib9_model(aib9, tiny_model_config(graph, lmax))
+def make_model(
+    aib9: ConformationDataset, graph: str = "bonds+radius", lmax: int = 1, parity: ParityRule | None = None
+) -> MolecularVAE:
+    return aib9_model(aib9, tiny_model_config(graph, lmax), parity)
 
 
 def with_trained_size_coordinate_updates(model: MolecularVAE, std: float = 0.2) -> MolecularVAE:

@@ -20,7 +20,7 @@ from bond_vae.evaluation.stereocentres import stereocentre_agreement, stereocent
 from bond_vae.geometry import normalized_volumes, signed_volumes
 from bond_vae.model.decoder import DecoderConfig
 from bond_vae.model.parity import ParityRule, orient_reconstructions, place_stereocentres, stereocentre_moves
-from bond_vae.model.vae import BETWEEN_REACH, MolecularVAE, between_count, latents_between
+from bond_vae.model.vae import BETWEEN_REACH, between_count, latents_between
 from bond_vae.training.checkpoint import model_payload, save_checkpoint
 from bond_vae.training.config import TrainConfig
 
@@ -244,14 +244,7 @@ def test_a_centre_in_a_ring_is_reflected_through_its_neighbours(aib9):
 
 def test_a_chiral_model_decodes_its_output_through_the_stereocentre_layer_and_trains_without_it(aib9):
     rule = index_rule(aib9.coords[0])
-    torch.manual_seed(0)
-    model = MolecularVAE(
-        tiny_model_config(),
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-        rule,
-    )
+    model = make_model(aib9, parity=rule)
     with_trained_size_coordinate_updates(model, std=0.5)  # so that some centres come out inverted
     z = 3 * torch.randn(64, model.latent_dim)
     model.eval()

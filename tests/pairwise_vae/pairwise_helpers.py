@@ -10,6 +10,7 @@ import torch
 from pairwise_vae.data.records import ConformationDataset
 from pairwise_vae.model.decoder import DecoderConfig
 from pairwise_vae.model.encoder import EncoderConfig
+from pairwise_vae.model.parity import ParityRule
 from pairwise_vae.model.vae import ModelConfig, MolecularVAEMSE
 from pairwise_vae.training.train import main
 
@@ -81,13 +82,14 @@ def tiny_model_config(lmax: int = 1) -> ModelConfig:
     )
 
 
-def make_model(aib9: ConformationDataset, lmax: int = 1) -> MolecularVAEMSE:
+def make_model(aib9: ConformationDataset, lmax: int = 1, parity: ParityRule | None = None) -> MolecularVAEMSE:
     torch.manual_seed(0)
     return MolecularVAEMSE(
         tiny_model_config(lmax),
         torch.from_numpy(aib9.topology.atomic_numbers),
         torch.from_numpy(aib9.topology.bonds),
         torch.from_numpy(aib9.coords[0]),
+        parity,
     )
 
 

@@ -20,7 +20,7 @@ from pairwise_vae.evaluation.stereocentres import stereocentre_agreement, stereo
 from pairwise_vae.geometry import normalized_volumes, signed_volumes
 from pairwise_vae.model.decoder import DecoderConfig
 from pairwise_vae.model.parity import ParityRule, orient_reconstructions, place_stereocentres, stereocentre_moves
-from pairwise_vae.model.vae import BETWEEN_REACH, MolecularVAEMSE, between_count, latents_between
+from pairwise_vae.model.vae import BETWEEN_REACH, between_count, latents_between
 from pairwise_vae.training.checkpoint import model_payload, save_checkpoint
 from pairwise_vae.training.config import TrainConfig
 
@@ -244,14 +244,7 @@ def test_a_centre_in_a_ring_is_reflected_through_its_neighbours(aib9):
 
 def test_a_chiral_model_decodes_its_output_through_the_stereocentre_layer_and_trains_without_it(aib9):
     rule = index_rule(aib9.coords[0])
-    torch.manual_seed(0)
-    model = MolecularVAEMSE(
-        tiny_model_config(),
-        torch.from_numpy(aib9.topology.atomic_numbers),
-        torch.from_numpy(aib9.topology.bonds),
-        torch.from_numpy(aib9.coords[0]),
-        rule,
-    )
+    model = make_model(aib9, parity=rule)
     with_trained_size_coordinate_updates(model, std=0.5)  # so that some centres come out inverted
     z = 3 * torch.randn(64, model.latent_dim)
     model.eval()

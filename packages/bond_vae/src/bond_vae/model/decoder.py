@@ -267,7 +267,8 @@ class EGNNDecoder(nn.Module):
         """(B, D) latent vectors -> (B, N, 3) centred coordinates in Angstrom. The stereocentre layer acts in
         evaluation mode only (``stereocentre_layer=False`` skips it there too, to see how often it acts): trained
         through it, the EGNN stops keeping the centres itself, so that the hand the layer reads off them is
-        noise, and learns slower (A4GA4, 30 minutes: validation Kabsch RMSD 1.60 against 1.33 A)."""
+        noise, and learns slower (A4GA4, conformations recipe, 30 minutes: validation Kabsch RMSD 1.59 against
+        1.42 A)."""
         atom_features = self.element_embedding(self.atomic_numbers) + self.atom_embedding.weight
         # (B, N, H) with a map per atom, (B, 1, H) shared by all atoms
         latent_features = self.latent_proj(z).view(z.shape[0], -1, self.config.hidden_channels)
