@@ -189,3 +189,40 @@ class GatedEquivariantBlock(nn.Module):
             return update, None
         scalars, gates = update.split([self.out_channels, self.out_vector_channels], dim=-1)
         return scalars, gates.unsqueeze(1) * self.vec2_proj(vec)
+
+
+# variance added before the square root: far below that of freshly initialised posterior means (about 1e-8)
+STANDARDIZATION_EPS = 1e-12
+
+
+class BatchStandardization(nn.BatchNorm1d):
+    """Batch normalisation without a learned scale or shift: (B, D) -> (B, D), in at least float32.
+
+    In training each of the D dimensions is standardised over the batch (and the running
+    statistics are updated, momentum 0.1); in evaluation, and in training on a batch of a single
+    molecule, with the running statistics, so that an output depends on its own input alone.
+    Running averages lag behind weights that change fast: :meth:`set_statistics` sets them from
+    the values of the current weights.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, eps=STANDARDIZATION_EPS, affine=False)
+
+    @torch.no_grad()
+    def set_statistics(self, values: torch.Tensor) -> None:
+        """Make the mean and variance over the F rows of (F, D) ``values`` the running statistics."""
+        self.running_mean.copy_(values.mean(dim=0))
+        self.running_var.copy_(values.var(dim=0))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        batch_statistics = self.training and values.shape[0] > 1
+        return nn.functional.batch_norm(
+            values.to(_summation_dtype(values.dtype)),
+            self.running_mean,
+            self.running_var,
+            None,
+            None,
+            batch_statistics,
+            self.momentum,
+            self.eps,
+        )

@@ -29,6 +29,7 @@ from pairwise_vae.training.stop import Outcome, StopRequested
 from pairwise_vae.training.validation import (
     draw_validation_samples,
     sample_metrics,
+    set_latent_statistics,
     validate,
     write_plots,
     write_sample_molecules,
@@ -176,10 +177,14 @@ def train_step(run: TrainingRun, batch: torch.Tensor) -> torch.Tensor:
     return torch.cat([metrics, 1.0 - non_finite.view(1)])
 
 
-def save(run: TrainingRun, name: str) -> Path:
-    """Write ``name`` (e.g. last.pt) in the run folder with everything needed to resume (rank 0 only)."""
+def save(run: TrainingRun, name: str, statistics_set: bool = False) -> Path:
+    """Write ``name`` (e.g. last.pt) in the run folder with everything needed to resume (rank 0 only), the
+    standardisation of the posterior means set for the current weights first (unless ``statistics_set``: an
+    epoch's end has just set it)."""
     path = run.run_dir / name
     if run.ranks.is_main:
+        if not statistics_set:
+            set_latent_statistics(run.model, run.train_coords, run.amp)
         run.progress.skipped_steps = int(run.skipped_steps.item())
         run.progress.schedule = asdict(run.schedule)
         payload = training_payload(
@@ -368,6 +373,7 @@ def report_steps(run: TrainingRun, step_metrics: torch.Tensor, bar: tqdm) -> boo
 def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) -> None:
     """Rank 0 at an epoch's end: validate, record the metrics, save checkpoints and plots."""
     config, progress = run.config, run.progress
+    set_latent_statistics(run.model, run.train_coords, run.amp)
     result = validate(run.model, run.validation_coords, config.beta, run.amp)
     validation_record = {"split": "validation", "epoch": progress.epoch, "step": progress.step, **result.metrics}
     evaluating = progress.epoch % config.evaluate_every == 0 or run.done
@@ -379,9 +385,9 @@ def end_epoch(run: TrainingRun, train_record: dict[str, Any] | None, bar: tqdm) 
     run.log.append(validation_record)
     if validation_record["loss"] < progress.best_validation:
         progress.best_validation = validation_record["loss"]
-        save(run, "best.pt")
+        save(run, "best.pt", statistics_set=True)
         run.log.summarize({f"best/{k}": v for k, v in validation_record.items() if k != "split"})
-    save(run, "last.pt")
+    save(run, "last.pt", statistics_set=True)
     train_loss = (train_record or {}).get("loss", math.nan)
     speed = f", {train_record['molecules_per_s']:.0f} molecules/s" if train_record is not None else ""
     bar.write(

@@ -80,9 +80,10 @@ class Schedule:
 
     def posterior_noise(self, step: int, steps_per_epoch: int) -> float:
         """Scale of the posterior noise in the training pass at optimiser ``step``: it rises from 0 to 1 with the KL
-        weight. At initialisation the encoder's means differ between frames by about 1e-4 while the posterior
-        standard deviation is 0.6, so z at full noise is noise alone and a decoder learns to ignore it (the latent
-        collapses onto the mean structure: the defaults did so in one of two seeds without this ramp)."""
+        weight. Without standardised posterior means the encoder's means differ between frames by about 1e-4 at
+        initialisation while the posterior standard deviation is 0.6, so z at full noise is noise alone and a
+        decoder learns to ignore it (the latent collapses onto the mean structure: the defaults did so in one of two
+        seeds without this ramp; the ramp was measured before the means were standardised)."""
         return warmup_fraction(step, self.beta_warmup_epochs, steps_per_epoch)
 
 

@@ -36,6 +36,8 @@ VALIDATION_BATCH = 256
 # noise to the reconstructions of this many: a few seconds, where the end of training fits to 20,000 and 2,000
 SAMPLER_FIT_FRAMES = 2000
 SAMPLER_RESIDUAL_FRAMES = 500
+# training frames (evenly spaced) whose posterior means standardise the means in evaluation, set at each epoch's end
+STATISTICS_FRAMES = 512
 
 
 @dataclass
@@ -50,6 +52,18 @@ class ValidationResult:
     metrics: dict[str, float]
     reference: np.ndarray
     reconstructed: np.ndarray
+
+
+@torch.no_grad()
+def set_latent_statistics(model: MolecularVAEMSE, train_coords: torch.Tensor, amp: bool) -> None:
+    """Standardise the posterior means in evaluation (validation, checkpoints, samples) by the statistics of the
+    current weights' means of ``STATISTICS_FRAMES`` of the (F, N, 3) training frames (Angstrom, on the model's
+    device). The running averages of the training batches lag behind: AIB9, the defaults, after the first epoch a
+    validation loss of 4.3 with them against 0.52 in training."""
+    frames = subsample(train_coords, STATISTICS_FRAMES)
+    batch_size = batch_that_fits(model, VALIDATION_BATCH, train_coords.device)
+    with torch.autocast(train_coords.device.type, dtype=torch.bfloat16, enabled=amp):
+        model.encoder.set_mean_statistics(model.atomic_numbers, frames.split(batch_size))
 
 
 @torch.no_grad()
