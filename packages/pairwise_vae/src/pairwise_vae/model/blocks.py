@@ -198,21 +198,22 @@ STANDARDIZATION_EPS = 1e-12
 class BatchStandardization(nn.BatchNorm1d):
     """Batch normalisation without a learned scale or shift: (B, D) -> (B, D), in at least float32.
 
-    In training each of the D dimensions is standardised over the batch (and the running
-    statistics are updated, momentum 0.1); in evaluation, and in training on a batch of a single
-    molecule, with the running statistics, so that an output depends on its own input alone.
-    Running averages lag behind weights that change fast: :meth:`set_statistics` sets them from
-    the values of the current weights.
+    In training each of the D dimensions is standardised over the batch; in evaluation, and in
+    training on a batch of a single molecule, with the statistics that :meth:`set_statistics`
+    last set, so that an output depends on its own input alone. Training batches do not update
+    them (momentum 0): running averages lag behind weights that change fast, and would differ
+    between data-parallel processes.
     """
 
     def __init__(self, num_features: int) -> None:
-        super().__init__(num_features, eps=STANDARDIZATION_EPS, affine=False)
+        super().__init__(num_features, eps=STANDARDIZATION_EPS, momentum=0.0, affine=False)
 
     @torch.no_grad()
     def set_statistics(self, values: torch.Tensor) -> None:
-        """Make the mean and variance over the F rows of (F, D) ``values`` the running statistics."""
+        """Standardise by the mean and variance over the F rows of (F, D) ``values`` (the variance divided by F,
+        as a training batch is standardised)."""
         self.running_mean.copy_(values.mean(dim=0))
-        self.running_var.copy_(values.var(dim=0))
+        self.running_var.copy_(values.var(dim=0, unbiased=False))
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         batch_statistics = self.training and values.shape[0] > 1

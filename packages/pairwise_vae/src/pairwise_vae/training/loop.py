@@ -199,6 +199,7 @@ def fit(run: TrainingRun, stop: StopRequested) -> Outcome:
     stopped run saves ``last.pt`` and says how to resume."""
     if run.config.max_minutes is not None:
         run.budget = TimeBudget(run.config.max_minutes)
+    set_latent_statistics(run.model, run.train_coords, run.amp)  # for batches of one molecule, until an epoch ends
     bar = tqdm(
         total=run.final_step,
         initial=run.progress.step,
