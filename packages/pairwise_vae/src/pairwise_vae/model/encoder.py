@@ -16,7 +16,7 @@ BN-VAE, Zhu et al., "A batch normalized inference network keeps the KL vanishing
 2020). Without it the means of different frames start about 1e-4 apart against a posterior
 standard deviation near 0.6: z is noise, and the decoder learns the mean structure and ignores
 it until the encoder's differences have grown by orders of magnitude (AIB9, 30 minutes: for
-1,350 steps in one run; a 90-minute run did not leave the mean structure in 4,000). Standardised,
+1,350 steps in one run; a 90-minute run did not leave the mean structure in 4,320). Standardised,
 the means differ at order one from the first step.
 """
 
@@ -82,7 +82,8 @@ class EncoderConfig:
     standardize_means: bool = field(
         default=True,
         metadata={
-            "help": "standardise the posterior means over each training batch (running statistics in evaluation)",
+            "help": "standardise the posterior means over each training batch (in evaluation by the statistics of "
+            "training frames that the trainer sets)",
             "flag": False,
             "older_records": False,  # checkpoints from before it encoded without it
         },

@@ -36,7 +36,8 @@ VALIDATION_BATCH = 256
 # noise to the reconstructions of this many: a few seconds, where the end of training fits to 20,000 and 2,000
 SAMPLER_FIT_FRAMES = 2000
 SAMPLER_RESIDUAL_FRAMES = 500
-# training frames (evenly spaced) whose posterior means standardise the means in evaluation, set at each epoch's end
+# training frames (evenly spaced) whose posterior means standardise the means in evaluation (set before the first
+# step, at each epoch's end and before each checkpoint)
 STATISTICS_FRAMES = 512
 
 
